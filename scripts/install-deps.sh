@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs the Debian (bookworm) packages that tpcm's tests, benches and demo need, and only those
+# that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code), busybox-static
+# (the fixture images are built from its /bin/busybox), skopeo (reference tool for archive checks),
+# and a C toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
+# and only when something must be installed.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing=()
+{ have_cmd containerd && have_cmd ctr && have_cmd containerd-shim-runc-v2; } || missing+=(containerd)
+have_cmd runc || missing+=(runc)
+have_cmd protoc || missing+=(protobuf-compiler)
+# The dynamic `busybox` package also provides /bin/busybox, but fixtures need the static one.
+have_pkg busybox-static || missing+=(busybox-static)
+have_cmd skopeo || missing+=(skopeo)
+have_cmd cc || missing+=(build-essential pkg-config)
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-deps: all required packages are present"
+    exit 0
+fi
+
+echo "install-deps: missing: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: not root; run as root:" >&2
+    echo "    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"

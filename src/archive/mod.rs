@@ -1,0 +1,195 @@
+//! Image archives: reading docker-save (v1.2 and moby ≥ 25) and OCI image-layout archives as one
+//! stream, verifying every digest, and extracting layer tars safely.
+//!
+//! The archive is read once, front to back ([`scan`]): small JSON files are kept (bounded), every
+//! blob is handed to a [`scan::BlobSink`] as it streams past, because in real archives the
+//! manifest comes *after* the layers. When the stream ends, [`resolve`] turns what was seen into
+//! [`resolve::ImagePlan`]s, checking digests, diff IDs and paths. Nothing here knows containerd.
+
+pub mod digest;
+pub mod extract;
+pub mod resolve;
+pub mod scan;
+
+pub use digest::{Digest, chain_ids};
+
+/// Everything that can be wrong with an archive. Each message names the part of the archive at
+/// fault; none of these leave anything behind (the importer cleans up on any error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Empty input.
+    #[error("the archive is empty")]
+    Empty,
+    /// Not a tar (or gzip'd tar) at all, or the tar/gzip stream is corrupt or truncated.
+    #[error("the archive is corrupt or truncated: {0}")]
+    Corrupt(String),
+    /// A tar with neither `manifest.json` nor `index.json`.
+    #[error("not an image archive: it has neither manifest.json nor index.json")]
+    NotAnImage,
+    /// An entry or a path inside metadata leads outside the archive.
+    #[error("archive path {0:?} points outside the archive")]
+    PathOutsideArchive(String),
+    /// JSON metadata over the bound we read into memory.
+    #[error("archive metadata {name:?} is larger than the {limit} byte limit")]
+    MetadataTooLarge {
+        /// The file or blob.
+        name: String,
+        /// The bound.
+        limit: u64,
+    },
+    /// Malformed JSON or a document that does not fit its schema.
+    #[error("archive metadata {name:?} is invalid: {reason}")]
+    BadMetadata {
+        /// The file or blob.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A blob's content does not hash to its name or to the descriptor that references it.
+    #[error("digest mismatch for {what}: expected {expected}, content is {actual}")]
+    DigestMismatch {
+        /// What was checked.
+        what: String,
+        /// The digest claimed.
+        expected: String,
+        /// The digest computed.
+        actual: String,
+    },
+    /// A blob's size differs from its descriptor.
+    #[error("size mismatch for {what}: descriptor says {expected} bytes, content is {actual}")]
+    SizeMismatch {
+        /// What was checked.
+        what: String,
+        /// Descriptor size.
+        expected: i64,
+        /// Content size.
+        actual: u64,
+    },
+    /// A layer's uncompressed digest differs from the config's `rootfs.diff_ids`.
+    #[error("layer {index} ({blob}) has diff ID {actual}, but the image config says {expected}")]
+    DiffIdMismatch {
+        /// Position in the image.
+        index: usize,
+        /// The blob.
+        blob: String,
+        /// From the config.
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+    /// The config lists a different number of diff IDs than the manifest lists layers.
+    #[error("image config lists {diff_ids} diff IDs for {layers} layers")]
+    DiffIdCount {
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// Metadata references a blob the archive does not contain.
+    #[error("the archive lacks {0}, which its metadata references")]
+    MissingBlob(String),
+    /// A layer whose content is neither tar nor gzip'd tar, or whose media type disagrees.
+    #[error("layer {blob}: {reason}")]
+    BadLayer {
+        /// The blob.
+        blob: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No image in the archive matches this host's platform.
+    #[error("the archive has no image for linux/{0}")]
+    NoPlatform(String),
+    /// An image name that is not a valid reference.
+    #[error("invalid image reference {name:?}: {reason}")]
+    BadReference {
+        /// The name as given.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A layer tar that cannot be extracted safely.
+    #[error(transparent)]
+    Extract(#[from] extract::ExtractError),
+    /// A failure of whatever consumed the blobs (not of the archive), carried through the scan
+    /// unchanged so the caller can recover it.
+    #[error(transparent)]
+    Sink(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub(crate) fn bad_metadata(name: &str, reason: impl std::fmt::Display) -> Error {
+        Error::BadMetadata {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// How a blob's bytes are compressed, detected from its first bytes (never from its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain tar.
+    None,
+    /// gzip.
+    Gzip,
+}
+
+/// Detects gzip by its magic bytes.
+pub fn detect_compression(prefix: &[u8]) -> Compression {
+    if prefix.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else {
+        Compression::None
+    }
+}
+
+/// Normalizes an image name the way docker and ctr do (`busybox` → `docker.io/library/busybox:latest`).
+pub fn normalize_reference(name: &str) -> Result<String, Error> {
+    let bad = |reason: String| Error::BadReference {
+        name: name.to_string(),
+        reason,
+    };
+    let r: oci_spec::distribution::Reference = name.parse().map_err(|e| bad(format!("{e}")))?;
+    if r.digest().is_some() {
+        return Err(bad("an image name for import cannot pin a digest".into()));
+    }
+    Ok(r.whole())
+}
+
+/// This host's architecture in the spelling image platforms use (GOARCH).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_normalized_like_docker() {
+        assert_eq!(
+            normalize_reference("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(normalize_reference("a/b:1.0").unwrap(), "docker.io/a/b:1.0");
+        assert_eq!(
+            normalize_reference("reg.local:5000/x/y:2").unwrap(),
+            "reg.local:5000/x/y:2"
+        );
+        assert!(normalize_reference("Bad Name").is_err());
+        assert!(normalize_reference("").is_err());
+        assert!(normalize_reference(&format!("x@sha256:{}", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn compression_is_detected_by_magic() {
+        assert_eq!(detect_compression(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(detect_compression(b"bin/"), Compression::None);
+    }
+}

@@ -1,0 +1,119 @@
+//! `tpcm image ...`: import, list, remove.
+
+use super::progress::TerminalProgress;
+use crate::config::Settings;
+use crate::manager;
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ImageCommand {
+    /// Import a docker-save or OCI image-layout archive (.tar or gzip-compressed).
+    Import {
+        /// Path of the archive.
+        archive: PathBuf,
+        /// Name for the image (name[:tag], tag defaults to latest), replacing the archive's own.
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    /// List images.
+    #[command(alias = "ls")]
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image and whatever only it used.
+    #[command(alias = "rm")]
+    Remove {
+        /// Image reference (e.g. busybox:1.0 or docker.io/library/busybox:1.0).
+        reference: String,
+    },
+}
+
+pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    match cmd {
+        ImageCommand::Import { archive, tag } => {
+            let progress = Arc::new(TerminalProgress::new());
+            let images = manager::import_image(&cd, &archive, tag, progress)
+                .await
+                .map_err(|e| e.to_string())?;
+            for img in images {
+                println!(
+                    "Imported {} ({}, {} layer{}, {})",
+                    img.names.join(", "),
+                    img.digest,
+                    img.layers,
+                    if img.layers == 1 { "" } else { "s" },
+                    human_size(img.size)
+                );
+            }
+        }
+        ImageCommand::List { json } => {
+            let images = manager::list_images(&cd).await.map_err(|e| e.to_string())?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&images).expect("summaries serialize")
+                );
+            } else {
+                println!("{:<50} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+                for i in images {
+                    let short = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
+                    let created = i
+                        .created
+                        .map(|s| {
+                            humantime::format_rfc3339_seconds(
+                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                            )
+                            .to_string()
+                        })
+                        .unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<50} sha256:{:<12} {:>10}  {}",
+                        i.name,
+                        &short[..short.len().min(12)],
+                        human_size(i.size),
+                        created
+                    );
+                }
+            }
+        }
+        ImageCommand::Remove { reference } => {
+            let name = manager::remove_image(&cd, &reference)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("Removed {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Sizes as people read them (powers of 1000, like docker).
+pub(super) fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_500_000), "1.5 MB");
+    }
+}

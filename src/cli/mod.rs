@@ -1,0 +1,110 @@
+//! The `tpcm` command line: clap definitions, dispatch, and how errors reach the user (one line
+//! on stderr, a non-zero exit code; see `docs/cli.md`).
+
+mod images;
+mod progress;
+
+use crate::config::{self, Settings};
+use crate::containerd::Containerd;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for a failed operation (bad input, runtime refusal, unreachable containerd).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a command line clap rejects.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Third-party container manager for SONiC switches (drives containerd directly).
+#[derive(Parser, Debug)]
+#[command(name = "tpcm", version, about, propagate_version = true)]
+pub struct Cli {
+    /// containerd's gRPC socket.
+    #[arg(long, global = true, env = "TPCM_CONTAINERD", default_value = config::DEFAULT_CONTAINERD)]
+    containerd: PathBuf,
+    /// containerd namespace that holds tpcm's images and containers.
+    #[arg(long, global = true, env = "TPCM_NAMESPACE", default_value = config::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// TPCM store: state, generated units, shared volume, migration exports.
+    #[arg(long, global = true, env = "TPCM_ROOT", default_value = config::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Root of the per-TPC data directories (mounted at /tpc).
+    #[arg(long, global = true, env = "TPCM_DATA_ROOT", default_value = config::DEFAULT_DATA_ROOT)]
+    data_root: PathBuf,
+    /// Directory the per-TPC systemd units are installed into.
+    #[arg(long, global = true, env = "TPCM_SYSTEMD_DIR", default_value = config::DEFAULT_SYSTEMD_DIR)]
+    systemd_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage images in containerd (import, list, remove).
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+}
+
+impl Cli {
+    fn settings(&self) -> Settings {
+        Settings {
+            containerd: self.containerd.clone(),
+            namespace: self.namespace.clone(),
+            root: self.root.clone(),
+            data_root: self.data_root.clone(),
+            systemd_dir: self.systemd_dir.clone(),
+        }
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => fail(&msg),
+    }
+}
+
+/// Diagnostics go to stderr when `TPCM_LOG` asks for them (e.g. `TPCM_LOG=debug` shows the
+/// import phases and their durations); by default tpcm prints only its results and errors.
+fn init_logging() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TPCM_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    // One line: the messages of every layer already name the object and, where there is one, the fix.
+    eprintln!("tpcm: error: {}", msg.replace('\n', " "));
+    ExitCode::from(EXIT_FAILURE)
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let settings = cli.settings();
+    match cli.command {
+        Command::Image(cmd) => images::run(cmd, &settings).await,
+    }
+}
+
+/// Connects to the configured containerd; the error names the socket.
+async fn connect(settings: &Settings) -> Result<Containerd, String> {
+    Containerd::connect(&settings.containerd, &settings.namespace)
+        .await
+        .map_err(|e| e.to_string())
+}

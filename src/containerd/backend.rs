@@ -1,0 +1,66 @@
+//! containerd as the [`Runtime`] backend: the trait's methods in terms of this module's calls.
+
+use super::{Containerd, Error};
+use crate::archive::Digest;
+use crate::runtime::{self, ImageSummary, ImportedImage, Runtime};
+use std::io::Read;
+
+impl From<Error> for runtime::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unreachable { .. } => runtime::Error::Unreachable(e.to_string()),
+            Error::ImageNotFound(name) => runtime::Error::ImageNotFound(name),
+            other => runtime::Error::Backend(other.to_string()),
+        }
+    }
+}
+
+/// Largest manifest read back when sizing an image for a listing.
+const MANIFEST_LIMIT: u64 = 4 << 20;
+
+impl Runtime for Containerd {
+    async fn import_image(
+        &self,
+        archive: Box<dyn Read + Send>,
+        tag: Option<String>,
+    ) -> Result<Vec<ImportedImage>, runtime::Error> {
+        super::import_archive(self, archive, tag).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, runtime::Error> {
+        let mut out = Vec::new();
+        for r in self.list_image_records().await? {
+            let size = self.image_size(&r.digest).await.unwrap_or(0);
+            out.push(ImageSummary {
+                name: r.name,
+                digest: r.digest,
+                media_type: r.media_type,
+                size,
+                created: ImageSummary::epoch(r.created),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), runtime::Error> {
+        Ok(self.delete_image(name).await?)
+    }
+}
+
+impl Containerd {
+    /// Manifest + config + layer sizes, from the manifest in the content store.
+    async fn image_size(&self, manifest: &str) -> Result<u64, Error> {
+        let digest = Digest::parse(manifest).ok_or_else(|| Error::Unexpected {
+            op: "image size".into(),
+            detail: format!("digest {manifest}"),
+        })?;
+        let bytes = self.read_small_blob(&digest, MANIFEST_LIMIT).await?;
+        let m: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Unexpected {
+                op: "image size".into(),
+                detail: e.to_string(),
+            })?;
+        Ok(bytes.len() as u64 + m.config().size() + m.layers().iter().map(|l| l.size()).sum::<u64>())
+    }
+}

@@ -1,0 +1,111 @@
+//! Image records: the names that point at a manifest in the content store.
+
+use super::{Containerd, Error, Lease};
+use crate::archive::Digest;
+use containerd_client::services::v1::{
+    CreateImageRequest, DeleteImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+};
+use containerd_client::types::Descriptor;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An image record as containerd holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageRecord {
+    pub name: String,
+    pub media_type: String,
+    pub digest: String,
+    pub created: Option<SystemTime>,
+}
+
+fn to_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    let ts = ts?;
+    Some(UNIX_EPOCH + Duration::new(ts.seconds.max(0) as u64, ts.nanos.max(0) as u32))
+}
+
+impl Containerd {
+    /// Points `name` at the manifest `target`, creating the record or moving an existing one.
+    pub(crate) async fn put_image(
+        &self,
+        lease: &Lease,
+        name: &str,
+        media_type: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), Error> {
+        let image = Image {
+            name: name.to_string(),
+            target: Some(Descriptor {
+                media_type: media_type.to_string(),
+                digest: digest.to_string(),
+                size: size as i64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let create = CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        };
+        match self.images().create(self.request(create, Some(lease))).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                let update = UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["target".into()],
+                    }),
+                    source_date_epoch: None,
+                };
+                self.images()
+                    .update(self.request(update, Some(lease)))
+                    .await
+                    .map_err(Error::rpc(format!("image update {name}")))?;
+                Ok(())
+            }
+            Err(s) => Err(Error::rpc(format!("image create {name}"))(s)),
+        }
+    }
+
+    /// Every image record in the namespace.
+    pub(crate) async fn list_image_records(&self) -> Result<Vec<ImageRecord>, Error> {
+        let images = self
+            .images()
+            .list(self.request(ListImagesRequest { filters: vec![] }, None))
+            .await
+            .map_err(Error::rpc("image list"))?
+            .into_inner()
+            .images;
+        Ok(images.into_iter().map(record).collect())
+    }
+
+    /// Deletes an image record and, synchronously, whatever only it kept alive (content and
+    /// snapshots), so the disk space is back when this returns.
+    pub(crate) async fn delete_image(&self, name: &str) -> Result<(), Error> {
+        match self
+            .images()
+            .delete(self.request(
+                DeleteImageRequest {
+                    name: name.into(),
+                    sync: true,
+                    target: None,
+                },
+                None,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Err(Error::ImageNotFound(name.to_string())),
+            Err(s) => Err(Error::rpc(format!("image delete {name}"))(s)),
+        }
+    }
+}
+
+fn record(i: Image) -> ImageRecord {
+    let target = i.target.unwrap_or_default();
+    ImageRecord {
+        name: i.name,
+        media_type: target.media_type,
+        digest: target.digest,
+        created: to_time(i.created_at),
+    }
+}

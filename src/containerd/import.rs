@@ -1,0 +1,577 @@
+//! The import engine: an image archive stream into containerd's content store and overlayfs
+//! snapshots, in one pass over the bytes.
+//!
+//! Real archives put the manifest after the layers, so a layer's parent is unknown while its
+//! bytes stream past. Each layer is therefore written to the content store *and* extracted, at
+//! the same time, into a parentless "staging" snapshot (the untar is independent of the parent:
+//! an overlay upper directory holds only the layer's own changes). Once the manifest is known,
+//! each chain ID gets its real snapshot (`Prepare` on its parent), the staged top-level entries
+//! are renamed into it (same filesystem, no copy) and it is committed. Per blob, three stages
+//! overlap: reading + hashing (this thread), extraction (a thread), upload (a tokio task).
+//!
+//! Everything happens under one lease; on any error the staging snapshots are removed and the
+//! lease is deleted synchronously, so containerd collects every blob and snapshot this import
+//! made and no image record exists. See `docs/architecture.md` and `docs/performance.md`.
+
+use super::content::{Upload, UploadOutcome};
+use super::snapshots::SNAPSHOT_REF_LABEL;
+use super::{Containerd, Lease, SNAPSHOTTER};
+use crate::archive::extract::{ExtractSummary, RootMeta, extract_layer};
+use crate::archive::resolve::{BlobFacts, ImagePlan, resolve};
+use crate::archive::scan::{BlobKind, BlobSink, scan};
+use crate::archive::{self, Compression, Digest, digest::Hasher, digest::HashingReader};
+use crate::runtime::{Error, ImportedImage};
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// Bytes per chunk handed between stages (and per content `WRITE`): within design §4's 1–8 MiB.
+const CHUNK: usize = 1 << 20;
+/// Chunks queued between two stages; with [`CHUNK`] this bounds the memory an import holds.
+const QUEUE: usize = 4;
+/// Uploads whose commit may still be in flight while the next blob streams.
+const MAX_PENDING_UPLOADS: usize = 2;
+
+/// Imports every image in the archive read from `input`. With `tag`, the archive must hold one
+/// image, which gets that (normalized) name instead of the archive's own.
+pub async fn import_archive(
+    cd: &Containerd,
+    input: Box<dyn Read + Send>,
+    tag: Option<String>,
+) -> Result<Vec<ImportedImage>, Error> {
+    let tag = tag.map(|t| archive::normalize_reference(&t)).transpose()?;
+    let lease = cd.create_lease("import").await?;
+    let scratch_keys = Arc::new(Mutex::new(Vec::new()));
+    let result = run(cd, &lease, input, tag, scratch_keys.clone()).await;
+    // Staging snapshots are never needed after the import, whatever its outcome; unpack keys
+    // that were committed no longer exist and their removal is a no-op.
+    let keys = std::mem::take(&mut *scratch_keys.lock().expect("lock is never poisoned"));
+    for key in keys.iter().rev() {
+        let _ = cd.remove_snapshot(key).await;
+    }
+    match result {
+        Ok(images) => {
+            cd.delete_lease(lease, false).await?;
+            Ok(images)
+        }
+        Err(e) => {
+            // Synchronous: containerd collects everything only this lease kept alive.
+            let _ = cd.delete_lease(lease, true).await;
+            Err(e)
+        }
+    }
+}
+
+/// A layer extracted into a staging snapshot, waiting for its parent to be known.
+struct Staged {
+    dir: PathBuf,
+    root: RootMeta,
+}
+
+async fn run(
+    cd: &Containerd,
+    lease: &Lease,
+    input: Box<dyn Read + Send>,
+    tag: Option<String>,
+    scratch_keys: Arc<Mutex<Vec<String>>>,
+) -> Result<Vec<ImportedImage>, Error> {
+    let mut sink = StagingSink {
+        handle: Handle::current(),
+        cd: cd.clone(),
+        lease: lease.clone(),
+        next: 0,
+        facts: HashMap::new(),
+        staged: HashMap::new(),
+        scratch_keys: scratch_keys.clone(),
+        pending: Default::default(),
+    };
+    let started = std::time::Instant::now();
+    let (scanned, mut sink) = tokio::task::spawn_blocking(move || {
+        let scanned = scan(input, &mut sink);
+        let uploads = sink.finish_all_uploads();
+        (
+            scanned.map_err(Error::from).and_then(|s| uploads.map(|()| s)),
+            sink,
+        )
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
+    let scanned = scanned?;
+    tracing::debug!(elapsed = ?started.elapsed(), bytes = scanned.bytes, "import: archive streamed, layers staged");
+    let mut plans = resolve(&scanned, &sink.facts)?;
+    if let Some(tag) = tag {
+        if plans.len() != 1 {
+            return Err(Error::InvalidRequest(format!(
+                "the archive holds {} images; --tag can name only one",
+                plans.len()
+            )));
+        }
+        plans[0].names = vec![tag];
+    }
+    if let Some(p) = plans.iter().find(|p| p.names.is_empty()) {
+        return Err(Error::InvalidRequest(format!(
+            "the image {} in the archive has no name; give one with --tag name:tag",
+            p.manifest.digest
+        )));
+    }
+    for (i, plan) in plans.iter().enumerate() {
+        unpack(cd, lease, plan, i, &mut sink.staged, &scratch_keys).await?;
+        tracing::debug!(elapsed = ?started.elapsed(), image = i, "import: layers committed");
+        write_documents(cd, lease, plan, i).await?;
+    }
+    tracing::debug!(elapsed = ?started.elapsed(), "import: snapshots committed, documents written");
+    let mut imported = Vec::new();
+    for plan in &plans {
+        for name in &plan.names {
+            cd.put_image(
+                lease,
+                name,
+                &plan.manifest.media_type,
+                &plan.manifest.digest,
+                plan.manifest.bytes.len() as u64,
+            )
+            .await?;
+        }
+        imported.push(ImportedImage {
+            names: plan.names.clone(),
+            digest: plan.manifest.digest.to_string(),
+            layers: plan.layers.len(),
+            size: plan.layers.iter().map(|l| l.size).sum::<u64>() + plan.config.bytes.len() as u64,
+        });
+    }
+    Ok(imported)
+}
+
+/// Commits one snapshot per chain ID that containerd does not have yet.
+async fn unpack(
+    cd: &Containerd,
+    lease: &Lease,
+    plan: &ImagePlan,
+    image_index: usize,
+    staged: &mut HashMap<String, Staged>,
+    scratch_keys: &Mutex<Vec<String>>,
+) -> Result<(), Error> {
+    for (i, layer) in plan.layers.iter().enumerate() {
+        let chain = layer.chain_id.to_string();
+        if cd.snapshot_exists(&chain).await? {
+            continue;
+        }
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            plan.layers[i - 1].chain_id.to_string()
+        };
+        let key = format!("tpcm-unpack-{}-{image_index}-{i}", lease.id());
+        let labels = HashMap::from([(SNAPSHOT_REF_LABEL.to_string(), chain.clone())]);
+        scratch_keys
+            .lock()
+            .expect("lock is never poisoned")
+            .push(key.clone());
+        let upper = cd.prepare_snapshot(lease, &key, &parent, labels.clone()).await?;
+        // A staged extraction can be used once; a blob that recurs (the same layer at two places
+        // in a stack, or in two images) is extracted again from the content store.
+        match staged.remove(&layer.path) {
+            Some(st) => {
+                move_entries(&st.dir, &upper)?;
+                apply_root_meta(&upper, &st.root)?;
+            }
+            None => {
+                let compression = if layer.media_type.ends_with("gzip") {
+                    Compression::Gzip
+                } else {
+                    Compression::None
+                };
+                let (tx, rx) = mpsc::channel(QUEUE);
+                let dir = upper.clone();
+                let extraction =
+                    std::thread::spawn(move || extract_stream(ChunkReader::new(rx), compression, &dir));
+                let read = cd.read_blob(&layer.digest, tx).await;
+                let (diff_id, summary) = join_extraction(extraction)?;
+                read?;
+                // The store verified the blob digest, which is the diff ID of an uncompressed layer.
+                let diff_id = diff_id.unwrap_or_else(|| layer.digest.clone());
+                if diff_id != layer.diff_id {
+                    return Err(archive::Error::DiffIdMismatch {
+                        index: i,
+                        blob: layer.digest.to_string(),
+                        expected: layer.diff_id.to_string(),
+                        actual: diff_id.to_string(),
+                    }
+                    .into());
+                }
+                apply_root_meta(&upper, &summary.root)?;
+            }
+        }
+        if !cd.commit_snapshot(lease, &chain, &key, labels).await? {
+            cd.remove_snapshot(&key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes config and manifest with the labels that make containerd's GC keep the image whole:
+/// manifest → config and layers, config → top snapshot (design §4).
+async fn write_documents(
+    cd: &Containerd,
+    lease: &Lease,
+    plan: &ImagePlan,
+    image_index: usize,
+) -> Result<(), Error> {
+    let mut config_labels = HashMap::new();
+    if let Some(top) = plan.layers.last() {
+        config_labels.insert(
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            top.chain_id.to_string(),
+        );
+    }
+    let reference = format!("{}-config-{image_index}", lease.id());
+    cd.write_small_blob(
+        lease,
+        reference,
+        &plan.config.digest,
+        &plan.config.bytes,
+        config_labels,
+    )
+    .await?;
+    let mut manifest_labels = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        plan.config.digest.to_string(),
+    )]);
+    for (i, l) in plan.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l.digest.to_string(),
+        );
+    }
+    let reference = format!("{}-manifest-{image_index}", lease.id());
+    cd.write_small_blob(
+        lease,
+        reference,
+        &plan.manifest.digest,
+        &plan.manifest.bytes,
+        manifest_labels,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Renames every top-level entry of a staging directory into the real snapshot's directory.
+/// Both belong to the same snapshotter root, so this is a handful of renames, not a copy.
+fn move_entries(from: &Path, to: &Path) -> Result<(), Error> {
+    let io_err = |e: io::Error| {
+        Error::Internal(format!(
+            "moving staged layer {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    };
+    for entry in std::fs::read_dir(from).map_err(io_err)? {
+        let name = entry.map_err(io_err)?.file_name();
+        std::fs::rename(from.join(&name), to.join(&name)).map_err(io_err)?;
+    }
+    Ok(())
+}
+
+fn apply_root_meta(dir: &Path, root: &RootMeta) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let io_err =
+        |e: io::Error| Error::Internal(format!("setting layer root metadata on {}: {e}", dir.display()));
+    if let Some((mode, uid, gid)) = root.mode_owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+    }
+    if root.opaque {
+        xattr::set(dir, "trusted.overlay.opaque", b"y").map_err(io_err)?;
+    }
+    Ok(())
+}
+
+/// Reads chunks from a channel as a byte stream (the extraction thread's input).
+struct ChunkReader {
+    rx: mpsc::Receiver<Arc<Vec<u8>>>,
+    current: Arc<Vec<u8>>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    fn new(rx: mpsc::Receiver<Arc<Vec<u8>>>) -> Self {
+        ChunkReader {
+            rx,
+            current: Arc::new(Vec::new()),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Decompresses (if needed) and extracts one layer stream. For a gzip layer it also returns the
+/// diff ID (the uncompressed digest); an uncompressed layer's diff ID is its blob digest, which the
+/// caller already has.
+fn extract_stream(
+    mut input: ChunkReader,
+    compression: Compression,
+    dir: &Path,
+) -> Result<(Option<Digest>, ExtractSummary), archive::Error> {
+    let drain_err = archive::extract::ExtractError::Io;
+    match compression {
+        Compression::Gzip => {
+            let mut hashed = HashingReader::new(flate2::read::GzDecoder::new(input));
+            let summary = extract_layer(&mut hashed, dir)?;
+            // The rest (tar padding, gzip trailer) counts for the diff ID and is checked by the decoder.
+            let (diff_id, _) = hashed.finish().map_err(drain_err)?;
+            Ok((Some(diff_id), summary))
+        }
+        Compression::None => {
+            let summary = extract_layer(&mut input, dir)?;
+            io::copy(&mut input, &mut io::sink()).map_err(drain_err)?;
+            Ok((None, summary))
+        }
+    }
+}
+
+type Extracted = Result<(Option<Digest>, ExtractSummary), archive::Error>;
+
+fn join_extraction(t: std::thread::JoinHandle<Extracted>) -> Result<(Option<Digest>, ExtractSummary), Error> {
+    t.join()
+        .map_err(|_| Error::Internal("layer extraction thread panicked".into()))?
+        .map_err(Error::from)
+}
+
+/// Receives blobs from the archive scan (on a blocking thread) and sends each to containerd and,
+/// for layers, to an extraction thread, while hashing it.
+struct StagingSink {
+    handle: Handle,
+    cd: Containerd,
+    lease: Lease,
+    next: usize,
+    facts: HashMap<String, BlobFacts>,
+    staged: HashMap<String, Staged>,
+    scratch_keys: Arc<Mutex<Vec<String>>>,
+    pending: std::collections::VecDeque<PendingUpload>,
+}
+
+/// Fills `buf` from `r` as far as possible; returns the bytes read (0 at end).
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+impl StagingSink {
+    fn join_upload(
+        &self,
+        upload: tokio::task::JoinHandle<Result<UploadOutcome, super::Error>>,
+    ) -> Result<UploadOutcome, Error> {
+        self.handle
+            .block_on(upload)
+            .map_err(|e| Error::Internal(format!("upload task: {e}")))?
+            .map_err(Error::from)
+    }
+
+    fn stream_blob(
+        &mut self,
+        path: &str,
+        size: u64,
+        kind: BlobKind,
+        name_digest: Option<Digest>,
+        data: &mut dyn Read,
+    ) -> Result<(), Error> {
+        let n = self.next;
+        self.next += 1;
+        let (up_tx, up_rx) = mpsc::channel(QUEUE);
+        let (cd, lease) = (self.cd.clone(), self.lease.clone());
+        let reference = format!("{}-{n}", lease.id());
+        let expected = name_digest.clone();
+        let mut upload = Some(
+            self.handle
+                .spawn(async move { cd.upload_blob(&lease, reference, size, expected, up_rx).await }),
+        );
+        let mut extraction = None;
+        if let BlobKind::Layer(compression) = kind {
+            let key = format!("tpcm-stage-{}-{n}", self.lease.id());
+            self.scratch_keys
+                .lock()
+                .expect("lock is never poisoned")
+                .push(key.clone());
+            let dir =
+                self.handle
+                    .block_on(self.cd.prepare_snapshot(&self.lease, &key, "", HashMap::new()))?;
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let target = dir.clone();
+            let thread =
+                std::thread::spawn(move || extract_stream(ChunkReader::new(rx), compression, &target));
+            extraction = Some((tx, thread, dir, compression));
+        }
+        let mut hasher = Hasher::new();
+        let mut existed = false;
+        // Where this thread waits tells which stage limits the import (shown with TPCM_LOG=debug).
+        let (mut t_read, mut t_upload, mut t_extract) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+        let started = std::time::Instant::now();
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let t = std::time::Instant::now();
+            let got = read_full(data, &mut buf).map_err(|e| archive::Error::Corrupt(e.to_string()))?;
+            t_read += t.elapsed();
+            if got == 0 {
+                break;
+            }
+            buf.truncate(got);
+            hasher.update(&buf);
+            let chunk = Arc::new(buf);
+            let t = std::time::Instant::now();
+            let upload_gone = upload.is_some() && up_tx.blocking_send(Upload::Data(chunk.clone())).is_err();
+            t_upload += t.elapsed();
+            if upload_gone {
+                // The upload ended early: the store already has the blob, or it failed.
+                let outcome = self.join_upload(upload.take().expect("checked above"))?;
+                existed = outcome == UploadOutcome::AlreadyExisted;
+            }
+            let t = std::time::Instant::now();
+            let extraction_gone = extraction
+                .as_ref()
+                .is_some_and(|(tx, ..)| tx.blocking_send(chunk).is_err());
+            t_extract += t.elapsed();
+            if extraction_gone {
+                // Extraction stopped early: its error is the one to report.
+                let (_, thread, ..) = extraction.take().expect("checked above");
+                join_extraction(thread)?;
+                return Err(Error::Internal("layer extraction ended before its input".into()));
+            }
+        }
+        let digest = hasher.finish();
+        tracing::debug!(
+            path, size, elapsed = ?started.elapsed(), reading = ?t_read, waiting_upload = ?t_upload,
+            waiting_extraction = ?t_extract, "import: blob streamed"
+        );
+        if let Some(claimed) = &name_digest
+            && claimed != &digest
+        {
+            return Err(archive::Error::DigestMismatch {
+                what: format!("blob {path}"),
+                expected: claimed.to_string(),
+                actual: digest.to_string(),
+            }
+            .into());
+        }
+        let mut labels = HashMap::new();
+        let mut layer = None;
+        if let Some((tx, thread, dir, compression)) = extraction {
+            drop(tx);
+            let (diff_id, summary) = join_extraction(thread)?;
+            // An uncompressed layer's diff ID is its blob digest: hashed once, above.
+            let diff_id = diff_id.unwrap_or_else(|| digest.clone());
+            labels.insert("containerd.io/uncompressed".to_string(), diff_id.to_string());
+            layer = Some((compression, diff_id));
+            self.staged.insert(
+                path.to_string(),
+                Staged {
+                    dir,
+                    root: summary.root,
+                },
+            );
+        }
+        if upload.is_some() {
+            // A send error means the upload already ended; finishing it reports how.
+            let _ = up_tx.blocking_send(Upload::Commit {
+                digest: digest.clone(),
+                labels: labels.clone(),
+            });
+        }
+        drop(up_tx);
+        // containerd fsyncs on commit: let that overlap the next blob instead of waiting here.
+        self.pending.push_back(PendingUpload {
+            task: upload,
+            existed,
+            digest: digest.clone(),
+            labels,
+        });
+        while self.pending.len() > MAX_PENDING_UPLOADS {
+            let oldest = self.pending.pop_front().expect("longer than the bound");
+            self.finish_upload(oldest)?;
+        }
+        self.facts
+            .insert(path.to_string(), BlobFacts { digest, size, layer });
+        Ok(())
+    }
+
+    /// Waits for an upload and labels its blob if the store already had it.
+    fn finish_upload(&self, p: PendingUpload) -> Result<(), Error> {
+        let existed = match p.task {
+            Some(task) => self.join_upload(task)? == UploadOutcome::AlreadyExisted,
+            None => p.existed,
+        };
+        if existed {
+            self.handle
+                .block_on(self.cd.set_content_labels(&p.digest, p.labels))?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every upload still in flight; the first failure is returned, after all ended
+    /// (so none writes under the lease once the caller releases it).
+    fn finish_all_uploads(&mut self) -> Result<(), Error> {
+        let mut first_error = None;
+        while let Some(p) = self.pending.pop_front() {
+            if let Err(e) = self.finish_upload(p) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// An upload whose commit was sent but not yet confirmed.
+struct PendingUpload {
+    task: Option<tokio::task::JoinHandle<Result<UploadOutcome, super::Error>>>,
+    /// The upload already ended early because the store had the blob.
+    existed: bool,
+    digest: Digest,
+    labels: HashMap<String, String>,
+}
+
+impl BlobSink for StagingSink {
+    fn blob(
+        &mut self,
+        path: &str,
+        size: u64,
+        kind: BlobKind,
+        name_digest: Option<Digest>,
+        data: &mut dyn Read,
+    ) -> Result<(), archive::Error> {
+        // The scan speaks archive errors; containerd failures travel inside one so the scan can
+        // stop, and are unwrapped again by `run`.
+        self.stream_blob(path, size, kind, name_digest, data)
+            .map_err(|e| match e {
+                Error::Archive(a) => a,
+                other => archive::Error::Sink(Box::new(other)),
+            })
+    }
+}

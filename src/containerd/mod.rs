@@ -1,0 +1,165 @@
+//! The containerd backend: the only module that knows containerd's gRPC API and its generated
+//! protobuf types. Everything above reaches it through [`crate::runtime::Runtime`].
+//!
+//! Every request carries the `containerd-namespace` header; work that creates content or
+//! snapshots also carries `containerd-lease` so containerd's garbage collector cannot remove
+//! half-imported objects (design §4).
+
+mod backend;
+mod content;
+mod images;
+mod import;
+mod leases;
+mod snapshots;
+
+use containerd_client::services::v1::{
+    content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
+    snapshots::snapshots_client::SnapshotsClient, version_client::VersionClient,
+};
+use std::path::{Path, PathBuf};
+use tonic::transport::Channel;
+
+pub use import::import_archive;
+pub use leases::Lease;
+
+/// The snapshotter every tpcm image is unpacked into (the one SONiC's containerd uses).
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// Errors from talking to containerd. Each names the operation and, where it matters, the object.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The socket is missing or nothing answers on it.
+    #[error(
+        "cannot reach containerd at {socket}: {reason} (is containerd running? set TPCM_CONTAINERD or --containerd)"
+    )]
+    Unreachable {
+        /// The socket path tried.
+        socket: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A call failed.
+    #[error("containerd {op} failed: {status}")]
+    Rpc {
+        /// What we asked for.
+        op: String,
+        /// containerd's status (code and message).
+        status: Box<tonic::Status>,
+    },
+    /// containerd answered with something we cannot use.
+    #[error("unexpected answer from containerd to {op}: {detail}")]
+    Unexpected {
+        /// What we asked for.
+        op: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No such image.
+    #[error("no image named {0}")]
+    ImageNotFound(String),
+}
+
+impl Error {
+    pub(crate) fn rpc(op: impl Into<String>) -> impl FnOnce(tonic::Status) -> Error {
+        let op = op.into();
+        move |status| Error::Rpc {
+            op,
+            status: Box::new(status),
+        }
+    }
+
+    /// The gRPC code behind an RPC error, if this is one.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one containerd, scoped to one namespace.
+#[derive(Clone)]
+pub struct Containerd {
+    channel: Channel,
+    namespace: String,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    /// Connects and checks that containerd answers (a `Version` call), so a dead socket is
+    /// reported up front with its path rather than as a failure halfway through an import.
+    pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd, Error> {
+        let unreachable = |reason: String| Error::Unreachable {
+            socket: socket.to_path_buf(),
+            reason,
+        };
+        if !socket.exists() {
+            return Err(unreachable("no such socket".into()));
+        }
+        let channel = containerd_client::connect(socket)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let cd = Containerd {
+            channel,
+            namespace: namespace.to_string(),
+            socket: socket.to_path_buf(),
+        };
+        VersionClient::new(cd.channel.clone())
+            .version(())
+            .await
+            .map_err(|s| unreachable(s.message().to_string()))?;
+        Ok(cd)
+    }
+
+    /// The socket this connection uses.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The namespace this connection works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Wraps a message with the namespace header and, when given, the lease header.
+    fn request<T>(&self, msg: T, lease: Option<&Lease>) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        let md = req.metadata_mut();
+        md.insert(
+            "containerd-namespace",
+            self.namespace.parse().expect("namespace is ASCII"),
+        );
+        if let Some(lease) = lease {
+            md.insert("containerd-lease", lease.id().parse().expect("lease id is ASCII"));
+        }
+        req
+    }
+
+    fn content(&self) -> ContentClient<Channel> {
+        // containerd's default receive limit is 16 MiB; our chunks stay at 1 MiB, reads may be larger.
+        ContentClient::new(self.channel.clone()).max_decoding_message_size(32 << 20)
+    }
+
+    fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone())
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<Channel> {
+        SnapshotsClient::new(self.channel.clone())
+    }
+
+    fn leases(&self) -> LeasesClient<Channel> {
+        LeasesClient::new(self.channel.clone())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

@@ -1,0 +1,18 @@
+//! tpcm: third-party container manager for SONiC switches.
+//!
+//! The crate is layered so that each layer only calls the one below it (see `docs/architecture.md`):
+//!
+//! * [`source`] turns a user-given location into a byte stream;
+//! * [`archive`] understands image archives (docker-save, OCI layout) and extracts layer tars safely;
+//! * [`runtime`] is the one trait through which everything above reaches a container runtime;
+//! * [`containerd`] is that runtime's only backend, and the only module that knows containerd's API;
+//! * [`manager`] holds the operations a front end asks for;
+//! * [`cli`] is the `tpcm` command line, a front end over `manager`.
+
+pub mod archive;
+pub mod cli;
+pub mod config;
+pub mod containerd;
+pub mod manager;
+pub mod runtime;
+pub mod source;

@@ -1,0 +1,67 @@
+//! Image operations: import from a source, list, remove.
+
+use super::Error;
+use crate::archive;
+use crate::runtime::{ImageSummary, ImportedImage, Runtime};
+use crate::source;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Receives progress of a long transfer; front ends draw it (or not, off a terminal).
+pub trait Progress: Send + Sync {
+    /// A transfer of `total` bytes (if known) called `what` starts.
+    fn start(&self, what: &str, total: Option<u64>);
+    /// `n` more bytes went through.
+    fn advance(&self, n: u64);
+    /// The transfer ended (successfully or not).
+    fn finish(&self);
+}
+
+/// Counts bytes into a [`Progress`] as the import consumes them.
+struct Counted {
+    inner: Box<dyn Read + Send>,
+    progress: Arc<dyn Progress>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+}
+
+/// Imports the image archive at a local path into the runtime.
+pub async fn import_image<R: Runtime>(
+    runtime: &R,
+    path: &Path,
+    tag: Option<String>,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<ImportedImage>, Error> {
+    // Refuse a bad tag before reading a byte of the archive.
+    if let Some(t) = &tag {
+        archive::normalize_reference(t).map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    let src = source::open_local(path)?;
+    progress.start(&src.description, src.size);
+    let reader = Box::new(Counted {
+        inner: src.reader,
+        progress: progress.clone(),
+    });
+    let result = runtime.import_image(reader, tag).await;
+    progress.finish();
+    Ok(result?)
+}
+
+/// Lists the runtime's images.
+pub async fn list_images<R: Runtime>(runtime: &R) -> Result<Vec<ImageSummary>, Error> {
+    Ok(runtime.list_images().await?)
+}
+
+/// Removes an image given as the user wrote it (`busybox:1.0`) or fully normalized.
+pub async fn remove_image<R: Runtime>(runtime: &R, name: &str) -> Result<String, Error> {
+    let normalized = archive::normalize_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
+    runtime.remove_image(&normalized).await?;
+    Ok(normalized)
+}

@@ -1,0 +1,20 @@
+//! The operations front ends ask for. The manager talks to the runtime only through
+//! [`crate::runtime::Runtime`], and to the outside world only through [`crate::source`].
+
+mod images;
+
+pub use images::{Progress, import_image, list_images, remove_image};
+
+/// Errors of manager operations: the layers below, converted at this boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source could not be read.
+    #[error(transparent)]
+    Source(#[from] crate::source::Error),
+    /// The runtime (or the archive it was given) failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::Error),
+    /// The request itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -1,0 +1,95 @@
+//! The container runtime as the rest of tpcm sees it (containerz requirement R-GENERIC): one
+//! trait, [`Runtime`], with containerd as its only backend. Nothing above this module knows which
+//! runtime runs the containers.
+
+use crate::archive;
+use std::future::Future;
+use std::io::Read;
+use std::time::SystemTime;
+
+/// Errors any runtime backend reports, in terms a front end can map to exit codes or gRPC codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image archive is broken or hostile.
+    #[error("{0}")]
+    Archive(archive::Error),
+    /// The runtime cannot be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// No image by that name.
+    #[error("no image named {0}")]
+    ImageNotFound(String),
+    /// The request cannot be carried out as asked (e.g. an archive without names and no tag).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The runtime refused or failed an operation.
+    #[error("{0}")]
+    Backend(String),
+    /// A bug or an environment failure inside tpcm.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<archive::Error> for Error {
+    fn from(e: archive::Error) -> Self {
+        match e {
+            archive::Error::Sink(inner) => match inner.downcast::<Error>() {
+                Ok(e) => *e,
+                Err(other) => Error::Internal(other.to_string()),
+            },
+            e => Error::Archive(e),
+        }
+    }
+}
+
+/// One image that an import created or updated.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportedImage {
+    /// Its names (normalized references).
+    pub names: Vec<String>,
+    /// Manifest digest.
+    pub digest: String,
+    /// Number of layers.
+    pub layers: usize,
+    /// Bytes of config and layer blobs.
+    pub size: u64,
+}
+
+/// An image as listed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageSummary {
+    /// Normalized reference.
+    pub name: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Manifest media type.
+    pub media_type: String,
+    /// Bytes of manifest, config and layer blobs.
+    pub size: u64,
+    /// When the record was created (seconds since the epoch), if known.
+    pub created: Option<u64>,
+}
+
+impl ImageSummary {
+    /// Converts a creation time to what listings show.
+    pub fn epoch(t: Option<SystemTime>) -> Option<u64> {
+        t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    }
+}
+
+/// What tpcm needs from a container runtime. Grows with the lifecycle operations.
+pub trait Runtime: Send + Sync {
+    /// Imports every image of an archive stream; `tag` renames a single-image archive.
+    fn import_image(
+        &self,
+        archive: Box<dyn Read + Send>,
+        tag: Option<String>,
+    ) -> impl Future<Output = Result<Vec<ImportedImage>, Error>> + Send;
+
+    /// Lists images.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageSummary>, Error>> + Send;
+
+    /// Removes an image by its normalized name, and whatever only it used.
+    fn remove_image(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+}
