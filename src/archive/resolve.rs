@@ -91,6 +91,14 @@ pub fn resolve(scanned: &Scanned, blobs: &HashMap<String, BlobFacts>) -> Result<
         ),
         None => None,
     };
+    // Every path manifest.json names must stay inside the archive, even when index.json is the
+    // one followed (docker ≥ 25 writes both).
+    for e in docker_entries.iter().flatten() {
+        scanned.resolve_path(&e.config)?;
+        for l in &e.layers {
+            scanned.resolve_path(l)?;
+        }
+    }
     let plans = if scanned.has_oci_layout && scanned.metadata.contains_key("index.json") {
         resolve_oci(scanned, blobs, docker_entries.as_deref().unwrap_or(&[]))?
     } else if let Some(entries) = docker_entries {
@@ -308,7 +316,21 @@ fn resolve_oci(
     let index: ImageIndex =
         serde_json::from_slice(index_bytes).map_err(|e| Error::bad_metadata("index.json", e))?;
     let mut plans: Vec<ImagePlan> = Vec::new();
-    for top in index.manifests() {
+    // Entries for other platforms are skipped; an index with only those is refused.
+    let arch = host_arch();
+    let for_host: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| {
+            d.platform()
+                .as_ref()
+                .is_none_or(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+        })
+        .collect();
+    if for_host.is_empty() && !index.manifests().is_empty() {
+        return Err(Error::NoPlatform(arch.to_string()));
+    }
+    for top in for_host {
         let mut names = Vec::new();
         let annotations = top.annotations().clone().unwrap_or_default();
         if let Some(full) = annotations.get("io.containerd.image.name") {

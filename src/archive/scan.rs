@@ -23,18 +23,26 @@ pub enum BlobKind {
     Opaque,
 }
 
+/// One blob found in the archive.
+#[derive(Debug, Clone)]
+pub struct BlobEntry {
+    /// Normalized archive path.
+    pub path: String,
+    /// Stored size.
+    pub size: u64,
+    /// What its first bytes say it is.
+    pub kind: BlobKind,
+    /// The digest its path claims (`blobs/sha256/<hex>`), which whoever consumes it must verify.
+    pub name_digest: Option<Digest>,
+    /// Where its bytes start in the (uncompressed) archive.
+    pub offset: u64,
+}
+
 /// Receives each blob while the archive streams past.
 pub trait BlobSink {
-    /// `path` is the normalized archive path; `name_digest` is the digest the path claims
-    /// (`blobs/sha256/<hex>`), which the sink must verify. The sink must read `data` to its end.
-    fn blob(
-        &mut self,
-        path: &str,
-        size: u64,
-        kind: BlobKind,
-        name_digest: Option<Digest>,
-        data: &mut dyn Read,
-    ) -> Result<(), Error>;
+    /// `data` yields the blob's bytes; a sink that wants them must read `data` to its end (one
+    /// that only records where blobs are may leave it).
+    fn blob(&mut self, blob: BlobEntry, data: &mut dyn Read) -> Result<(), Error>;
 }
 
 /// The small parts of an archive, kept after the pass.
@@ -143,98 +151,153 @@ pub fn scan<R: Read>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error
         inner: stream,
         count: 0,
     };
-    let mut scanned = Scanned::default();
-    let mut meta_total = 0u64;
-    let mut entries = 0usize;
+    let mut state = ScanState::default();
     {
         let mut archive = tar::Archive::new(&mut counted);
         for entry in archive.entries().map_err(corrupt)? {
-            let mut entry = entry.map_err(corrupt)?;
-            entries += 1;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = normalize(&raw, "")?;
-            let kind = entry.header().entry_type();
-            let size = entry.size();
-            match kind {
-                tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .unwrap_or_default();
-                    // A symlink is relative to its own directory, a hardlink to the archive root.
-                    let base = if kind == tar::EntryType::Symlink {
-                        path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
-                    } else {
-                        ""
-                    };
-                    let resolved = normalize(&target, base)
-                        .map_err(|_| Error::PathOutsideArchive(format!("{path} -> {target}")))?;
-                    scanned.links.insert(path, resolved);
-                    continue;
-                }
-                k if !k.is_file() => continue,
-                _ => {}
-            }
-            if path == "oci-layout" {
-                scanned.has_oci_layout = true;
-            }
-            if is_ignored_name(&path) {
-                continue;
-            }
-            let mut prefix = Vec::with_capacity(512);
-            (&mut entry).take(512).read_to_end(&mut prefix).map_err(corrupt)?;
-            let json = looks_like_json(&prefix) || is_metadata_name(&path);
-            if json && (path.starts_with("blobs/") || is_metadata_name(&path)) {
-                if size > MAX_METADATA_FILE {
-                    return Err(Error::MetadataTooLarge {
-                        name: path,
-                        limit: MAX_METADATA_FILE,
-                    });
-                }
-                meta_total += size;
-                if meta_total > MAX_METADATA_TOTAL {
-                    return Err(Error::MetadataTooLarge {
-                        name: "all metadata".into(),
-                        limit: MAX_METADATA_TOTAL,
-                    });
-                }
-                let mut doc = prefix;
-                entry.read_to_end(&mut doc).map_err(corrupt)?;
-                scanned.metadata.insert(path, doc);
-                continue;
-            }
-            let blob_kind = if prefix.starts_with(&[0x1f, 0x8b]) {
-                BlobKind::Layer(Compression::Gzip)
-            } else if looks_like_tar(&prefix, size) {
-                BlobKind::Layer(Compression::None)
-            } else if path.starts_with("blobs/") {
-                BlobKind::Opaque
-            } else {
-                continue;
-            };
-            let name_digest = match path.strip_prefix("blobs/sha256/") {
-                Some(hex) => Some(Digest::from_hex(hex).ok_or_else(|| {
-                    Error::bad_metadata(&path, "blob file name is not a sha256 hex digest")
-                })?),
-                None if path.starts_with("blobs/") => {
-                    return Err(Error::bad_metadata(&path, "only sha256 blobs are supported"));
-                }
-                None => None,
-            };
-            let mut data = Cursor::new(prefix).chain(&mut entry);
-            sink.blob(&path, size, blob_kind, name_digest, &mut data)?;
+            state.entry(&mut entry.map_err(corrupt)?, sink)?;
         }
     }
     // Drain what follows the tar's end marker so a gzip trailer (CRC, length) is verified too.
     io::copy(&mut counted, &mut io::sink()).map_err(corrupt)?;
-    scanned.bytes = counted.count;
-    if entries == 0 {
-        return Err(Error::Corrupt("no tar entries".into()));
+    state.scanned.bytes = counted.count;
+    state.finish()
+}
+
+/// Like [`scan`] for an uncompressed tar in a local file: blob data is skipped with seeks, so
+/// the sink learns where each blob is (to read several in parallel) without the file being read.
+pub fn scan_seekable(file: &std::fs::File, sink: &mut dyn BlobSink) -> Result<Scanned, Error> {
+    let len = file.metadata().map_err(corrupt)?.len();
+    if len == 0 {
+        return Err(Error::Empty);
     }
-    if !scanned.metadata.contains_key("manifest.json") && !scanned.metadata.contains_key("index.json") {
-        return Err(Error::NotAnImage);
+    let mut state = ScanState::default();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries_with_seek().map_err(corrupt)? {
+        let mut entry = entry.map_err(corrupt)?;
+        // Seeking past the end succeeds; a blob cut short must still be refused.
+        if entry.raw_file_position() + entry.size() > len {
+            return Err(Error::Corrupt(format!(
+                "{} is cut short",
+                String::from_utf8_lossy(&entry.path_bytes())
+            )));
+        }
+        state.entry(&mut entry, sink)?;
     }
-    Ok(scanned)
+    state.scanned.bytes = len;
+    state.finish()
+}
+
+#[derive(Default)]
+struct ScanState {
+    scanned: Scanned,
+    meta_total: u64,
+    entries: usize,
+}
+
+impl ScanState {
+    /// Classifies one tar entry: link, metadata, blob or ignored.
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        sink: &mut dyn BlobSink,
+    ) -> Result<(), Error> {
+        self.entries += 1;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = normalize(&raw, "")?;
+        let kind = entry.header().entry_type();
+        let size = entry.size();
+        let offset = entry.raw_file_position();
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                // A symlink is relative to its own directory, a hardlink to the archive root.
+                let base = if kind == tar::EntryType::Symlink {
+                    path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+                } else {
+                    ""
+                };
+                let resolved = normalize(&target, base)
+                    .map_err(|_| Error::PathOutsideArchive(format!("{path} -> {target}")))?;
+                self.scanned.links.insert(path, resolved);
+                return Ok(());
+            }
+            k if !k.is_file() => return Ok(()),
+            _ => {}
+        }
+        if path == "oci-layout" {
+            self.scanned.has_oci_layout = true;
+        }
+        if is_ignored_name(&path) {
+            return Ok(());
+        }
+        let mut prefix = Vec::with_capacity(512);
+        entry.take(512).read_to_end(&mut prefix).map_err(corrupt)?;
+        let json = looks_like_json(&prefix) || is_metadata_name(&path);
+        if json && (path.starts_with("blobs/") || is_metadata_name(&path)) {
+            if size > MAX_METADATA_FILE {
+                return Err(Error::MetadataTooLarge {
+                    name: path,
+                    limit: MAX_METADATA_FILE,
+                });
+            }
+            self.meta_total += size;
+            if self.meta_total > MAX_METADATA_TOTAL {
+                return Err(Error::MetadataTooLarge {
+                    name: "all metadata".into(),
+                    limit: MAX_METADATA_TOTAL,
+                });
+            }
+            let mut doc = prefix;
+            entry.read_to_end(&mut doc).map_err(corrupt)?;
+            self.scanned.metadata.insert(path, doc);
+            return Ok(());
+        }
+        let blob_kind = if prefix.starts_with(&[0x1f, 0x8b]) {
+            BlobKind::Layer(Compression::Gzip)
+        } else if looks_like_tar(&prefix, size) {
+            BlobKind::Layer(Compression::None)
+        } else if path.starts_with("blobs/") {
+            BlobKind::Opaque
+        } else {
+            return Ok(());
+        };
+        let name_digest = match path.strip_prefix("blobs/sha256/") {
+            Some(hex) => Some(
+                Digest::from_hex(hex)
+                    .ok_or_else(|| Error::bad_metadata(&path, "blob file name is not a sha256 hex digest"))?,
+            ),
+            None if path.starts_with("blobs/") => {
+                return Err(Error::bad_metadata(&path, "only sha256 blobs are supported"));
+            }
+            None => None,
+        };
+        let mut data = Cursor::new(prefix).chain(entry);
+        sink.blob(
+            BlobEntry {
+                path,
+                size,
+                kind: blob_kind,
+                name_digest,
+                offset,
+            },
+            &mut data,
+        )
+    }
+
+    fn finish(self) -> Result<Scanned, Error> {
+        if self.entries == 0 {
+            return Err(Error::Corrupt("no tar entries".into()));
+        }
+        let m = &self.scanned.metadata;
+        if !m.contains_key("manifest.json") && !m.contains_key("index.json") {
+            return Err(Error::NotAnImage);
+        }
+        Ok(self.scanned)
+    }
 }
 
 #[cfg(test)]
@@ -252,16 +315,9 @@ mod tests {
 
     struct Drain(Vec<String>);
     impl BlobSink for Drain {
-        fn blob(
-            &mut self,
-            path: &str,
-            _: u64,
-            _: BlobKind,
-            _: Option<Digest>,
-            data: &mut dyn Read,
-        ) -> Result<(), Error> {
+        fn blob(&mut self, blob: BlobEntry, data: &mut dyn Read) -> Result<(), Error> {
             io::copy(data, &mut io::sink()).unwrap();
-            self.0.push(path.to_string());
+            self.0.push(blob.path);
             Ok(())
         }
     }

@@ -2,8 +2,7 @@
 
 use super::{Containerd, Error};
 use crate::archive::Digest;
-use crate::runtime::{self, ImageSummary, ImportedImage, Runtime};
-use std::io::Read;
+use crate::runtime::{self, ArchiveInput, ImageSummary, ImportedImage, Runtime};
 
 impl From<Error> for runtime::Error {
     fn from(e: Error) -> Self {
@@ -21,7 +20,7 @@ const MANIFEST_LIMIT: u64 = 4 << 20;
 impl Runtime for Containerd {
     async fn import_image(
         &self,
-        archive: Box<dyn Read + Send>,
+        archive: ArchiveInput,
         tag: Option<String>,
     ) -> Result<Vec<ImportedImage>, runtime::Error> {
         super::import_archive(self, archive, tag).await

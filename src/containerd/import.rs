@@ -18,12 +18,13 @@ use super::snapshots::SNAPSHOT_REF_LABEL;
 use super::{Containerd, Lease, SNAPSHOTTER};
 use crate::archive::extract::{ExtractSummary, RootMeta, extract_layer};
 use crate::archive::resolve::{BlobFacts, ImagePlan, resolve};
-use crate::archive::scan::{BlobKind, BlobSink, scan};
+use crate::archive::scan::{BlobEntry, BlobKind, BlobSink, Scanned, scan, scan_seekable};
 use crate::archive::{self, Compression, Digest, digest::Hasher, digest::HashingReader};
-use crate::runtime::{Error, ImportedImage};
+use crate::runtime::{ArchiveInput, Error, ImportedImage};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -40,7 +41,7 @@ const MAX_PENDING_UPLOADS: usize = 2;
 /// image, which gets that (normalized) name instead of the archive's own.
 pub async fn import_archive(
     cd: &Containerd,
-    input: Box<dyn Read + Send>,
+    input: ArchiveInput,
     tag: Option<String>,
 ) -> Result<Vec<ImportedImage>, Error> {
     let tag = tag.map(|t| archive::normalize_reference(&t)).transpose()?;
@@ -75,31 +76,24 @@ struct Staged {
 async fn run(
     cd: &Containerd,
     lease: &Lease,
-    input: Box<dyn Read + Send>,
+    input: ArchiveInput,
     tag: Option<String>,
     scratch_keys: Arc<Mutex<Vec<String>>>,
 ) -> Result<Vec<ImportedImage>, Error> {
-    let mut sink = StagingSink {
+    let sink = StagingSink {
         handle: Handle::current(),
         cd: cd.clone(),
         lease: lease.clone(),
-        next: 0,
+        counter: Arc::new(AtomicUsize::new(0)),
         facts: HashMap::new(),
         staged: HashMap::new(),
         scratch_keys: scratch_keys.clone(),
         pending: Default::default(),
     };
     let started = std::time::Instant::now();
-    let (scanned, mut sink) = tokio::task::spawn_blocking(move || {
-        let scanned = scan(input, &mut sink);
-        let uploads = sink.finish_all_uploads();
-        (
-            scanned.map_err(Error::from).and_then(|s| uploads.map(|()| s)),
-            sink,
-        )
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
+    let (scanned, mut sink) = tokio::task::spawn_blocking(move || stage(input, sink))
+        .await
+        .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
     let scanned = scanned?;
     tracing::debug!(elapsed = ?started.elapsed(), bytes = scanned.bytes, "import: archive streamed, layers staged");
     let mut plans = resolve(&scanned, &sink.facts)?;
@@ -144,6 +138,181 @@ async fn run(
         });
     }
     Ok(imported)
+}
+
+/// Streams the archive, staging every layer; returns what was seen and the sink holding the
+/// staged layers (also on error, so the caller can clean up). Runs on a blocking thread.
+fn stage(input: ArchiveInput, mut sink: StagingSink) -> (Result<Scanned, Error>, StagingSink) {
+    let result = match input {
+        ArchiveInput::Stream(reader) => scan(reader, &mut sink).map_err(Error::from),
+        ArchiveInput::File { file, progress } => match is_gzip(&file) {
+            // A compressed archive can only be read front to back.
+            Ok(true) => scan(
+                ProgressReader {
+                    inner: file,
+                    progress,
+                },
+                &mut sink,
+            )
+            .map_err(Error::from),
+            Ok(false) => stage_parallel(&file, &progress, &mut sink),
+            Err(e) => Err(archive::Error::Corrupt(e.to_string()).into()),
+        },
+    };
+    let uploads = sink.finish_all_uploads();
+    (result.and_then(|s| uploads.map(|()| s)), sink)
+}
+
+fn is_gzip(file: &std::fs::File) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 2];
+    let n = file.read_at(&mut magic, 0)?;
+    Ok(n == 2 && archive::detect_compression(&magic) == Compression::Gzip)
+}
+
+/// Layers streamed at the same time from a local file: two keeps both cores busy (each stream
+/// has its own reader, extraction thread and containerd ingest) without oversubscribing them.
+const PARALLEL_LAYERS: usize = 2;
+
+/// The local-file path: the tar's headers are read first (data skipped with seeks), then the
+/// blobs are streamed by [`PARALLEL_LAYERS`] workers at once, biggest first, each through the same
+/// hash + upload + extraction pipeline as a stream.
+fn stage_parallel(
+    file: &std::fs::File,
+    progress: &Arc<dyn Fn(u64) + Send + Sync>,
+    sink: &mut StagingSink,
+) -> Result<Scanned, Error> {
+    struct Locate(Vec<BlobEntry>);
+    impl BlobSink for Locate {
+        fn blob(&mut self, blob: BlobEntry, _: &mut dyn Read) -> Result<(), archive::Error> {
+            self.0.push(blob);
+            Ok(())
+        }
+    }
+    let mut located = Locate(Vec::new());
+    let scanned = scan_seekable(file, &mut located)?;
+    let mut blobs = located.0;
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
+    let queue = Mutex::new(std::collections::VecDeque::from(blobs));
+    let cancelled = AtomicBool::new(false);
+    let first_failure: Mutex<Option<Error>> = Mutex::new(None);
+    let results: Vec<Option<StagingSink>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PARALLEL_LAYERS)
+            .map(|_| {
+                let mut worker = sink.worker();
+                let (queue, cancelled, first_failure) = (&queue, &cancelled, &first_failure);
+                scope.spawn(move || {
+                    loop {
+                        let next = queue.lock().expect("lock is never poisoned").pop_front();
+                        let Some(blob) = next else { break };
+                        // Ask the kernel to read the range ahead while we work through it; a
+                        // cold archive otherwise stalls each reader on every readahead window.
+                        let _ = nix::fcntl::posix_fadvise(
+                            file,
+                            blob.offset as i64,
+                            blob.size as i64,
+                            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                        );
+                        let mut reader = ReadAt {
+                            file,
+                            pos: blob.offset,
+                            end: blob.offset + blob.size,
+                            progress: progress.clone(),
+                            cancelled,
+                        };
+                        if let Err(e) = worker.stream_blob(blob, &mut reader) {
+                            // The first failure is the cause; record it before cancelling, so a
+                            // worker stopped by the cancellation cannot report first.
+                            first_failure
+                                .lock()
+                                .expect("lock is never poisoned")
+                                .get_or_insert(e);
+                            cancelled.store(true, Ordering::Relaxed);
+                            let _ = worker.finish_all_uploads();
+                            return None;
+                        }
+                    }
+                    match worker.finish_all_uploads() {
+                        Ok(()) => Some(worker),
+                        Err(e) => {
+                            first_failure
+                                .lock()
+                                .expect("lock is never poisoned")
+                                .get_or_insert(e);
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    let panicked = Error::Internal("import worker panicked".into());
+                    first_failure
+                        .lock()
+                        .expect("lock is never poisoned")
+                        .get_or_insert(panicked);
+                    None
+                })
+            })
+            .collect()
+    });
+    if let Some(e) = first_failure.into_inner().expect("lock is never poisoned") {
+        return Err(e);
+    }
+    for worker in results.into_iter().flatten() {
+        sink.absorb(worker);
+    }
+    Ok(scanned)
+}
+
+/// Reads one blob's byte range of a local file with positioned reads, so several blobs of the
+/// same file can be read at once.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    end: u64,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    cancelled: &'a AtomicBool,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled: another layer failed"));
+        }
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the archive is cut short",
+            ));
+        }
+        self.pos += n as u64;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Counts bytes of a stream into a progress callback.
+struct ProgressReader<R> {
+    inner: R,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl<R: Read> Read for ProgressReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
 }
 
 /// Commits one snapshot per chain ID that containerd does not have yet.
@@ -364,7 +533,8 @@ struct StagingSink {
     handle: Handle,
     cd: Containerd,
     lease: Lease,
-    next: usize,
+    /// Numbers blobs across workers, to make ingest refs and snapshot keys unique.
+    counter: Arc<AtomicUsize>,
     facts: HashMap<String, BlobFacts>,
     staged: HashMap<String, Staged>,
     scratch_keys: Arc<Mutex<Vec<String>>>,
@@ -396,16 +566,51 @@ impl StagingSink {
             .map_err(Error::from)
     }
 
-    fn stream_blob(
-        &mut self,
-        path: &str,
-        size: u64,
-        kind: BlobKind,
-        name_digest: Option<Digest>,
-        data: &mut dyn Read,
-    ) -> Result<(), Error> {
-        let n = self.next;
-        self.next += 1;
+    /// A sink for another worker: same connection, lease and numbering, its own results.
+    fn worker(&self) -> StagingSink {
+        StagingSink {
+            handle: self.handle.clone(),
+            cd: self.cd.clone(),
+            lease: self.lease.clone(),
+            counter: self.counter.clone(),
+            facts: HashMap::new(),
+            staged: HashMap::new(),
+            scratch_keys: self.scratch_keys.clone(),
+            pending: Default::default(),
+        }
+    }
+
+    /// Takes over a finished worker's results.
+    fn absorb(&mut self, worker: StagingSink) {
+        self.facts.extend(worker.facts);
+        self.staged.extend(worker.staged);
+    }
+
+    fn stream_blob(&mut self, blob: BlobEntry, data: &mut dyn Read) -> Result<(), Error> {
+        let path = blob.path.clone();
+        self.stream_blob_inner(blob, data).map_err(|e| match e {
+            // A broken tar or gzip stream inside a layer: say which layer.
+            Error::Archive(archive::Error::Extract(archive::extract::ExtractError::Io(io))) => {
+                archive::Error::BadLayer {
+                    blob: path,
+                    reason: format!("corrupt or truncated: {io}"),
+                }
+                .into()
+            }
+            other => other,
+        })
+    }
+
+    fn stream_blob_inner(&mut self, blob: BlobEntry, data: &mut dyn Read) -> Result<(), Error> {
+        let BlobEntry {
+            path,
+            size,
+            kind,
+            name_digest,
+            ..
+        } = blob;
+        let path = path.as_str();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let (up_tx, up_rx) = mpsc::channel(QUEUE);
         let (cd, lease) = (self.cd.clone(), self.lease.clone());
         let reference = format!("{}-{n}", lease.id());
@@ -558,20 +763,12 @@ struct PendingUpload {
 }
 
 impl BlobSink for StagingSink {
-    fn blob(
-        &mut self,
-        path: &str,
-        size: u64,
-        kind: BlobKind,
-        name_digest: Option<Digest>,
-        data: &mut dyn Read,
-    ) -> Result<(), archive::Error> {
+    fn blob(&mut self, blob: BlobEntry, data: &mut dyn Read) -> Result<(), archive::Error> {
         // The scan speaks archive errors; containerd failures travel inside one so the scan can
         // stop, and are unwrapped again by `run`.
-        self.stream_blob(path, size, kind, name_digest, data)
-            .map_err(|e| match e {
-                Error::Archive(a) => a,
-                other => archive::Error::Sink(Box::new(other)),
-            })
+        self.stream_blob(blob, data).map_err(|e| match e {
+            Error::Archive(a) => a,
+            other => archive::Error::Sink(Box::new(other)),
+        })
     }
 }

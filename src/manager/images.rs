@@ -2,8 +2,8 @@
 
 use super::Error;
 use crate::archive;
-use crate::runtime::{ImageSummary, ImportedImage, Runtime};
-use crate::source;
+use crate::runtime::{ArchiveInput, ImageSummary, ImportedImage, Runtime};
+use crate::source::{self, Body};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -45,11 +45,20 @@ pub async fn import_image<R: Runtime>(
     }
     let src = source::open_local(path)?;
     progress.start(&src.description, src.size);
-    let reader = Box::new(Counted {
-        inner: src.reader,
-        progress: progress.clone(),
-    });
-    let result = runtime.import_image(reader, tag).await;
+    let input = match src.body {
+        Body::File(file) => {
+            let p = progress.clone();
+            ArchiveInput::File {
+                file,
+                progress: Arc::new(move |n| p.advance(n)),
+            }
+        }
+        Body::Stream(inner) => ArchiveInput::Stream(Box::new(Counted {
+            inner,
+            progress: progress.clone(),
+        })),
+    };
+    let result = runtime.import_image(input, tag).await;
     progress.finish();
     Ok(result?)
 }

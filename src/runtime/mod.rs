@@ -42,6 +42,20 @@ impl From<archive::Error> for Error {
     }
 }
 
+/// An image archive to import.
+pub enum ArchiveInput {
+    /// A byte stream, read once front to back.
+    Stream(Box<dyn Read + Send>),
+    /// A local file: random access lets a backend read several layers at once. `progress` is
+    /// told how many bytes were consumed, as they are.
+    File {
+        /// The open archive.
+        file: std::fs::File,
+        /// Byte counter for progress display.
+        progress: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+    },
+}
+
 /// One image that an import created or updated.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ImportedImage {
@@ -83,7 +97,7 @@ pub trait Runtime: Send + Sync {
     /// Imports every image of an archive stream; `tag` renames a single-image archive.
     fn import_image(
         &self,
-        archive: Box<dyn Read + Send>,
+        archive: ArchiveInput,
         tag: Option<String>,
     ) -> impl Future<Output = Result<Vec<ImportedImage>, Error>> + Send;
 

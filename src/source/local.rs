@@ -1,6 +1,6 @@
 //! A local archive file.
 
-use super::{Error, Source};
+use super::{Body, Error, Source};
 use std::fs::File;
 use std::path::Path;
 
@@ -16,7 +16,7 @@ pub fn open_local(path: &Path) -> Result<Source, Error> {
         return Err(err("it is a directory, not an image archive".into()));
     }
     Ok(Source {
-        reader: Box::new(file),
+        body: Body::File(file),
         size: Some(meta.len()),
         description: path.display().to_string(),
     })

@@ -20,10 +20,18 @@ pub enum Error {
     },
 }
 
+/// How a source's bytes can be read.
+pub enum Body {
+    /// A local file: seekable, so an importer may read parts of it in parallel.
+    File(std::fs::File),
+    /// A stream, read once front to back (downloads).
+    Stream(Box<dyn Read + Send>),
+}
+
 /// An opened source.
 pub struct Source {
     /// The bytes.
-    pub reader: Box<dyn Read + Send>,
+    pub body: Body,
     /// Total length when known (for progress).
     pub size: Option<u64>,
     /// What to call it in messages.
