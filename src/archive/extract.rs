@@ -111,6 +111,7 @@ pub fn extract_layer<R: Read>(input: R, dest: &Path) -> Result<ExtractSummary, E
         root,
         cache: None,
         dir_times: Vec::new(),
+        buf: vec![0; COPY_BUFFER],
         summary: ExtractSummary::default(),
     };
     let mut archive = tar::Archive::new(input);
@@ -129,6 +130,9 @@ struct Extractor {
     cache: Option<(Vec<OsString>, OwnedFd)>,
     /// Directory mtimes, applied at the end because creating children changes them.
     dir_times: Vec<(Vec<OsString>, i64)>,
+    /// File data goes through this buffer: large writes cost the kernel far less per byte than
+    /// `io::copy`'s 8 KiB ones (measured: 2.5x less system time for 64 KiB and up).
+    buf: Vec<u8>,
     summary: ExtractSummary,
 }
 
@@ -289,7 +293,7 @@ impl Extractor {
                 let fd = openat(parent, name.as_os_str(), flags, Mode::from_bits_truncate(0o600))
                     .map_err(sys(&shown))?;
                 let mut f = File::from(fd);
-                io::copy(entry, &mut f)?;
+                copy_data(entry, &mut f, &mut self.buf)?;
                 nix::unistd::fchown(&f, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                     .map_err(sys(&shown))?;
                 // After chown: chown clears set-id bits, the mode must restore them.
@@ -395,6 +399,28 @@ impl Extractor {
                 UtimensatFlags::NoFollowSymlink,
             );
         }
+    }
+}
+
+/// Size of the file-data copy buffer.
+const COPY_BUFFER: usize = 256 << 10;
+
+fn copy_data(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    use std::io::Write;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match from.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        to.write_all(&buf[..filled])?;
     }
 }
 

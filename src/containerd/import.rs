@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 /// Bytes per chunk handed between stages (and per content `WRITE`): within design §4's 1–8 MiB.
 const CHUNK: usize = 1 << 20;
 /// Chunks queued between two stages; with [`CHUNK`] this bounds the memory an import holds.
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 /// Uploads whose commit may still be in flight while the next blob streams.
 const MAX_PENDING_UPLOADS: usize = 2;
 
