@@ -234,3 +234,38 @@ fn a_dead_containerd_socket_is_named_in_the_error() {
     let err = assert_fails(&common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT));
     assert!(err.contains(stale.to_str().unwrap()), "{err}");
 }
+
+#[test]
+fn a_progress_bar_is_drawn_on_a_terminal_and_nowhere_else() {
+    let cd = Containerd::start();
+    let (path, _) = write(
+        cd.dir(),
+        "oci.tar",
+        &builder::busybox_image(&["tpcm-fixture/busybox:1.0"]),
+        ArchiveFormat::OciLayout,
+        false,
+    );
+    let archive = path.to_str().unwrap();
+    // Piped: results on stdout, nothing at all on stderr.
+    let out = tpcm(&cd, &["image", "import", archive]);
+    assert_ok(&out);
+    assert!(out.stderr.is_empty(), "{}", common::describe(&out));
+    assert_ok(&tpcm(&cd, &["image", "remove", REF]));
+    // On a terminal (script(1) gives the command a pty): the bar names the archive and counts bytes.
+    let line = format!("'{}' image import '{archive}'", env!("CARGO_BIN_EXE_tpcm"));
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .env("TPCM_CONTAINERD", cd.socket())
+        .env("TPCM_NAMESPACE", cd.namespace())
+        .env("TPCM_ROOT", cd.store_dir())
+        .env("TPCM_DATA_ROOT", cd.data_dir())
+        .env("TPCM_SYSTEMD_DIR", cd.units_dir());
+    let out = common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT);
+    let screen = assert_ok(&out);
+    assert!(screen.contains(&format!("{archive} [")), "no bar in {screen:?}");
+    assert!(screen.contains("MiB"), "no byte count in {screen:?}");
+    assert!(
+        screen.contains("Imported docker.io/tpcm-fixture/busybox:1.0"),
+        "{screen:?}"
+    );
+}

@@ -24,6 +24,7 @@ fn to_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
 
 impl Containerd {
     /// Points `name` at the manifest `target`, creating the record or moving an existing one.
+    /// Returns whether the record was created (rather than moved).
     pub(crate) async fn put_image(
         &self,
         lease: &Lease,
@@ -31,7 +32,7 @@ impl Containerd {
         media_type: &str,
         digest: &Digest,
         size: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let image = Image {
             name: name.to_string(),
             target: Some(Descriptor {
@@ -47,7 +48,7 @@ impl Containerd {
             source_date_epoch: None,
         };
         match self.images().create(self.request(create, Some(lease))).await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(s) if s.code() == tonic::Code::AlreadyExists => {
                 let update = UpdateImageRequest {
                     image: Some(image),
@@ -60,7 +61,7 @@ impl Containerd {
                     .update(self.request(update, Some(lease)))
                     .await
                     .map_err(Error::rpc(format!("image update {name}")))?;
-                Ok(())
+                Ok(false)
             }
             Err(s) => Err(Error::rpc(format!("image create {name}"))(s)),
         }

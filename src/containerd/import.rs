@@ -56,7 +56,11 @@ pub async fn import_archive(
     }
     match result {
         Ok(images) => {
-            cd.delete_lease(lease, false).await?;
+            // The images are complete and referenced; a lease that cannot be deleted now only
+            // delays collection of nothing, and expires by itself.
+            if let Err(e) = cd.delete_lease(lease, false).await {
+                tracing::warn!("import succeeded but its lease was not released: {e}");
+            }
             Ok(images)
         }
         Err(e) => {
@@ -118,25 +122,41 @@ async fn run(
         write_documents(cd, lease, plan, i).await?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), "import: snapshots committed, documents written");
-    let mut imported = Vec::new();
+    let mut created: Vec<&str> = Vec::new();
     for plan in &plans {
         for name in &plan.names {
-            cd.put_image(
-                lease,
-                name,
-                &plan.manifest.media_type,
-                &plan.manifest.digest,
-                plan.manifest.bytes.len() as u64,
-            )
-            .await?;
+            let put = cd
+                .put_image(
+                    lease,
+                    name,
+                    &plan.manifest.media_type,
+                    &plan.manifest.digest,
+                    plan.manifest.bytes.len() as u64,
+                )
+                .await;
+            match put {
+                Ok(true) => created.push(name),
+                Ok(false) => {}
+                Err(e) => {
+                    // All or nothing: names this import created go again (a name it moved
+                    // keeps its new target, which is complete).
+                    for name in created {
+                        let _ = cd.delete_image(name).await;
+                    }
+                    return Err(e.into());
+                }
+            }
         }
-        imported.push(ImportedImage {
+    }
+    let imported = plans
+        .iter()
+        .map(|plan| ImportedImage {
             names: plan.names.clone(),
             digest: plan.manifest.digest.to_string(),
             layers: plan.layers.len(),
             size: plan.layers.iter().map(|l| l.size).sum::<u64>() + plan.config.bytes.len() as u64,
-        });
-    }
+        })
+        .collect();
     Ok(imported)
 }
 
