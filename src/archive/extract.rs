@@ -408,15 +408,7 @@ const COPY_BUFFER: usize = 256 << 10;
 fn copy_data(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> io::Result<()> {
     use std::io::Write;
     loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match from.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = super::read_full(from, buf)?;
         if filled == 0 {
             return Ok(());
         }

@@ -143,6 +143,21 @@ pub fn detect_compression(prefix: &[u8]) -> Compression {
     }
 }
 
+/// Fills `buf` from `r` as far as the stream allows; returns the bytes read (0 at its end).
+/// Stages hand each other whole chunks, and the kernel is cheaper with large writes.
+pub fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 /// Normalizes an image name the way docker and ctr do (`busybox` → `docker.io/library/busybox:latest`).
 pub fn normalize_reference(name: &str) -> Result<String, Error> {
     let bad = |reason: String| Error::BadReference {

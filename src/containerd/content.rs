@@ -202,26 +202,39 @@ impl Containerd {
         Ok(())
     }
 
+    /// Opens a blob in the content store as a stream of chunks.
+    async fn read_stream(
+        &self,
+        digest: &Digest,
+    ) -> Result<
+        (
+            tonic::Streaming<containerd_client::services::v1::ReadContentResponse>,
+            String,
+        ),
+        Error,
+    > {
+        let op = format!("content read {digest}");
+        let req = ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        };
+        let stream = self
+            .content()
+            .read(self.request(req, None))
+            .await
+            .map_err(Error::rpc(op.clone()))?
+            .into_inner();
+        Ok((stream, op))
+    }
+
     /// Streams a blob out of the content store in chunks, sending each to `tx`.
     pub(crate) async fn read_blob(
         &self,
         digest: &Digest,
         tx: mpsc::Sender<Arc<Vec<u8>>>,
     ) -> Result<(), Error> {
-        let op = format!("content read {digest}");
-        let mut stream = self
-            .content()
-            .read(self.request(
-                ReadContentRequest {
-                    digest: digest.to_string(),
-                    offset: 0,
-                    size: 0,
-                },
-                None,
-            ))
-            .await
-            .map_err(Error::rpc(op.clone()))?
-            .into_inner();
+        let (mut stream, op) = self.read_stream(digest).await?;
         while let Some(chunk) = stream.message().await.map_err(Error::rpc(op.clone()))? {
             // A closed receiver means the consumer failed; it reports its own error.
             if tx.send(Arc::new(chunk.data)).await.is_err() {
@@ -233,20 +246,7 @@ impl Containerd {
 
     /// Reads a small blob whole (manifests, configs), refusing anything over `limit` bytes.
     pub(crate) async fn read_small_blob(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, Error> {
-        let op = format!("content read {digest}");
-        let mut stream = self
-            .content()
-            .read(self.request(
-                ReadContentRequest {
-                    digest: digest.to_string(),
-                    offset: 0,
-                    size: 0,
-                },
-                None,
-            ))
-            .await
-            .map_err(Error::rpc(op.clone()))?
-            .into_inner();
+        let (mut stream, op) = self.read_stream(digest).await?;
         let mut out = Vec::new();
         while let Some(chunk) = stream.message().await.map_err(Error::rpc(op.clone()))? {
             out.extend_from_slice(&chunk.data);

@@ -561,20 +561,6 @@ struct StagingSink {
     pending: std::collections::VecDeque<PendingUpload>,
 }
 
-/// Fills `buf` from `r` as far as possible; returns the bytes read (0 at end).
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 impl StagingSink {
     fn join_upload(
         &self,
@@ -663,7 +649,8 @@ impl StagingSink {
         loop {
             let mut buf = vec![0u8; CHUNK];
             let t = std::time::Instant::now();
-            let got = read_full(data, &mut buf).map_err(|e| archive::Error::Corrupt(e.to_string()))?;
+            let got =
+                archive::read_full(data, &mut buf).map_err(|e| archive::Error::Corrupt(e.to_string()))?;
             t_read += t.elapsed();
             if got == 0 {
                 break;
