@@ -3,6 +3,7 @@
 
 mod images;
 mod progress;
+mod tpc;
 
 use crate::config::{self, Settings};
 use crate::containerd::Containerd;
@@ -40,6 +41,28 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Install a third-party container (TPC) from an image archive and start it.
+    Install(tpc::Install),
+    /// Stop and remove a TPC (its data directory is kept unless --clean_data).
+    Uninstall(tpc::Uninstall),
+    /// List installed TPCs with their state and limits.
+    #[command(alias = "ls")]
+    List(tpc::List),
+    /// Start a stopped TPC.
+    Start {
+        /// TPC name.
+        name: String,
+    },
+    /// Stop a TPC (it stays stopped across reboots until started).
+    Stop {
+        /// TPC name.
+        name: String,
+    },
+    /// Stop and start a TPC.
+    Restart {
+        /// TPC name.
+        name: String,
+    },
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -98,6 +121,12 @@ fn fail(msg: &str) -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     let settings = cli.settings();
     match cli.command {
+        Command::Install(cmd) => tpc::install(cmd, &settings).await,
+        Command::Uninstall(cmd) => tpc::uninstall(cmd, &settings).await,
+        Command::List(cmd) => tpc::list(cmd, &settings).await,
+        Command::Start { name } => tpc::start(&name, &settings).await,
+        Command::Stop { name } => tpc::stop(&name, &settings).await,
+        Command::Restart { name } => tpc::restart(&name, &settings).await,
         Command::Image(cmd) => images::run(cmd, &settings).await,
     }
 }

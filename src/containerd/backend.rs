@@ -2,7 +2,11 @@
 
 use super::{Containerd, Error};
 use crate::archive::Digest;
-use crate::runtime::{self, ArchiveInput, ImageSummary, ImportedImage, Runtime};
+use crate::runtime::spec::{self, ContainerConfig};
+use crate::runtime::{self, ArchiveInput, ContainerState, ImageSummary, ImportedImage, Runtime};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
 
 impl From<Error> for runtime::Error {
     fn from(e: Error) -> Self {
@@ -44,6 +48,43 @@ impl Runtime for Containerd {
 
     async fn remove_image(&self, name: &str) -> Result<(), runtime::Error> {
         Ok(self.delete_image(name).await?)
+    }
+
+    async fn create_container(
+        &self,
+        config: &ContainerConfig,
+        labels: HashMap<String, String>,
+    ) -> Result<(), runtime::Error> {
+        let (image_config, top) = self.image_config(&config.image).await?;
+        let spec = spec::build(config, &image_config, self.namespace())
+            .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+        let lease = self.create_lease("create").await?;
+        let created = self
+            .make_container(&lease, &config.id, &config.image, &top, &spec, labels)
+            .await;
+        if created.is_err() {
+            // The container record may exist without its snapshot or the other way round.
+            let _ = self.remove_container(&config.id).await;
+        }
+        // Sync on failure so the half-made snapshot is collected before we answer.
+        let _ = self.delete_lease(lease, created.is_err()).await;
+        Ok(created?)
+    }
+
+    async fn start_container(&self, id: &str, log: &Path) -> Result<u32, runtime::Error> {
+        Ok(self.start_task(id, log).await?)
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), runtime::Error> {
+        Ok(self.stop_task(id, grace).await?)
+    }
+
+    async fn container_state(&self, id: &str) -> Result<ContainerState, runtime::Error> {
+        Ok(self.task_state(id).await?)
+    }
+
+    async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
+        Ok(self.remove_container(id).await?)
     }
 }
 

@@ -1,7 +1,10 @@
 //! The operations front ends ask for. The manager talks to the runtime only through
 //! [`crate::runtime::Runtime`], and to the outside world only through [`crate::source`].
 
+pub mod args;
 mod images;
+pub mod store;
+pub mod tpc;
 
 pub use images::{Progress, import_image, list_images, remove_image};
 
@@ -14,6 +17,9 @@ pub enum Error {
     /// The runtime (or the archive it was given) failed.
     #[error(transparent)]
     Runtime(#[from] crate::runtime::Error),
+    /// The TPCM store failed or is busy.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// The request itself is wrong.
     #[error("{0}")]
     Invalid(String),

@@ -2,9 +2,14 @@
 //! trait, [`Runtime`], with containerd as its only backend. Nothing above this module knows which
 //! runtime runs the containers.
 
+pub mod spec;
+
 use crate::archive;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
 use std::time::SystemTime;
 
 /// Errors any runtime backend reports, in terms a front end can map to exit codes or gRPC codes.
@@ -92,6 +97,29 @@ impl ImageSummary {
     }
 }
 
+/// What a container's main process is doing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum ContainerState {
+    /// Not running: never started, or stopped and cleaned up.
+    Stopped,
+    /// Running with this host pid.
+    Running {
+        /// Host pid of the container's first process.
+        pid: u32,
+    },
+    /// Exited by itself with this code.
+    Exited {
+        /// Exit code.
+        code: u32,
+    },
+    /// Paused, or a transient state.
+    Other {
+        /// The runtime's name for it.
+        detail: String,
+    },
+}
+
 /// What tpcm needs from a container runtime. Grows with the lifecycle operations.
 pub trait Runtime: Send + Sync {
     /// Imports every image of an archive stream; `tag` renames a single-image archive.
@@ -106,4 +134,23 @@ pub trait Runtime: Send + Sync {
 
     /// Removes an image by its normalized name, and whatever only it used.
     fn remove_image(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Creates (does not start) a container from an imported image. Nothing is left if it fails.
+    fn create_container(
+        &self,
+        config: &spec::ContainerConfig,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Starts a created container's process; its stdout and stderr are appended to `log`.
+    fn start_container(&self, id: &str, log: &Path) -> impl Future<Output = Result<u32, Error>> + Send;
+
+    /// Stops a container's process (SIGTERM, SIGKILL after `grace`); a stopped one is fine.
+    fn stop_container(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What a container's process is doing.
+    fn container_state(&self, id: &str) -> impl Future<Output = Result<ContainerState, Error>> + Send;
+
+    /// Deletes a stopped container and its writable layer; a missing one is fine.
+    fn delete_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -1,0 +1,166 @@
+//! `tpcm install|uninstall|list|start|stop|restart`: the SONiC TPCM commands.
+
+use super::progress::TerminalProgress;
+use crate::config::Settings;
+use crate::manager::tpc;
+use crate::runtime::ContainerState;
+use clap::Args;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `tpcm install`.
+#[derive(Args, Debug)]
+pub(super) struct Install {
+    /// TPC name: 1 to 32 of a-z, 0-9, '_' and '-'.
+    name: String,
+    /// Image archive (docker save or OCI layout, .tar or gzip-compressed).
+    archive: PathBuf,
+    /// Container arguments, a subset of `docker run` flags (see docs/args.md).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    args: String,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    yes: bool,
+}
+
+/// `tpcm uninstall`.
+#[derive(Args, Debug)]
+pub(super) struct Uninstall {
+    /// TPC name.
+    name: String,
+    /// Also delete the TPC's private data directory.
+    #[arg(long = "clean_data", alias = "clean-data")]
+    clean_data: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    yes: bool,
+}
+
+/// `tpcm list`.
+#[derive(Args, Debug)]
+pub(super) struct List {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Asks `[y/N]` on a terminal; without one (and without `-y`) refuses rather than hang.
+fn confirm(question: &str, yes: bool) -> Result<(), String> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "{question}: no terminal to confirm on; pass -y to proceed"
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err("cancelled".into())
+    }
+}
+
+fn say(step: &str) {
+    println!("{step}");
+}
+
+pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), String> {
+    // Refuse bad input before asking anything or touching containerd.
+    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    crate::manager::args::parse_args(&cmd.args).map_err(|e| e.to_string())?;
+    confirm(
+        &format!("Install TPC {} from {}?", cmd.name, cmd.archive.display()),
+        cmd.yes,
+    )?;
+    let cd = super::connect(settings).await?;
+    let progress = Arc::new(TerminalProgress::new());
+    tpc::install(&cd, settings, &cmd.name, &cmd.archive, &cmd.args, progress, &say)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("[ SUCCESS ] TPC {} is installed and running", cmd.name);
+    Ok(())
+}
+
+pub(super) async fn uninstall(cmd: Uninstall, settings: &Settings) -> Result<(), String> {
+    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    confirm(&format!("Uninstall TPC {}?", cmd.name), cmd.yes)?;
+    let cd = super::connect(settings).await?;
+    tpc::uninstall(&cd, settings, &cmd.name, cmd.clean_data, &say)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("[ SUCCESS ] TPC {} is uninstalled", cmd.name);
+    Ok(())
+}
+
+pub(super) async fn list(cmd: List, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    let tpcs = tpc::list(&cd, settings).await.map_err(|e| e.to_string())?;
+    if cmd.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tpcs).expect("statuses serialize")
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<45} {:<14} {:>6} {:>10} {:>10}",
+        "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "UPTIME"
+    );
+    for t in tpcs {
+        let status = match &t.status {
+            ContainerState::Running { .. } => "running".to_string(),
+            ContainerState::Stopped => "stopped".to_string(),
+            ContainerState::Exited { code } => format!("exited ({code})"),
+            ContainerState::Other { detail } => detail.clone(),
+        };
+        let memory = t
+            .memory
+            .map(super::images::human_size)
+            .unwrap_or_else(|| "-".into());
+        let uptime = t
+            .uptime
+            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string());
+        println!(
+            "{:<20} {:<45} {:<14} {:>6.2} {:>10} {:>10}",
+            t.name,
+            t.image,
+            status,
+            t.cpus,
+            memory,
+            uptime.unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn start(name: &str, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    tpc::start(&cd, settings, name).await.map_err(|e| e.to_string())?;
+    println!("[ SUCCESS ] TPC {name} is running");
+    Ok(())
+}
+
+pub(super) async fn stop(name: &str, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    tpc::stop(&cd, settings, name).await.map_err(|e| e.to_string())?;
+    println!("[ SUCCESS ] TPC {name} is stopped");
+    Ok(())
+}
+
+pub(super) async fn restart(name: &str, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    tpc::restart(&cd, settings, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("[ SUCCESS ] TPC {name} is running");
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Containers and their tasks: create (spec + snapshot), start, stop, delete, status.
+
+use super::{Containerd, Error, Lease, SNAPSHOTTER};
+use crate::archive::{Digest, chain_ids};
+use crate::runtime::ContainerState;
+use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest};
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
+    GetRequest, KillRequest, StartRequest, WaitRequest, container::Runtime as ContainerRuntime,
+};
+use containerd_client::services::v1::{containers_client::ContainersClient, tasks_client::TasksClient};
+use containerd_client::types::v1::Status;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// The runtime every TPC runs under.
+const RUNC: &str = "io.containerd.runc.v2";
+/// How containerd recognises an OCI runtime spec inside an `Any`.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// Bound on manifests and configs read to start a container.
+const DOCUMENT_LIMIT: u64 = 4 << 20;
+
+impl Containerd {
+    fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone())
+    }
+
+    fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone())
+    }
+
+    /// The image config and top chain ID of an image, read from the content store.
+    pub(crate) async fn image_config(
+        &self,
+        name: &str,
+    ) -> Result<(oci_spec::image::ImageConfiguration, Digest), Error> {
+        let op = format!("read image {name}");
+        let unexpected = |detail: String| Error::Unexpected {
+            op: op.clone(),
+            detail,
+        };
+        let record = self
+            .list_image_records()
+            .await?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
+        let manifest_digest =
+            Digest::parse(&record.digest).ok_or_else(|| unexpected(record.digest.clone()))?;
+        let manifest: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&self.read_small_blob(&manifest_digest, DOCUMENT_LIMIT).await?)
+                .map_err(|e| unexpected(e.to_string()))?;
+        let config_digest = Digest::parse(manifest.config().digest().as_ref())
+            .ok_or_else(|| unexpected("config digest".into()))?;
+        let config: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&self.read_small_blob(&config_digest, DOCUMENT_LIMIT).await?)
+                .map_err(|e| unexpected(e.to_string()))?;
+        let diff_ids: Vec<Digest> = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .filter_map(|d| Digest::parse(d))
+            .collect();
+        let top = chain_ids(&diff_ids)
+            .pop()
+            .ok_or_else(|| unexpected("image has no layers".into()))?;
+        Ok((config, top))
+    }
+
+    /// Creates container `id` running `image` with `spec`, on a fresh writable snapshot (also
+    /// named `id`) over the image's top layer. Both are made under `lease`, so a failure halfway
+    /// leaves nothing once the lease goes.
+    pub(crate) async fn make_container(
+        &self,
+        lease: &Lease,
+        id: &str,
+        image: &str,
+        top_chain: &Digest,
+        spec: &oci_spec::runtime::Spec,
+        labels: HashMap<String, String>,
+    ) -> Result<(), Error> {
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+            parent: top_chain.to_string(),
+            labels: HashMap::new(),
+        };
+        self.snapshots()
+            .prepare(self.request(prepare, Some(lease)))
+            .await
+            .map_err(Error::rpc(format!("snapshot prepare {id}")))?;
+        let value = serde_json::to_vec(spec).map_err(|e| Error::Unexpected {
+            op: "spec".into(),
+            detail: e.to_string(),
+        })?;
+        let container = Container {
+            id: id.into(),
+            labels,
+            image: image.into(),
+            runtime: Some(ContainerRuntime {
+                name: RUNC.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value,
+            }),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.into(),
+            ..Default::default()
+        };
+        self.containers()
+            .create(self.request(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(Error::rpc(format!("container create {id}")))?;
+        Ok(())
+    }
+
+    /// Creates and starts the task of container `id`; stdout and stderr go to `log` (appended).
+    pub(crate) async fn start_task(&self, id: &str, log: &Path) -> Result<u32, Error> {
+        let mounts = self
+            .snapshots()
+            .mounts(self.request(
+                MountsRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.into(),
+                },
+                None,
+            ))
+            .await
+            .map_err(Error::rpc(format!("snapshot mounts {id}")))?
+            .into_inner()
+            .mounts;
+        // A `file://` URI makes the shim create the file and append both streams to it; a plain
+        // path would be taken for a FIFO.
+        let log = format!("file://{}", log.display());
+        let create = CreateTaskRequest {
+            container_id: id.into(),
+            rootfs: mounts,
+            stdout: log.clone(),
+            stderr: log,
+            ..Default::default()
+        };
+        self.tasks()
+            .create(self.request(create, None))
+            .await
+            .map_err(Error::rpc(format!("task create {id}")))?;
+        let start = StartRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        match self.tasks().start(self.request(start, None)).await {
+            Ok(r) => Ok(r.into_inner().pid),
+            Err(s) => {
+                let _ = self.delete_task(id).await;
+                Err(Error::rpc(format!("task start {id}"))(s))
+            }
+        }
+    }
+
+    /// The state of container `id`'s task.
+    pub(crate) async fn task_state(&self, id: &str) -> Result<ContainerState, Error> {
+        let req = GetRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        let process = match self.tasks().get(self.request(req, None)).await {
+            Ok(r) => r.into_inner().process.unwrap_or_default(),
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(ContainerState::Stopped),
+            Err(s) => return Err(Error::rpc(format!("task get {id}"))(s)),
+        };
+        Ok(
+            match Status::try_from(process.status).unwrap_or(Status::Unknown) {
+                Status::Running => ContainerState::Running { pid: process.pid },
+                Status::Stopped => ContainerState::Exited {
+                    code: process.exit_status,
+                },
+                Status::Created => ContainerState::Stopped,
+                other => ContainerState::Other {
+                    detail: other.as_str_name().to_lowercase(),
+                },
+            },
+        )
+    }
+
+    /// Stops container `id`'s task: SIGTERM to every process, then SIGKILL after `grace`, then
+    /// deletes the task. No task is not an error.
+    pub(crate) async fn stop_task(&self, id: &str, grace: Duration) -> Result<(), Error> {
+        if let ContainerState::Running { .. } = self.task_state(id).await? {
+            self.kill(id, libc::SIGTERM as u32).await?;
+            let mut tasks = self.tasks();
+            let wait = tasks.wait(self.request(
+                WaitRequest {
+                    container_id: id.into(),
+                    exec_id: String::new(),
+                },
+                None,
+            ));
+            match tokio::time::timeout(grace, wait).await {
+                Ok(r) => {
+                    r.map_err(Error::rpc(format!("task wait {id}")))?;
+                }
+                Err(_) => {
+                    self.kill(id, libc::SIGKILL as u32).await?;
+                    self.tasks()
+                        .wait(self.request(
+                            WaitRequest {
+                                container_id: id.into(),
+                                exec_id: String::new(),
+                            },
+                            None,
+                        ))
+                        .await
+                        .map_err(Error::rpc(format!("task wait {id}")))?;
+                }
+            }
+        }
+        self.delete_task(id).await
+    }
+
+    async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
+        let req = KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal,
+            all: true,
+        };
+        match self.tasks().kill(self.request(req, None)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::rpc(format!("task kill {id}"))(s)),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), Error> {
+        match self
+            .tasks()
+            .delete(self.request(
+                DeleteTaskRequest {
+                    container_id: id.into(),
+                },
+                None,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::rpc(format!("task delete {id}"))(s)),
+        }
+    }
+
+    /// Deletes container `id` and its writable snapshot. A missing one is not an error.
+    pub(crate) async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        match self
+            .containers()
+            .delete(self.request(DeleteContainerRequest { id: id.into() }, None))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(Error::rpc(format!("container delete {id}"))(s)),
+        }
+        self.remove_snapshot(id).await
+    }
+}

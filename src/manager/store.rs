@@ -1,0 +1,246 @@
+//! The TPCM store's records: one JSON file per TPC under `<root>/tpcs/`, written atomically, and a
+//! lock file per TPC so two tpcm processes never interleave on the same TPC.
+
+use crate::runtime::spec::ContainerConfig;
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// What tpcm remembers about a TPC: enough to recreate its container exactly.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TpcRecord {
+    /// TPC name (also the container ID).
+    pub name: String,
+    /// Normalized image reference.
+    pub image: String,
+    /// The `--args` string as the operator gave it.
+    pub args: String,
+    /// The resolved container settings.
+    pub container: ContainerConfig,
+    /// Whether the operator wants it running (boot starts only those).
+    pub running: bool,
+    /// When it was installed (seconds since the epoch).
+    pub installed: u64,
+}
+
+/// Errors of the store; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("TPCM store {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A record that does not parse.
+    #[error("TPCM store {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Another tpcm holds the TPC's lock.
+    #[error("another tpcm command is working on {0}; try again when it has finished")]
+    Busy(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The store at a root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Held while a command works on one TPC; released on drop.
+pub struct TpcLock {
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// The store under `root` (created on first write).
+    pub fn new(root: &Path) -> Store {
+        Store {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.root.join("tpcs").join(format!("{name}.json"))
+    }
+
+    /// Where a TPC's container writes its output.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+
+    /// The directory shared by every TPC (mounted at `/tpc-shared`).
+    pub fn shared_dir(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
+    /// Takes the TPC's lock without waiting: a second command on the same TPC is refused at once
+    /// rather than queued behind a long upgrade.
+    pub fn lock(&self, name: &str) -> Result<TpcLock, StoreError> {
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(format!("{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(TpcLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Busy(name.to_string())),
+            Err((_, e)) => Err(StoreError::Io {
+                path,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// A TPC's record, if it is installed.
+    pub fn get(&self, name: &str) -> Result<Option<TpcRecord>, StoreError> {
+        let path = self.record_path(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    /// Every record, by name.
+    pub fn list(&self) -> Result<Vec<TpcRecord>, StoreError> {
+        let dir = self.root.join("tpcs");
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(StoreError::Io { path: dir, source: e }),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry
+                .map_err(io_err(&dir))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(tpc) = name.strip_suffix(".json")
+                && let Some(r) = self.get(tpc)?
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Writes a record atomically: temp file, fsync, rename, fsync of the directory. A crash
+    /// leaves the old record or the new one, never half of one.
+    pub fn put(&self, record: &TpcRecord) -> Result<(), StoreError> {
+        let path = self.record_path(&record.name);
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        write_atomic(&path, &bytes)
+    }
+
+    /// Removes a record (missing is fine).
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.record_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_dir(path.parent().expect("records live in a directory")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see [`Store::put`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("a file lives in a directory");
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().expect("a file name").to_string_lossy()
+    ));
+    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> TpcRecord {
+        TpcRecord {
+            name: name.into(),
+            image: "docker.io/x/y:1".into(),
+            args: "-e A=1".into(),
+            container: ContainerConfig {
+                id: name.into(),
+                cpus: 0.4,
+                ..Default::default()
+            },
+            running: true,
+            installed: 1,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_list_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert!(store.get("a").unwrap().is_none());
+        store.put(&record("b")).unwrap();
+        store.put(&record("a")).unwrap();
+        assert_eq!(store.get("a").unwrap(), Some(record("a")));
+        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        store.remove("a").unwrap();
+        store.remove("a").unwrap();
+        assert!(store.get("a").unwrap().is_none());
+        assert!(!dir.path().join("tpcs/.a.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_tpc_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let held = store.lock("a").unwrap();
+        assert!(matches!(store.lock("a"), Err(StoreError::Busy(_))));
+        assert!(store.lock("b").is_ok());
+        drop(held);
+        assert!(store.lock("a").is_ok());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tpcs")).unwrap();
+        std::fs::write(dir.path().join("tpcs/a.json"), b"{").unwrap();
+        let err = Store::new(dir.path()).get("a").unwrap_err().to_string();
+        assert!(err.contains("a.json"), "{err}");
+    }
+}

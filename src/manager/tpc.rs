@@ -1,0 +1,372 @@
+//! The TPC lifecycle: install, list, start, stop, restart, uninstall.
+//!
+//! Every mutating operation takes the TPC's lock first, validates everything it can before it
+//! changes anything, and undoes its own steps when a later one fails, so a refused or failed
+//! install leaves no image, container, snapshot, record or file behind.
+
+use super::args::{self, ContainerArgs, Network};
+use super::store::{Store, TpcRecord};
+use super::{Error, Progress};
+use crate::config::Settings;
+use crate::runtime::spec::{BindMount, ContainerConfig, Device};
+use crate::runtime::{ContainerState, Runtime};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Share of the host's CPU capacity a TPC may use unless its `--cpus` says otherwise (SONiC
+/// TPCM: 20 %).
+pub const DEFAULT_CPU_SHARE: f64 = 0.20;
+/// How long a TPC gets to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Where the TPC's private data directory appears inside its container.
+pub const PRIVATE_MOUNT: &str = "/tpc";
+/// Container label that marks a container as a TPC (its value is the TPC name).
+pub const TPC_LABEL: &str = "io.tpcm.tpc";
+/// Where the directory shared by all TPCs appears inside each container.
+pub const SHARED_MOUNT: &str = "/tpc-shared";
+
+/// Checks a TPC name: `[a-z0-9][a-z0-9_-]{0,31}` (it becomes a container ID, a unit name and a
+/// directory name, so nothing else is allowed).
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid TPC name {name:?}: use 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )))
+    }
+}
+
+/// The host's CPU count, for the default cap.
+fn online_cpus() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64
+}
+
+/// Turns parsed `--args` into container settings for TPC `name`.
+fn container_config(
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    image: &str,
+    a: &ContainerArgs,
+) -> ContainerConfig {
+    let mut mounts = vec![
+        BindMount {
+            host: settings.data_root.join(name),
+            container: PRIVATE_MOUNT.into(),
+            read_only: false,
+        },
+        BindMount {
+            host: store.shared_dir(),
+            container: SHARED_MOUNT.into(),
+            read_only: false,
+        },
+    ];
+    mounts.extend(a.volumes.iter().map(|v| BindMount {
+        host: v.host.clone(),
+        container: v.container.clone(),
+        read_only: v.read_only,
+    }));
+    ContainerConfig {
+        id: name.to_string(),
+        image: image.to_string(),
+        env: a.env.clone(),
+        mounts,
+        cpus: a.cpus.unwrap_or(DEFAULT_CPU_SHARE * online_cpus()),
+        memory: a.memory,
+        memory_reservation: a.memory_reservation,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        entrypoint: a.entrypoint.clone(),
+        command: a.command.clone(),
+        hostname: a.hostname.clone(),
+        host_network: a.network == Network::Host,
+        devices: a
+            .devices
+            .iter()
+            .map(|d| Device {
+                host: d.host.clone(),
+                container: d.container.clone(),
+                permissions: d.permissions.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Installs TPC `name` from a local image archive and starts it. `say` receives each step.
+pub async fn install<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    archive: &Path,
+    args_text: &str,
+    progress: Arc<dyn Progress>,
+    say: &dyn Fn(&str),
+) -> Result<TpcRecord, Error> {
+    validate_name(name)?;
+    let parsed = args::parse_args(args_text).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(v) = parsed
+        .volumes
+        .iter()
+        .find(|v| v.container == PRIVATE_MOUNT || v.container == SHARED_MOUNT)
+    {
+        return Err(Error::Invalid(format!(
+            "--args: -v {}: {} is tpcm's own mount; choose another path",
+            v.host.display(),
+            v.container
+        )));
+    }
+    let store = Store::new(&settings.root);
+    let _lock = store.lock(name)?;
+    if store.get(name)?.is_some() {
+        return Err(Error::Invalid(format!(
+            "TPC {name} is already installed; uninstall it or use upgrade"
+        )));
+    }
+    if !archive.is_file() {
+        return Err(Error::Invalid(format!(
+            "image archive {} does not exist or is not a file",
+            archive.display()
+        )));
+    }
+
+    say(&format!("Installing the TPC-{name} image"));
+    let images = super::import_image(runtime, archive, None, progress).await?;
+    let image = match images.as_slice() {
+        [one] => one.names[0].clone(),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{} holds {} images; a TPC needs an archive with exactly one",
+                archive.display(),
+                images.len()
+            )));
+        }
+    };
+    let config = container_config(settings, &store, name, &image, &parsed);
+    let image_ref = image.clone();
+    let undo_image = |e: Error| async {
+        if !image_in_use(&store, &image_ref, name) {
+            let _ = runtime.remove_image(&image_ref).await;
+        }
+        e
+    };
+    let data_dir = settings.data_root.join(name);
+    let dirs = [
+        data_dir.as_path(),
+        &store.shared_dir(),
+        store.log_path(name).parent().expect("logs dir"),
+    ]
+    .iter()
+    .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display())));
+    if let Err(e) = dirs {
+        return Err(undo_image(Error::Invalid(e)).await);
+    }
+
+    say(&format!("Creating the TPC-{name} container"));
+    let mut labels: HashMap<String, String> = parsed.labels.clone().into_iter().collect();
+    labels.insert(TPC_LABEL.to_string(), name.to_string());
+    if let Err(e) = runtime.create_container(&config, labels).await {
+        return Err(undo_image(e.into()).await);
+    }
+    let record = TpcRecord {
+        name: name.to_string(),
+        image,
+        args: args_text.to_string(),
+        container: config,
+        running: true,
+        installed: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    if let Err(e) = store.put(&record) {
+        let _ = runtime.delete_container(name).await;
+        return Err(undo_image(e.into()).await);
+    }
+
+    say(&format!("Starting the TPC-{name} container"));
+    if let Err(e) = runtime.start_container(name, &store.log_path(name)).await {
+        let _ = runtime.delete_container(name).await;
+        let _ = store.remove(name);
+        return Err(undo_image(e.into()).await);
+    }
+    Ok(record)
+}
+
+/// Whether another TPC than `except` uses `image`.
+fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
+    store
+        .list()
+        .map(|l| l.iter().any(|r| r.name != except && r.image == image))
+        .unwrap_or(true)
+}
+
+fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
+    validate_name(name)?;
+    store
+        .get(name)?
+        .ok_or_else(|| Error::Invalid(format!("no TPC named {name} is installed")))
+}
+
+/// Stops and removes TPC `name`: container, writable layer, image (unless another TPC uses it),
+/// record. Its data directory is kept unless `clean_data`.
+pub async fn uninstall<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    clean_data: bool,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let store = Store::new(&settings.root);
+    let _lock = store.lock(name)?;
+    let record = require(&store, name)?;
+    say(&format!("Stopping the TPC-{name} container"));
+    runtime.stop_container(name, STOP_GRACE).await?;
+    say(&format!("Removing the TPC-{name} container"));
+    runtime.delete_container(name).await?;
+    store.remove(name)?;
+    if !image_in_use(&store, &record.image, name) {
+        say(&format!("Removing the TPC-{name} image"));
+        match runtime.remove_image(&record.image).await {
+            Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = std::fs::remove_file(store.log_path(name));
+    if clean_data {
+        let dir = settings.data_root.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// A TPC as `tpcm list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TpcStatus {
+    /// TPC name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// What its process is doing.
+    pub status: ContainerState,
+    /// CPU cap in CPUs.
+    pub cpus: f64,
+    /// Memory limit in bytes, if any.
+    pub memory: Option<u64>,
+    /// Seconds since its process started, when running.
+    pub uptime: Option<u64>,
+}
+
+/// Every installed TPC with its state.
+pub async fn list<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<TpcStatus>, Error> {
+    let store = Store::new(&settings.root);
+    let mut out = Vec::new();
+    for r in store.list()? {
+        let status = runtime.container_state(&r.name).await?;
+        let uptime = match status {
+            ContainerState::Running { pid } => process_uptime(pid),
+            _ => None,
+        };
+        out.push(TpcStatus {
+            name: r.name,
+            image: r.image,
+            status,
+            cpus: r.container.cpus,
+            memory: r.container.memory,
+            uptime,
+        });
+    }
+    Ok(out)
+}
+
+/// Seconds a host process has been running, from `/proc` (start time in clock ticks since boot).
+fn process_uptime(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the parenthesised command name (which may hold spaces).
+    let start_ticks: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((uptime - start_ticks as f64 / hz).max(0.0) as u64)
+}
+
+/// Starts a stopped TPC (a running one is left alone) and remembers that it should run.
+pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    let store = Store::new(&settings.root);
+    let _lock = store.lock(name)?;
+    let mut record = require(&store, name)?;
+    match runtime.container_state(name).await? {
+        ContainerState::Running { .. } => {}
+        ContainerState::Exited { .. } | ContainerState::Other { .. } => {
+            runtime.stop_container(name, STOP_GRACE).await?;
+            runtime.start_container(name, &store.log_path(name)).await?;
+        }
+        ContainerState::Stopped => {
+            runtime.start_container(name, &store.log_path(name)).await?;
+        }
+    }
+    record.running = true;
+    store.put(&record)?;
+    Ok(())
+}
+
+/// Stops a TPC and remembers that it should stay stopped (also across reboots).
+pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    let store = Store::new(&settings.root);
+    let _lock = store.lock(name)?;
+    let mut record = require(&store, name)?;
+    runtime.stop_container(name, STOP_GRACE).await?;
+    record.running = false;
+    store.put(&record)?;
+    Ok(())
+}
+
+/// Stops then starts a TPC.
+pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    {
+        let store = Store::new(&settings.root);
+        let _lock = store.lock(name)?;
+        require(&store, name)?;
+        runtime.stop_container(name, STOP_GRACE).await?;
+    }
+    start(runtime, settings, name).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_pattern() {
+        for ok in ["a", "tpc1", "my-app_2", &"a".repeat(32)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "_a", "A", "a.b", "a/b", "../x", &"a".repeat(33), "a b"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+}

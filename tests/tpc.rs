@@ -1,0 +1,195 @@
+//! The TPC lifecycle against a real containerd: install, list, stop, start, restart, uninstall,
+//! and refusals that must leave nothing behind.
+
+#[path = "../fixtures/builder.rs"]
+mod builder;
+mod common;
+
+use common::{Containerd, assert_fails, assert_ok, tpcm, wait_until};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn archive(cd: &Containerd) -> PathBuf {
+    let path = cd.dir().join("busybox.tar");
+    builder::write_archive(
+        &builder::busybox_image(&["tpcm-fixture/busybox:1.0"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &path,
+    )
+    .expect("build fixture");
+    path
+}
+
+fn list(cd: &Containerd) -> Vec<serde_json::Value> {
+    let out = assert_ok(&tpcm(cd, &["list", "--json"]));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .expect("list --json is JSON")
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn state(cd: &Containerd, name: &str) -> String {
+    list(cd)
+        .iter()
+        .find(|t| t["name"] == name)
+        .map(|t| t["status"]["state"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_quota(cd: &Containerd, name: &str) -> i64 {
+    let path = cd.cgroup_file("cpu", name, "cpu.cfs_quota_us");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn install_runs_the_tpc_with_its_settings_and_uninstall_leaves_nothing() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    // The process ends on SIGTERM, as a well-behaved service does, so stop takes no grace period.
+    let args = "-e FOO=bar -- /bin/sh -c 'trap \"exit 0\" TERM; echo hello-$FOO; echo $FOO > /tpc/out; \
+                touch /tpc-shared/seen; sleep 1000 & wait'";
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["install", "tpc1", archive.to_str().unwrap(), "--args", args, "-y"],
+    ));
+    assert!(out.contains("Installing the TPC-tpc1 image"), "{out}");
+    assert!(out.contains("[ SUCCESS ]"), "{out}");
+
+    // /tpc is the host's <data root>/<name>, writable from inside; env reached the process.
+    let written = cd.data_dir().join("tpc1/out");
+    wait_until(DEADLINE, "the TPC to write /tpc/out", || {
+        std::fs::read_to_string(&written).is_ok_and(|s| s == "bar\n")
+    });
+    assert!(
+        cd.store_dir().join("shared/seen").exists(),
+        "/tpc-shared is the store's shared dir"
+    );
+    let log = cd.store_dir().join("logs/tpc1.log");
+    wait_until(DEADLINE, "the TPC's output in its log", || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains("hello-bar"))
+    });
+
+    // The container ID is the TPC name, in the configured namespace; 20 % of the host's CPUs.
+    assert_eq!(cd.containers(), vec!["tpc1".to_string()]);
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    assert_eq!(cpu_quota(&cd, "tpc1"), (0.20 * cpus * 100_000.0).round() as i64);
+
+    let tpcs = list(&cd);
+    assert_eq!(tpcs.len(), 1);
+    // Host network by default, as every SONiC container.
+    let pid = tpcs[0]["status"]["pid"].as_u64().unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        std::fs::read_link("/proc/self/ns/net").unwrap()
+    );
+    assert_eq!(tpcs[0]["image"], "docker.io/tpcm-fixture/busybox:1.0");
+    assert_eq!(tpcs[0]["status"]["state"], "running");
+    assert!(tpcs[0]["uptime"].as_u64().is_some());
+    let table = assert_ok(&tpcm(&cd, &["list"]));
+    assert!(table.lines().nth(1).unwrap().starts_with("tpc1 "), "{table}");
+
+    assert_ok(&tpcm(&cd, &["stop", "tpc1"]));
+    assert_eq!(state(&cd, "tpc1"), "stopped");
+    assert_ok(&tpcm(&cd, &["start", "tpc1"]));
+    assert_eq!(state(&cd, "tpc1"), "running");
+    let pid_before = list(&cd)[0]["status"]["pid"].as_u64().unwrap();
+    assert_ok(&tpcm(&cd, &["restart", "tpc1"]));
+    let pid_after = list(&cd)[0]["status"]["pid"].as_u64().unwrap();
+    assert_ne!(pid_before, pid_after, "restart runs a new process");
+
+    let out = assert_ok(&tpcm(&cd, &["uninstall", "tpc1", "-y"]));
+    assert!(out.contains("[ SUCCESS ]"), "{out}");
+    assert!(cd.containers().is_empty());
+    assert!(cd.images().is_empty(), "{:?}", cd.images());
+    assert!(cd.snapshots().is_empty(), "{:?}", cd.snapshots());
+    assert!(list(&cd).is_empty());
+    assert!(
+        written.exists(),
+        "the data directory is kept without --clean_data"
+    );
+}
+
+#[test]
+fn cpus_in_args_override_the_default_and_clean_data_removes_the_data() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    // `sleep` as PID 1 ignores SIGTERM: uninstall must fall back to SIGKILL after the grace period.
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "install",
+            "app",
+            archive.to_str().unwrap(),
+            "--args",
+            "--cpus 0.5 -- sleep 1000",
+            "-y",
+        ],
+    ));
+    assert_eq!(cpu_quota(&cd, "app"), 50_000);
+    assert!(cd.data_dir().join("app").is_dir());
+    assert_ok(&tpcm(&cd, &["uninstall", "app", "--clean_data", "-y"]));
+    assert!(!cd.data_dir().join("app").exists());
+}
+
+#[test]
+fn bad_requests_are_refused_before_anything_is_made() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    let a = archive.to_str().unwrap();
+    let nothing_made = |what: &str| {
+        assert!(cd.images().is_empty(), "{what}: {:?}", cd.images());
+        assert!(cd.containers().is_empty(), "{what}");
+        assert!(cd.snapshots().is_empty(), "{what}: {:?}", cd.snapshots());
+        assert!(
+            !cd.store_dir().join("tpcs").exists()
+                || std::fs::read_dir(cd.store_dir().join("tpcs"))
+                    .unwrap()
+                    .next()
+                    .is_none(),
+            "{what}"
+        );
+    };
+    for (args, expect) in [
+        (vec!["install", "Bad", a, "-y"], "Bad"),
+        (vec!["install", "../x", a, "-y"], "../x"),
+        (vec!["install", "ok", a, "--args", "--bogus 1", "-y"], "--bogus"),
+        (
+            vec!["install", "ok", a, "--args", "--memory lots", "-y"],
+            "--memory",
+        ),
+        (vec!["install", "ok", "/no/such.tar", "-y"], "/no/such.tar"),
+        // No -y and no terminal: refuse rather than hang.
+        (vec!["install", "ok", a], "-y"),
+        (vec!["uninstall", "nothere", "-y"], "nothere"),
+        (vec!["start", "nothere"], "nothere"),
+    ] {
+        let err = assert_fails(&tpcm(&cd, &args));
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        nothing_made(&format!("{args:?}"));
+    }
+    // An image whose process cannot start: the install fails and takes everything back.
+    let err = assert_fails(&tpcm(
+        &cd,
+        &["install", "ok", a, "--args", "-- /no/such/binary", "-y"],
+    ));
+    assert!(err.contains("tpcm: error:"), "{err}");
+    nothing_made("failed start");
+
+    // Installing a name twice is refused and leaves the first one running.
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "one", a, "--args", "-- sleep 1000", "-y"],
+    ));
+    let err = assert_fails(&tpcm(&cd, &["install", "one", a, "-y"]));
+    assert!(err.contains("already installed"), "{err}");
+    assert_eq!(state(&cd, "one"), "running");
+}
