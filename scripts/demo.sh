@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's "main job on an embedded default" demo: builds tpcm, starts a private containerd under
 # ./.tpcm-demo/, builds the busybox fixture archives, imports the docker-save one with
-# `tpcm image import`, lists images, then runs the imported image with ctr (containerd's own client)
-# to prove containerd can use what tpcm imported. Everything is stopped and unmounted on exit; files
+# `tpcm image import`, lists images, runs the imported image with ctr (containerd's own client)
+# to prove containerd can use what tpcm imported, then installs a TPC from the OCI archive, shows
+# it in `tpcm list`, reads what it wrote to /tpc, and uninstalls it. Everything is stopped and unmounted on exit; files
 # stay in ./.tpcm-demo/ for inspection (containerd.log, store/) and are wiped on the next run.
 # Needs root (containerd, overlay mounts).
 set -euo pipefail
@@ -139,5 +140,21 @@ step "$TPCM --containerd $SOCK --namespace $NS image list"
 
 step "ctr -a $SOCK -n $NS run --rm $REF demo /bin/echo \"hello from tpcm\""
 ctr -a "$SOCK" -n "$NS" run --rm "$REF" demo /bin/echo "hello from tpcm"
+
+ARGS="-e GREETING=hello -- /bin/sh -c 'trap \"exit 0\" TERM; echo \$GREETING from a TPC > /tpc/greeting; sleep 100000 & wait'"
+step "$TPCM install demo-tpc $DEMO/fixtures/busybox-oci.tar --args \"$ARGS\" -y"
+"$TPCM" --containerd "$SOCK" --namespace "$NS" install demo-tpc "$DEMO/fixtures/busybox-oci.tar" --args "$ARGS" -y
+
+step "$TPCM list"
+"$TPCM" --containerd "$SOCK" --namespace "$NS" list
+deadline=$((SECONDS + 20))
+until [ -s "$DEMO/data/demo-tpc/greeting" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the TPC did not write /tpc/greeting within 20 s"
+    sleep 0.05
+done
+echo "the TPC wrote: $(cat "$DEMO/data/demo-tpc/greeting")  (its /tpc is $DEMO/data/demo-tpc)"
+
+step "$TPCM uninstall demo-tpc -y"
+"$TPCM" --containerd "$SOCK" --namespace "$NS" uninstall demo-tpc -y
 
 step "demo succeeded"

@@ -7,7 +7,8 @@
 //! * [`runtime`] is the one trait through which everything above reaches a container runtime;
 //! * [`containerd`] is that runtime's only backend, and the only module that knows containerd's API;
 //! * [`manager`] holds the operations a front end asks for;
-//! * [`cli`] is the `tpcm` command line, a front end over `manager`.
+//! * [`cli`] is the `tpcm` command line, a front end over `manager`;
+//! * [`systemd`] writes the unit text the manager installs for each TPC.
 
 pub mod archive;
 pub mod cli;
@@ -16,3 +17,4 @@ pub mod containerd;
 pub mod manager;
 pub mod runtime;
 pub mod source;
+pub mod systemd;

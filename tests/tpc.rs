@@ -63,6 +63,24 @@ fn install_runs_the_tpc_with_its_settings_and_uninstall_leaves_nothing() {
     assert!(out.contains("Installing the TPC-tpc1 image"), "{out}");
     assert!(out.contains("[ SUCCESS ]"), "{out}");
 
+    // The unit is in the store and the unit directory, and systemd accepts it.
+    let unit = cd.units_dir().join("tpc-tpc1.service");
+    assert_eq!(
+        std::fs::read(&unit).unwrap(),
+        std::fs::read(cd.store_dir().join("units/tpc-tpc1.service")).unwrap()
+    );
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && !complaints.contains("tpc-tpc1"),
+        "systemd-analyze verify: {}",
+        common::describe(&verify)
+    );
+
     // /tpc is the host's <data root>/<name>, writable from inside; env reached the process.
     let written = cd.data_dir().join("tpc1/out");
     wait_until(DEADLINE, "the TPC to write /tpc/out", || {

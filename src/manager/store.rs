@@ -83,6 +83,11 @@ impl Store {
         self.root.join("logs").join(format!("{name}.log"))
     }
 
+    /// The store's copy of a TPC's systemd unit.
+    pub fn unit_path(&self, name: &str) -> PathBuf {
+        self.root.join("units").join(crate::systemd::unit_name(name))
+    }
+
     /// The directory shared by every TPC (mounted at `/tpc-shared`).
     pub fn shared_dir(&self) -> PathBuf {
         self.root.join("shared")

@@ -10,6 +10,7 @@ use super::{Error, Progress};
 use crate::config::Settings;
 use crate::runtime::spec::{BindMount, ContainerConfig, Device};
 use crate::runtime::{ContainerState, Runtime};
+use crate::systemd;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -194,13 +195,60 @@ pub async fn install<R: Runtime>(
         return Err(undo_image(e.into()).await);
     }
 
-    say(&format!("Starting the TPC-{name} container"));
-    if let Err(e) = runtime.start_container(name, &store.log_path(name)).await {
+    say(&format!("Installing the TPC-{name} systemd unit"));
+    let started = match install_unit(settings, &store, name) {
+        Ok(()) => {
+            say(&format!("Starting the TPC-{name} container"));
+            runtime
+                .start_container(name, &store.log_path(name))
+                .await
+                .map_err(Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
+        remove_unit(settings, &store, name);
         let _ = runtime.delete_container(name).await;
         let _ = store.remove(name);
-        return Err(undo_image(e.into()).await);
+        return Err(undo_image(e).await);
     }
     Ok(record)
+}
+
+/// Writes the TPC's unit into the store and the systemd unit directory. The store's copy is what
+/// a new SONiC image reinstalls from; the unit directory's is what systemd reads.
+fn install_unit(settings: &Settings, store: &Store, name: &str) -> Result<(), Error> {
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Invalid(format!("cannot locate the tpcm binary: {e}")))?;
+    let env = [
+        ("TPCM_CONTAINERD", settings.containerd.display().to_string()),
+        ("TPCM_NAMESPACE", settings.namespace.clone()),
+        ("TPCM_ROOT", settings.root.display().to_string()),
+        ("TPCM_DATA_ROOT", settings.data_root.display().to_string()),
+        ("TPCM_SYSTEMD_DIR", settings.systemd_dir.display().to_string()),
+    ];
+    let text = systemd::tpc_unit(name, &exe, &env);
+    let unit = systemd::unit_name(name);
+    super::store::write_atomic(&store.unit_path(name), text.as_bytes())?;
+    super::store::write_atomic(&settings.systemd_dir.join(&unit), text.as_bytes())?;
+    if systemd::systemd_is_running() {
+        systemd::systemctl(&["daemon-reload"]).map_err(Error::Invalid)?;
+        systemd::systemctl(&["enable", &unit]).map_err(Error::Invalid)?;
+    }
+    Ok(())
+}
+
+/// Removes the TPC's unit from systemd and the store (best effort: missing is fine).
+fn remove_unit(settings: &Settings, store: &Store, name: &str) {
+    let unit = systemd::unit_name(name);
+    if systemd::systemd_is_running() {
+        let _ = systemd::systemctl(&["disable", &unit]);
+    }
+    let _ = std::fs::remove_file(settings.systemd_dir.join(&unit));
+    let _ = std::fs::remove_file(store.unit_path(name));
+    if systemd::systemd_is_running() {
+        let _ = systemd::systemctl(&["daemon-reload"]);
+    }
 }
 
 /// Whether another TPC than `except` uses `image`.
@@ -234,6 +282,7 @@ pub async fn uninstall<R: Runtime>(
     runtime.stop_container(name, STOP_GRACE).await?;
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
+    remove_unit(settings, &store, name);
     store.remove(name)?;
     if !image_in_use(&store, &record.image, name) {
         say(&format!("Removing the TPC-{name} image"));
