@@ -211,3 +211,69 @@ fn bad_requests_are_refused_before_anything_is_made() {
     assert!(err.contains("already installed"), "{err}");
     assert_eq!(state(&cd, "one"), "running");
 }
+
+#[test]
+fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    // 60 MB of output, then a marker: more than the 4 x 10 MiB a TPC may keep.
+    let args = "-- /bin/sh -c '/bin/busybox yes 0123456789abcdef | head -c 60000000; echo done-writing; \
+                trap \"exit 0\" TERM; while true; do echo tick; sleep 0.2; done'";
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "install",
+            "chatty",
+            archive.to_str().unwrap(),
+            "--args",
+            args,
+            "-y",
+        ],
+    ));
+    wait_until(DEADLINE, "the marker in tpcm logs", || {
+        String::from_utf8_lossy(&tpcm(&cd, &["logs", "chatty"]).stdout).contains("done-writing")
+    });
+    let logs = cd.store_dir().join("logs");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let total: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    assert!(files.len() <= 4, "{files:?}");
+    assert!(
+        total <= 40 * 1024 * 1024 + 64 * 1024,
+        "{total} bytes kept in {files:?}"
+    );
+    assert!(total > 30 * 1024 * 1024, "rotated files are kept: {total}");
+
+    let tail = assert_ok(&tpcm(&cd, &["logs", "chatty", "--tail", "2"]));
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l == "tick" || l == "done-writing"), "{tail}");
+
+    // -f prints what arrives after it started.
+    let mut follow = common::tpcm_cmd(&cd)
+        .args(["logs", "chatty", "-f", "--tail", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap_or(0);
+        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    });
+    let got = rx.recv_timeout(DEADLINE).expect("logs -f printed nothing new");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    assert!(got.starts_with("tick"), "{got:?}");
+
+    let err = assert_fails(&tpcm(&cd, &["logs", "nothere"]));
+    assert!(err.contains("nothere"), "{err}");
+    assert_ok(&tpcm(&cd, &["uninstall", "chatty", "-y"]));
+    assert_eq!(
+        std::fs::read_dir(&logs).unwrap().count(),
+        0,
+        "uninstall removes the logs"
+    );
+}

@@ -63,6 +63,8 @@ enum Command {
         /// TPC name.
         name: String,
     },
+    /// Show a TPC's output (stdout and stderr, oldest first, across rotated files).
+    Logs(tpc::Logs),
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -82,6 +84,11 @@ impl Cli {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // containerd's shim runs tpcm as the TPCs' logging binary (see runtime::logs).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(target) = crate::runtime::logs::LogTarget::from_driver_args(&args) {
+        crate::runtime::logs::run_driver(target);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -127,6 +134,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Start { name } => tpc::start(&name, &settings).await,
         Command::Stop { name } => tpc::stop(&name, &settings).await,
         Command::Restart { name } => tpc::restart(&name, &settings).await,
+        Command::Logs(cmd) => tpc::logs(cmd, &settings),
         Command::Image(cmd) => images::run(cmd, &settings).await,
     }
 }

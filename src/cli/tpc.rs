@@ -45,6 +45,19 @@ pub(super) struct List {
     json: bool,
 }
 
+/// `tpcm logs`.
+#[derive(Args, Debug)]
+pub(super) struct Logs {
+    /// TPC name.
+    name: String,
+    /// Keep printing output as it arrives (until interrupted).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    tail: Option<usize>,
+}
+
 /// Asks `[y/N]` on a terminal; without one (and without `-y`) refuses rather than hang.
 fn confirm(question: &str, yes: bool) -> Result<(), String> {
     if yes {
@@ -162,5 +175,17 @@ pub(super) async fn restart(name: &str, settings: &Settings) -> Result<(), Strin
         .await
         .map_err(|e| e.to_string())?;
     println!("[ SUCCESS ] TPC {name} is running");
+    Ok(())
+}
+
+pub(super) fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
+    let target = tpc::log_target(settings, &cmd.name).map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    let shown = |e: std::io::Error| format!("cannot read the logs of {}: {e}", cmd.name);
+    crate::runtime::logs::read_tail(&target, cmd.tail, &mut out).map_err(shown)?;
+    if cmd.follow {
+        let from = std::fs::metadata(&target.file).map(|m| m.len()).unwrap_or(0);
+        crate::runtime::logs::follow(&target, from, &mut out, &|| false).map_err(shown)?;
+    }
     Ok(())
 }

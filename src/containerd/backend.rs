@@ -2,10 +2,10 @@
 
 use super::{Containerd, Error};
 use crate::archive::Digest;
+use crate::runtime::logs::LogTarget;
 use crate::runtime::spec::{self, ContainerConfig};
 use crate::runtime::{self, ArchiveInput, ContainerState, ImageSummary, ImportedImage, Runtime};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 
 impl From<Error> for runtime::Error {
@@ -71,8 +71,10 @@ impl Runtime for Containerd {
         Ok(created?)
     }
 
-    async fn start_container(&self, id: &str, log: &Path) -> Result<u32, runtime::Error> {
-        Ok(self.start_task(id, log).await?)
+    async fn start_container(&self, id: &str, log: &LogTarget) -> Result<u32, runtime::Error> {
+        let exe = std::env::current_exe()
+            .map_err(|e| runtime::Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
+        Ok(self.start_task(id, &log.driver_uri(&exe)).await?)
     }
 
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), runtime::Error> {

@@ -11,7 +11,6 @@ use containerd_client::services::v1::{
 use containerd_client::services::v1::{containers_client::ContainersClient, tasks_client::TasksClient};
 use containerd_client::types::v1::Status;
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -123,8 +122,9 @@ impl Containerd {
         Ok(())
     }
 
-    /// Creates and starts the task of container `id`; stdout and stderr go to `log` (appended).
-    pub(crate) async fn start_task(&self, id: &str, log: &Path) -> Result<u32, Error> {
+    /// Creates and starts the task of container `id`; stdout and stderr go to the stdio URI
+    /// `log` (both to the same one).
+    pub(crate) async fn start_task(&self, id: &str, log: &str) -> Result<u32, Error> {
         let mounts = self
             .snapshots()
             .mounts(self.request(
@@ -138,9 +138,7 @@ impl Containerd {
             .map_err(Error::rpc(format!("snapshot mounts {id}")))?
             .into_inner()
             .mounts;
-        // A `file://` URI makes the shim create the file and append both streams to it; a plain
-        // path would be taken for a FIFO.
-        let log = format!("file://{}", log.display());
+        let log = log.to_string();
         let create = CreateTaskRequest {
             container_id: id.into(),
             rootfs: mounts,

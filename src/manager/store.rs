@@ -1,7 +1,13 @@
 //! The TPCM store's records: one JSON file per TPC under `<root>/tpcs/`, written atomically, and a
 //! lock file per TPC so two tpcm processes never interleave on the same TPC.
 
+use crate::runtime::logs::LogTarget;
 use crate::runtime::spec::ContainerConfig;
+
+/// Size at which a TPC's log file is rotated.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+/// Rotated log files kept per TPC.
+pub const LOG_FILES: u32 = 3;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -78,9 +84,14 @@ impl Store {
         self.root.join("tpcs").join(format!("{name}.json"))
     }
 
-    /// Where a TPC's container writes its output.
-    pub fn log_path(&self, name: &str) -> PathBuf {
-        self.root.join("logs").join(format!("{name}.log"))
+    /// Where a TPC's container writes its output, and how much is kept: 3 rotated files of
+    /// 10 MiB besides the current one, 40 MiB at most per TPC.
+    pub fn log_target(&self, name: &str) -> LogTarget {
+        LogTarget {
+            file: self.root.join("logs").join(format!("{name}.log")),
+            max_bytes: LOG_MAX_BYTES,
+            files: LOG_FILES,
+        }
     }
 
     /// The store's copy of a TPC's systemd unit.

@@ -162,13 +162,17 @@ pub async fn install<R: Runtime>(
         e
     };
     let data_dir = settings.data_root.join(name);
-    let dirs = [
-        data_dir.as_path(),
-        &store.shared_dir(),
-        store.log_path(name).parent().expect("logs dir"),
-    ]
-    .iter()
-    .try_for_each(|d| std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display())));
+    let log_dir = store
+        .log_target(name)
+        .file
+        .parent()
+        .expect("logs live in a directory")
+        .to_path_buf();
+    let dirs = [data_dir.as_path(), &store.shared_dir(), &log_dir]
+        .iter()
+        .try_for_each(|d| {
+            std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))
+        });
     if let Err(e) = dirs {
         return Err(undo_image(Error::Invalid(e)).await);
     }
@@ -200,7 +204,7 @@ pub async fn install<R: Runtime>(
         Ok(()) => {
             say(&format!("Starting the TPC-{name} container"));
             runtime
-                .start_container(name, &store.log_path(name))
+                .start_container(name, &store.log_target(name))
                 .await
                 .map_err(Error::from)
         }
@@ -291,7 +295,9 @@ pub async fn uninstall<R: Runtime>(
             Err(e) => return Err(e.into()),
         }
     }
-    let _ = std::fs::remove_file(store.log_path(name));
+    for f in store.log_target(name).files_oldest_first() {
+        let _ = std::fs::remove_file(f);
+    }
     if clean_data {
         let dir = settings.data_root.join(name);
         if dir.exists() {
@@ -372,10 +378,10 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
         ContainerState::Running { .. } => {}
         ContainerState::Exited { .. } | ContainerState::Other { .. } => {
             runtime.stop_container(name, STOP_GRACE).await?;
-            runtime.start_container(name, &store.log_path(name)).await?;
+            runtime.start_container(name, &store.log_target(name)).await?;
         }
         ContainerState::Stopped => {
-            runtime.start_container(name, &store.log_path(name)).await?;
+            runtime.start_container(name, &store.log_target(name)).await?;
         }
     }
     record.running = true;
@@ -392,6 +398,13 @@ pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> R
     record.running = false;
     store.put(&record)?;
     Ok(())
+}
+
+/// Where an installed TPC's output is.
+pub fn log_target(settings: &Settings, name: &str) -> Result<crate::runtime::logs::LogTarget, Error> {
+    let store = Store::new(&settings.root);
+    require(&store, name)?;
+    Ok(store.log_target(name))
 }
 
 /// Stops then starts a TPC.

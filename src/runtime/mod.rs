@@ -2,13 +2,13 @@
 //! trait, [`Runtime`], with containerd as its only backend. Nothing above this module knows which
 //! runtime runs the containers.
 
+pub mod logs;
 pub mod spec;
 
 use crate::archive;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -142,8 +142,12 @@ pub trait Runtime: Send + Sync {
         labels: HashMap<String, String>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Starts a created container's process; its stdout and stderr are appended to `log`.
-    fn start_container(&self, id: &str, log: &Path) -> impl Future<Output = Result<u32, Error>> + Send;
+    /// Starts a created container's process; its stdout and stderr go to `log`.
+    fn start_container(
+        &self,
+        id: &str,
+        log: &logs::LogTarget,
+    ) -> impl Future<Output = Result<u32, Error>> + Send;
 
     /// Stops a container's process (SIGTERM, SIGKILL after `grace`); a stopped one is fine.
     fn stop_container(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
