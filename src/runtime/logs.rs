@@ -42,7 +42,7 @@ impl LogTarget {
 
     /// Recognises a log-driver invocation from its arguments (after argv[0]).
     pub fn from_driver_args(args: &[String]) -> Option<LogTarget> {
-        if args.len() % 2 != 0 || !args.iter().step_by(2).any(|k| k == DRIVER_KEY) {
+        if !args.len().is_multiple_of(2) || !args.iter().step_by(2).any(|k| k == DRIVER_KEY) {
             return None;
         }
         let get = |key: &str| args.chunks(2).find(|kv| kv[0] == key).map(|kv| kv[1].clone());
