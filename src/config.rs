@@ -41,3 +41,56 @@ impl Default for Settings {
         }
     }
 }
+
+/// Name of the operator's settings file inside the TPCM store.
+pub const CONFIG_FILE: &str = "tpcm.toml";
+
+/// What an operator may change in `<TPCM store>/tpcm.toml` (kept under `/host`, so it survives a
+/// SONiC image upgrade). Every key is optional; an unknown key is an error, so a typo is noticed.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Share of the host's CPU capacity a TPC gets unless its `--cpus` says otherwise
+    /// (0 < share ≤ 1; default 0.2).
+    pub default_cpu_share: Option<f64>,
+}
+
+impl FileConfig {
+    /// Reads `<root>/tpcm.toml`; a missing file means all defaults.
+    pub fn load(root: &std::path::Path) -> Result<FileConfig, String> {
+        let path = root.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let config: FileConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        if let Some(share) = config.default_cpu_share
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return Err(format!(
+                "{}: default_cpu_share must be more than 0 and at most 1",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_is_optional_strict_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(FileConfig::load(dir.path()).unwrap(), FileConfig::default());
+        std::fs::write(dir.path().join(CONFIG_FILE), "default_cpu_share = 0.5\n").unwrap();
+        assert_eq!(FileConfig::load(dir.path()).unwrap().default_cpu_share, Some(0.5));
+        std::fs::write(dir.path().join(CONFIG_FILE), "default_cpu_shares = 0.5\n").unwrap();
+        assert!(FileConfig::load(dir.path()).unwrap_err().contains("tpcm.toml"));
+        std::fs::write(dir.path().join(CONFIG_FILE), "default_cpu_share = 2.0\n").unwrap();
+        assert!(FileConfig::load(dir.path()).unwrap_err().contains("at most 1"));
+    }
+}

@@ -277,3 +277,42 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
         "uninstall removes the logs"
     );
 }
+
+#[test]
+fn every_archive_format_installs_and_the_config_file_sets_the_default_cpu_share() {
+    let cd = Containerd::start();
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "default_cpu_share = 0.5\n").unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get() as f64;
+    let mut gz_layers = builder::busybox_image(&["tpcm-fixture/busybox:1.0"]);
+    gz_layers.gzip_layers = true;
+    let plain = builder::busybox_image(&["tpcm-fixture/busybox:1.0"]);
+    let cases = [
+        ("v12.tar.gz", &plain, builder::ArchiveFormat::DockerV12, true),
+        ("moby25.tar", &gz_layers, builder::ArchiveFormat::Moby25, false),
+        ("oci.tgz", &plain, builder::ArchiveFormat::OciLayout, true),
+    ];
+    for (file, spec, format, gzip) in cases {
+        let path = cd.dir().join(file);
+        builder::write_archive(spec, format, gzip, &path).unwrap();
+        let args = "-- /bin/sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'";
+        assert_ok(&tpcm(
+            &cd,
+            &["install", "fmt", path.to_str().unwrap(), "--args", args, "-y"],
+        ));
+        assert_eq!(state(&cd, "fmt"), "running", "{file}");
+        assert_eq!(
+            cpu_quota(&cd, "fmt"),
+            (0.5 * cpus * 100_000.0).round() as i64,
+            "{file}"
+        );
+        assert_ok(&tpcm(&cd, &["uninstall", "fmt", "-y"]));
+        assert!(cd.images().is_empty() && cd.snapshots().is_empty(), "{file}");
+    }
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "default_cpu_share = 3\n").unwrap();
+    let err = assert_fails(&tpcm(
+        &cd,
+        &["install", "fmt", cd.dir().join("oci.tgz").to_str().unwrap(), "-y"],
+    ));
+    assert!(err.contains("tpcm.toml"), "{err}");
+}

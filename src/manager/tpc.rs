@@ -7,7 +7,7 @@
 use super::args::{self, ContainerArgs, Network};
 use super::store::{Store, TpcRecord};
 use super::{Error, Progress};
-use crate::config::Settings;
+use crate::config::{FileConfig, Settings};
 use crate::runtime::spec::{BindMount, ContainerConfig, Device};
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Share of the host's CPU capacity a TPC may use unless its `--cpus` says otherwise (SONiC
-/// TPCM: 20 %).
+/// TPCM: 20 %); `default_cpu_share` in `tpcm.toml` changes it.
 pub const DEFAULT_CPU_SHARE: f64 = 0.20;
 /// How long a TPC gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -50,13 +50,15 @@ fn online_cpus() -> f64 {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64
 }
 
-/// Turns parsed `--args` into container settings for TPC `name`.
+/// Turns parsed `--args` into container settings for TPC `name`; `cpu_share` is the default
+/// share of the host's CPUs.
 fn container_config(
     settings: &Settings,
     store: &Store,
     name: &str,
     image: &str,
     a: &ContainerArgs,
+    cpu_share: f64,
 ) -> ContainerConfig {
     let mut mounts = vec![
         BindMount {
@@ -80,7 +82,7 @@ fn container_config(
         image: image.to_string(),
         env: a.env.clone(),
         mounts,
-        cpus: a.cpus.unwrap_or(DEFAULT_CPU_SHARE * online_cpus()),
+        cpus: a.cpus.unwrap_or(cpu_share * online_cpus()),
         memory: a.memory,
         memory_reservation: a.memory_reservation,
         cap_add: a.cap_add.clone(),
@@ -127,6 +129,10 @@ pub async fn install<R: Runtime>(
             v.container
         )));
     }
+    let cpu_share = FileConfig::load(&settings.root)
+        .map_err(Error::Invalid)?
+        .default_cpu_share
+        .unwrap_or(DEFAULT_CPU_SHARE);
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
     if store.get(name)?.is_some() {
@@ -153,7 +159,7 @@ pub async fn install<R: Runtime>(
             )));
         }
     };
-    let config = container_config(settings, &store, name, &image, &parsed);
+    let config = container_config(settings, &store, name, &image, &parsed, cpu_share);
     let image_ref = image.clone();
     let undo_image = |e: Error| async {
         if !image_in_use(&store, &image_ref, name) {
