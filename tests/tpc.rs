@@ -194,6 +194,12 @@ fn bad_requests_are_refused_before_anything_is_made() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
         nothing_made(&format!("{args:?}"));
     }
+    // A broken archive: the import refuses it and nothing is made.
+    let truncated = cd.dir().join("truncated.tar");
+    std::fs::write(&truncated, &std::fs::read(&archive).unwrap()[..600_000]).unwrap();
+    let err = assert_fails(&tpcm(&cd, &["install", "ok", truncated.to_str().unwrap(), "-y"]));
+    assert!(err.contains("cut short") || err.contains("truncated"), "{err}");
+    nothing_made("truncated archive");
     // An image whose process cannot start: the install fails and takes everything back.
     let err = assert_fails(&tpcm(
         &cd,
