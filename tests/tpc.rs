@@ -322,3 +322,62 @@ fn every_archive_format_installs_and_the_config_file_sets_the_default_cpu_share(
     ));
     assert!(err.contains("tpcm.toml"), "{err}");
 }
+
+#[test]
+fn user_names_resolve_in_the_images_own_passwd() {
+    let cd = Containerd::start();
+    let mut spec = builder::busybox_image(&["tpcm-fixture/busybox:1.0"]);
+    spec.layers.push(builder::Layer::new(vec![
+        builder::Entry::file(
+            "etc/passwd",
+            0o644,
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
+        ),
+        builder::Entry::file("etc/group", 0o644, "root:x:0:\napp:x:1001:\nstaff:x:50:\n"),
+    ]));
+    let path = cd.dir().join("users.tar");
+    builder::write_archive(&spec, builder::ArchiveFormat::OciLayout, false, &path).unwrap();
+    let args =
+        "-u app:staff -- /bin/sh -c 'echo uid=$(id -u):$(id -g); trap \"exit 0\" TERM; sleep 1000 & wait'";
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "users", path.to_str().unwrap(), "--args", args, "-y"],
+    ));
+    wait_until(DEADLINE, "the uid in the log", || {
+        String::from_utf8_lossy(&tpcm(&cd, &["logs", "users"]).stdout).contains("uid=1000:50")
+    });
+    assert!(
+        cd.snapshots().iter().all(|s| !s.contains("tpcm-view")),
+        "the view is removed: {:?}",
+        cd.snapshots()
+    );
+    assert_ok(&tpcm(&cd, &["uninstall", "users", "-y"]));
+
+    // A passwd that is a symlink would be read on the host: refused, nothing left.
+    let mut hostile = builder::busybox_image(&["tpcm-fixture/busybox:1.0"]);
+    hostile
+        .layers
+        .push(builder::Layer::new(vec![builder::Entry::symlink(
+            "etc/passwd",
+            "/etc/passwd",
+        )]));
+    let path = cd.dir().join("hostile-users.tar");
+    builder::write_archive(&hostile, builder::ArchiveFormat::OciLayout, false, &path).unwrap();
+    let err = assert_fails(&tpcm(
+        &cd,
+        &[
+            "install",
+            "evil",
+            path.to_str().unwrap(),
+            "--args",
+            "-u root",
+            "-y",
+        ],
+    ));
+    assert!(err.contains("symlink"), "{err}");
+    assert!(
+        cd.images().is_empty() && cd.containers().is_empty() && cd.snapshots().is_empty(),
+        "{:?}",
+        cd.snapshots()
+    );
+}

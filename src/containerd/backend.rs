@@ -56,19 +56,32 @@ impl Runtime for Containerd {
         labels: HashMap<String, String>,
     ) -> Result<(), runtime::Error> {
         let (image_config, top) = self.image_config(&config.image).await?;
-        let spec = spec::build(config, &image_config, self.namespace())
-            .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
         let lease = self.create_lease("create").await?;
-        let created = self
-            .make_container(&lease, &config.id, &config.image, &top, &spec, labels)
-            .await;
+        let created = async {
+            // A user name is resolved in the image, as docker does; the spec holds numbers.
+            let image_user = image_config.config().as_ref().and_then(|c| c.user().clone());
+            let mut config = config.clone();
+            if let Some(user) = config.user.clone().or(image_user).filter(|u| !u.is_empty()) {
+                let resolved = self
+                    .resolve_image_user(&lease, &config.id, &top, &user)
+                    .await
+                    .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+                config.user = Some(resolved);
+            }
+            let spec = spec::build(&config, &image_config, self.namespace())
+                .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+            self.make_container(&lease, &config.id, &config.image, &top, &spec, labels)
+                .await
+                .map_err(runtime::Error::from)
+        }
+        .await;
         if created.is_err() {
             // The container record may exist without its snapshot or the other way round.
             let _ = self.remove_container(&config.id).await;
         }
         // Sync on failure so the half-made snapshot is collected before we answer.
         let _ = self.delete_lease(lease, created.is_err()).await;
-        Ok(created?)
+        created
     }
 
     async fn start_container(&self, id: &str, log: &LogTarget) -> Result<u32, runtime::Error> {

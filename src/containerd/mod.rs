@@ -12,6 +12,7 @@ mod images;
 mod import;
 mod leases;
 mod snapshots;
+mod users;
 
 use containerd_client::services::v1::{
     content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
