@@ -523,37 +523,31 @@ mod tests {
         assert_eq!(spec.hostname().as_deref(), Some("tpc1"));
     }
 
+    fn bounding(spec: &Spec) -> Capabilities {
+        spec.process()
+            .clone()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap()
+    }
+
     #[test]
     fn capabilities_start_from_docker_defaults() {
         let mut c = config();
         c.cap_add = vec!["net_admin".into()];
         c.cap_drop = vec!["CAP_MKNOD".into()];
         let spec = build(&c, &busybox(), "ns").unwrap();
-        let caps = spec
-            .process()
-            .clone()
-            .unwrap()
-            .capabilities()
-            .clone()
-            .unwrap()
-            .bounding()
-            .clone()
-            .unwrap();
+        let caps = bounding(&spec);
         assert!(caps.contains(&Capability::NetAdmin));
         assert!(!caps.contains(&Capability::Mknod));
         assert!(caps.contains(&Capability::Chown));
         c.cap_drop = vec!["ALL".into()];
         let spec = build(&c, &busybox(), "ns").unwrap();
-        let caps = spec
-            .process()
-            .clone()
-            .unwrap()
-            .capabilities()
-            .clone()
-            .unwrap()
-            .bounding()
-            .clone()
-            .unwrap();
+        let caps = bounding(&spec);
         assert_eq!(
             caps,
             [Capability::NetAdmin].into_iter().collect(),
