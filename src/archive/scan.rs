@@ -144,7 +144,7 @@ pub fn scan<R: Read>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error
         return Err(Error::Empty);
     }
     let stream: Box<dyn Read> = match detect_compression(head) {
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(buffered)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Compression::None => Box::new(buffered),
     };
     let mut counted = Counting {

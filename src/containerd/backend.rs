@@ -75,10 +75,6 @@ impl Runtime for Containerd {
                 .map_err(runtime::Error::from)
         }
         .await;
-        if created.is_err() {
-            // The container record may exist without its snapshot or the other way round.
-            let _ = self.remove_container(&config.id).await;
-        }
         // Sync on failure so the half-made snapshot is collected before we answer.
         let _ = self.delete_lease(lease, created.is_err()).await;
         created

@@ -56,12 +56,13 @@ impl Containerd {
         let config: oci_spec::image::ImageConfiguration =
             serde_json::from_slice(&self.read_small_blob(&config_digest, DOCUMENT_LIMIT).await?)
                 .map_err(|e| unexpected(e.to_string()))?;
-        let diff_ids: Vec<Digest> = config
+        // A diff ID we cannot parse would give a wrong chain ID, possibly another image's.
+        let diff_ids = config
             .rootfs()
             .diff_ids()
             .iter()
-            .filter_map(|d| Digest::parse(d))
-            .collect();
+            .map(|d| Digest::parse(d).ok_or_else(|| unexpected(format!("diff ID {d} is not sha256"))))
+            .collect::<Result<Vec<_>, _>>()?;
         let top = chain_ids(&diff_ids)
             .pop()
             .ok_or_else(|| unexpected("image has no layers".into()))?;
@@ -110,15 +111,15 @@ impl Containerd {
             snapshot_key: id.into(),
             ..Default::default()
         };
-        self.containers()
-            .create(self.request(
-                CreateContainerRequest {
-                    container: Some(container),
-                },
-                Some(lease),
-            ))
-            .await
-            .map_err(Error::rpc(format!("container create {id}")))?;
+        let req = CreateContainerRequest {
+            container: Some(container),
+        };
+        if let Err(status) = self.containers().create(self.request(req, Some(lease))).await {
+            // Only the snapshot prepared just above is ours to take back; a container that
+            // already had this ID (AlreadyExists) is left alone.
+            let _ = self.remove_snapshot(id).await;
+            return Err(Error::rpc(format!("container create {id}"))(status));
+        }
         Ok(())
     }
 
@@ -180,7 +181,11 @@ impl Containerd {
                 Status::Stopped => ContainerState::Exited {
                     code: process.exit_status,
                 },
-                Status::Created => ContainerState::Stopped,
+                // Created but never started (tpcm died in between): not runnable as is;
+                // `start` deletes the task first.
+                Status::Created => ContainerState::Other {
+                    detail: "created".into(),
+                },
                 other => ContainerState::Other {
                     detail: other.as_str_name().to_lowercase(),
                 },

@@ -525,7 +525,7 @@ fn extract_stream(
     let drain_err = archive::extract::ExtractError::Io;
     match compression {
         Compression::Gzip => {
-            let mut hashed = HashingReader::new(flate2::read::GzDecoder::new(input));
+            let mut hashed = HashingReader::new(flate2::read::MultiGzDecoder::new(input));
             let summary = extract_layer(&mut hashed, dir)?;
             // The rest (tar padding, gzip trailer) counts for the diff ID and is checked by the decoder.
             let (diff_id, _) = hashed.finish().map_err(drain_err)?;

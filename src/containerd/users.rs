@@ -136,9 +136,23 @@ impl Containerd {
                     data,
                 )
                 .map_err(|e| format!("mounting the image: {e}"))?;
-                let read = read_account_file(dir.path(), "passwd")
-                    .and_then(|p| read_account_file(dir.path(), "group").map(|g| (p, g)));
-                let _ = umount2(dir.path(), MntFlags::MNT_DETACH);
+                // A bind mount ignores MS_RDONLY until remounted: the single-layer view is the
+                // committed layer itself and must not be writable, even for a moment.
+                let read_only = if m.r#type == "bind" {
+                    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags;
+                    mount(None::<&str>, dir.path(), None::<&str>, remount, None::<&str>)
+                        .map_err(|e| format!("making the image mount read-only: {e}"))
+                } else {
+                    Ok(())
+                };
+                let read = read_only.and_then(|()| {
+                    read_account_file(dir.path(), "passwd")
+                        .and_then(|p| read_account_file(dir.path(), "group").map(|g| (p, g)))
+                });
+                if umount2(dir.path(), MntFlags::MNT_DETACH).is_err() {
+                    // Never delete through a mount point that is still mounted.
+                    let _ = dir.keep();
+                }
                 let (passwd, group) = read?;
                 resolve_user(&user, &passwd, &group)
             }

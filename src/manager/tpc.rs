@@ -152,6 +152,12 @@ pub async fn install<R: Runtime>(
     let image = match images.as_slice() {
         [one] => one.names[0].clone(),
         _ => {
+            // Take back what this import made, except names another TPC runs on.
+            for name_of_image in images.iter().flat_map(|i| &i.names) {
+                if !image_in_use(&store, name_of_image, name) {
+                    let _ = runtime.remove_image(name_of_image).await;
+                }
+            }
             return Err(Error::Invalid(format!(
                 "{} holds {} images; a TPC needs an archive with exactly one",
                 archive.display(),
@@ -293,7 +299,6 @@ pub async fn uninstall<R: Runtime>(
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
     remove_unit(settings, &store, name);
-    store.remove(name)?;
     if !image_in_use(&store, &record.image, name) {
         say(&format!("Removing the TPC-{name} image"));
         match runtime.remove_image(&record.image).await {
@@ -311,6 +316,8 @@ pub async fn uninstall<R: Runtime>(
                 .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
         }
     }
+    // Last: while the record exists a failed uninstall can be run again to finish the job.
+    store.remove(name)?;
     Ok(())
 }
 

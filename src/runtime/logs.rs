@@ -109,6 +109,15 @@ impl Rotating {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        if !self.target.file.exists() {
+            // Removed behind our back: start a new file rather than shifting the old ones.
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.target.file)?;
+            self.size = 0;
+            return Ok(());
+        }
         if self.target.files == 0 {
             self.file.set_len(0)?;
         } else {

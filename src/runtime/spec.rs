@@ -196,10 +196,14 @@ fn capabilities(config: &ContainerConfig) -> Result<Capabilities, SpecError> {
     if config.privileged {
         return all();
     }
-    // Docker's order: `--cap-drop ALL` empties the set first, so `--cap-drop ALL --cap-add X`
-    // leaves exactly X; other drops apply to the defaults, then adds.
-    let drop_all = config.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
-    let mut caps: Capabilities = if drop_all {
+    // Docker's rules (moby's TweakCapabilities): `--cap-add ALL` is every capability but the
+    // named drops; otherwise `--cap-drop ALL` empties the defaults first, so
+    // `--cap-drop ALL --cap-add X` leaves exactly X; named drops apply, then named adds.
+    let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
+    let named_drops = config.cap_drop.iter().filter(|c| !is_all(c));
+    let mut caps: Capabilities = if config.cap_add.iter().any(is_all) {
+        all()?
+    } else if config.cap_drop.iter().any(is_all) {
         Capabilities::new()
     } else {
         DEFAULT_CAPABILITIES
@@ -207,15 +211,11 @@ fn capabilities(config: &ContainerConfig) -> Result<Capabilities, SpecError> {
             .map(|n| parse(n))
             .collect::<Result<_, _>>()?
     };
-    for c in config.cap_drop.iter().filter(|c| !c.eq_ignore_ascii_case("ALL")) {
+    for c in named_drops {
         caps.remove(&parse(c)?);
     }
-    for c in &config.cap_add {
-        if c.eq_ignore_ascii_case("ALL") {
-            caps = all()?;
-        } else {
-            caps.insert(parse(c)?);
-        }
+    for c in config.cap_add.iter().filter(|c| !is_all(c)) {
+        caps.insert(parse(c)?);
     }
     Ok(caps)
 }
@@ -308,9 +308,8 @@ pub fn build(
         .set_inheritable(None)
         .set_ambient(None);
     process.set_capabilities(Some(pc));
-    if config.privileged {
-        process.set_no_new_privileges(Some(false));
-    }
+    // As docker: set-id programs (su, ping, sudo) keep working in non-root images.
+    process.set_no_new_privileges(Some(false));
     spec.set_process(Some(process));
 
     let mut root = spec.root().clone().unwrap_or_default();
@@ -319,10 +318,9 @@ pub fn build(
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     if config.host_network {
-        // A new sysfs would describe the container's network namespace; with the host's, show
-        // the host's interfaces.
-        mounts.retain(|m| m.destination() != std::path::Path::new("/sys"));
-        mounts.push(bind("/sys", std::path::Path::new("/sys"), !config.privileged));
+        // The default fresh, read-only sysfs is kept: mounted from within the host's network
+        // namespace it already shows the host's interfaces. (A bind of the host's /sys would be
+        // read-only only at its top and expose every cgroup's limits to the container.)
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             if std::path::Path::new(f).exists() {
                 mounts.push(bind(f, std::path::Path::new(f), true));
@@ -504,6 +502,19 @@ mod tests {
     #[test]
     fn host_network_drops_network_and_uts_namespaces() {
         let spec = build(&config(), &busybox(), "ns").unwrap();
+        let sys = spec
+            .mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.destination() == std::path::Path::new("/sys"))
+            .unwrap();
+        assert_eq!(
+            sys.typ().as_deref(),
+            Some("sysfs"),
+            "never a bind of the host's /sys"
+        );
+        assert!(sys.options().clone().unwrap().contains(&"ro".to_string()));
         let ns: Vec<_> = spec.linux().clone().unwrap().namespaces().clone().unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
@@ -553,6 +564,14 @@ mod tests {
             [Capability::NetAdmin].into_iter().collect(),
             "drop ALL then add"
         );
+        c.cap_add = vec!["ALL".into()];
+        c.cap_drop = vec!["SYS_ADMIN".into()];
+        let caps = bounding(&build(&c, &busybox(), "ns").unwrap());
+        assert!(
+            !caps.contains(&Capability::SysAdmin),
+            "add ALL keeps the named drops"
+        );
+        assert!(caps.contains(&Capability::SysModule));
         c.cap_add = vec!["NOT_A_CAP".into()];
         assert!(matches!(
             build(&c, &busybox(), "ns"),
