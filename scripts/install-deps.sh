@@ -2,7 +2,9 @@
 # Installs the Debian (bookworm) packages that tpcm's tests, benches and demo need, and only those
 # that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code), busybox-static
 # (the fixture images are built from its /bin/busybox), skopeo (reference tool for archive checks),
-# and a C toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
+# openssl and ca-certificates (https tests), bsdutils and systemd (script(1) and systemd-analyze for
+# tests), and a C
+# toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
 
@@ -18,6 +20,14 @@ have_cmd protoc || missing+=(protobuf-compiler)
 # The dynamic `busybox` package also provides /bin/busybox, but fixtures need the static one.
 have_pkg busybox-static || missing+=(busybox-static)
 have_cmd skopeo || missing+=(skopeo)
+# The https tests make their CA with openssl, serve with `openssl s_server`, and trust the CA
+# through the system store, as an operator would.
+have_cmd openssl || missing+=(openssl)
+have_cmd update-ca-certificates || missing+=(ca-certificates)
+# The terminal progress test runs tpcm under script(1); unit files are checked with
+# systemd-analyze (systemd need not be running).
+have_cmd script || missing+=(bsdutils)
+have_cmd systemd-analyze || missing+=(systemd)
 have_cmd cc || missing+=(build-essential pkg-config)
 
 if [ "${#missing[@]}" -eq 0 ]; then

@@ -4,15 +4,14 @@ use super::progress::TerminalProgress;
 use crate::config::Settings;
 use crate::manager;
 use clap::Subcommand;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum ImageCommand {
     /// Import a docker-save or OCI image-layout archive (.tar or gzip-compressed).
     Import {
-        /// Path of the archive.
-        archive: PathBuf,
+        /// The archive: a local path or an http(s) URL.
+        archive: String,
         /// Name for the image (name[:tag], tag defaults to latest), replacing the archive's own.
         #[arg(long)]
         tag: Option<String>,

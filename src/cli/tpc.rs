@@ -6,7 +6,6 @@ use crate::manager::tpc;
 use crate::runtime::ContainerState;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// `tpcm install`.
@@ -14,8 +13,9 @@ use std::sync::Arc;
 pub(super) struct Install {
     /// TPC name: 1 to 32 of a-z, 0-9, '_' and '-'.
     name: String,
-    /// Image archive (docker save or OCI layout, .tar or gzip-compressed).
-    archive: PathBuf,
+    /// Image archive (docker save or OCI layout, .tar or gzip-compressed): a local path or an
+    /// http(s) URL.
+    archive: String,
     /// Container arguments, a subset of `docker run` flags (see docs/args.md).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     args: String,
@@ -91,7 +91,7 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
     tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
     crate::manager::args::parse_args(&cmd.args).map_err(|e| e.to_string())?;
     confirm(
-        &format!("Install TPC {} from {}?", cmd.name, cmd.archive.display()),
+        &format!("Install TPC {} from {}?", cmd.name, cmd.archive),
         cmd.yes,
     )?;
     let cd = super::connect(settings).await?;

@@ -32,10 +32,23 @@ impl Read for Counted {
     }
 }
 
-/// Imports the image archive at a local path into the runtime.
+/// Opens a location: an http(s) URL is downloaded, anything else is a local file.
+pub async fn open_source(location: &str) -> Result<source::Source, Error> {
+    if source::is_http_url(location) {
+        let url = location.to_string();
+        // The blocking client must not run on an async worker thread.
+        return tokio::task::spawn_blocking(move || source::open_http(&url))
+            .await
+            .map_err(|e| Error::Invalid(format!("download thread: {e}")))?
+            .map_err(Error::from);
+    }
+    Ok(source::open_local(Path::new(location))?)
+}
+
+/// Imports the image archive at a location (local path or http(s) URL) into the runtime.
 pub async fn import_image<R: Runtime>(
     runtime: &R,
-    path: &Path,
+    location: &str,
     tag: Option<String>,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<ImportedImage>, Error> {
@@ -43,7 +56,7 @@ pub async fn import_image<R: Runtime>(
     if let Some(t) = &tag {
         archive::normalize_reference(t).map_err(|e| Error::Invalid(e.to_string()))?;
     }
-    let src = source::open_local(path)?;
+    let src = open_source(location).await?;
     progress.start(&src.description, src.size);
     let input = match src.body {
         Body::File(file) => {

@@ -106,12 +106,12 @@ fn container_config(
     }
 }
 
-/// Installs TPC `name` from a local image archive and starts it. `say` receives each step.
+/// Installs TPC `name` from an image archive (local path or http(s) URL) and starts it. `say` receives each step.
 pub async fn install<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     name: &str,
-    archive: &Path,
+    location: &str,
     args_text: &str,
     progress: Arc<dyn Progress>,
     say: &dyn Fn(&str),
@@ -140,15 +140,14 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
-    if !archive.is_file() {
+    if !crate::source::is_http_url(location) && !Path::new(location).is_file() {
         return Err(Error::Invalid(format!(
-            "image archive {} does not exist or is not a file",
-            archive.display()
+            "image archive {location} does not exist or is not a file (registry sources are not supported yet)"
         )));
     }
 
     say(&format!("Installing the TPC-{name} image"));
-    let images = super::import_image(runtime, archive, None, progress).await?;
+    let images = super::import_image(runtime, location, None, progress).await?;
     let image = match images.as_slice() {
         [one] => one.names[0].clone(),
         _ => {
@@ -159,8 +158,7 @@ pub async fn install<R: Runtime>(
                 }
             }
             return Err(Error::Invalid(format!(
-                "{} holds {} images; a TPC needs an archive with exactly one",
-                archive.display(),
+                "{location} holds {} images; a TPC needs an archive with exactly one",
                 images.len()
             )));
         }

@@ -1,8 +1,10 @@
 //! Where image bytes come from. Every source yields a plain byte stream that the import engine
 //! consumes once, front to back; later sources (http(s), scp, sftp, registry) plug in here.
 
+mod http;
 mod local;
 
+pub use http::{is_http_url, open_http};
 pub use local::open_local;
 
 use std::io::Read;
@@ -10,6 +12,14 @@ use std::io::Read;
 /// Errors opening or reading a source; each names the location.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A download that failed.
+    #[error("cannot download {url}: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// Why (connection, TLS, status, redirects).
+        reason: String,
+    },
     /// A local file that cannot be opened.
     #[error("cannot read {path}: {reason}")]
     Local {

@@ -1,0 +1,88 @@
+//! http(s) downloads, streamed straight into the importer (no temporary copy: every archive
+//! format tpcm reads is read front to back).
+//!
+//! TLS is rustls with the platform verifier, which trusts the system's CA store: a CA added with
+//! `update-ca-certificates` is trusted, as with curl. Redirects are followed (at most 10; a loop
+//! is an error); any non-2xx answer is an error naming the URL and the status.
+
+use super::{Body, Error, Source};
+use std::time::Duration;
+
+/// Longest wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for any single read or write once connected: a stalled server fails the
+/// download instead of hanging it, however long the whole transfer takes.
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether a location is a URL this source handles.
+pub fn is_http_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
+fn error(url: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Http {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Every reason in an error's chain, on one line (reqwest nests the useful part).
+fn reasons(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+/// Starts the download of `url` and returns its body as a stream. Blocking: call it from a thread
+/// that may block (reqwest's blocking client cannot run on an async worker).
+pub fn open_http(url: &str) -> Result<Source, Error> {
+    // rustls needs a crypto provider; installing it twice is harmless (the second is refused).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(IO_TIMEOUT)
+        .user_agent(concat!("tpcm/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| error(url, reasons(&e)))?;
+    let response = client.get(url).send().map_err(|e| error(url, reasons(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(error(url, format!("the server answered {status}")));
+    }
+    Ok(Source {
+        size: response.content_length(),
+        description: url.to_string(),
+        body: Body::Stream(Box::new(response)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_are_taken() {
+        assert!(is_http_url("http://h/x.tar"));
+        assert!(is_http_url("https://h/x.tar"));
+        assert!(!is_http_url("/tmp/x.tar"));
+        assert!(!is_http_url("busybox:1.0"));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_a_clear_error() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let err = open_http("http://127.0.0.1:1/x.tar")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("http://127.0.0.1:1/x.tar"), "{err}");
+    }
+}
