@@ -41,10 +41,8 @@ impl Containerd {
             detail,
         };
         let record = self
-            .list_image_records()
+            .get_image_record(name)
             .await?
-            .into_iter()
-            .find(|r| r.name == name)
             .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
         let manifest_digest =
             Digest::parse(&record.digest).ok_or_else(|| unexpected(record.digest.clone()))?;

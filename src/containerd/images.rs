@@ -3,7 +3,7 @@
 use super::{Containerd, Error, Lease};
 use crate::archive::Digest;
 use containerd_client::services::v1::{
-    CreateImageRequest, DeleteImageRequest, Image, ListImagesRequest, UpdateImageRequest,
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::Descriptor;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,6 +77,19 @@ impl Containerd {
             .into_inner()
             .images;
         Ok(images.into_iter().map(record).collect())
+    }
+
+    /// One image record, or `None` when there is no image of that name.
+    pub(crate) async fn get_image_record(&self, name: &str) -> Result<Option<ImageRecord>, Error> {
+        match self
+            .images()
+            .get(self.request(GetImageRequest { name: name.into() }, None))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().image.map(record)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::rpc(format!("image get {name}"))(s)),
+        }
     }
 
     /// Deletes an image record and, synchronously, whatever only it kept alive (content and

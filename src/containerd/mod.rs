@@ -69,14 +69,6 @@ impl Error {
             status: Box::new(status),
         }
     }
-
-    /// The gRPC code behind an RPC error, if this is one.
-    pub fn code(&self) -> Option<tonic::Code> {
-        match self {
-            Error::Rpc { status, .. } => Some(status.code()),
-            _ => None,
-        }
-    }
 }
 
 /// A connection to one containerd, scoped to one namespace.
@@ -84,7 +76,6 @@ impl Error {
 pub struct Containerd {
     channel: Channel,
     namespace: String,
-    socket: PathBuf,
 }
 
 impl Containerd {
@@ -104,18 +95,12 @@ impl Containerd {
         let cd = Containerd {
             channel,
             namespace: namespace.to_string(),
-            socket: socket.to_path_buf(),
         };
         VersionClient::new(cd.channel.clone())
             .version(())
             .await
             .map_err(|s| unreachable(s.message().to_string()))?;
         Ok(cd)
-    }
-
-    /// The socket this connection uses.
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// The namespace this connection works in.
