@@ -20,7 +20,7 @@ use crate::archive::extract::{ExtractSummary, RootMeta, extract_layer};
 use crate::archive::resolve::{BlobFacts, ImagePlan, resolve};
 use crate::archive::scan::{BlobEntry, BlobKind, BlobSink, Scanned, scan, scan_seekable};
 use crate::archive::{self, Compression, Digest, digest::Hasher, digest::HashingReader};
-use crate::runtime::{ArchiveInput, Error, ImportedImage};
+use crate::runtime::{ArchiveInput, ByteCounter, Error, ImportedImage, Metered};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -168,9 +168,9 @@ fn stage(input: ArchiveInput, mut sink: StagingSink) -> (Result<Scanned, Error>,
         ArchiveInput::File { file, progress } => match is_gzip(&file) {
             // A compressed archive can only be read front to back.
             Ok(true) => scan(
-                ProgressReader {
+                Metered {
                     inner: file,
-                    progress,
+                    counter: progress,
                 },
                 &mut sink,
             )
@@ -199,7 +199,7 @@ const PARALLEL_LAYERS: usize = 2;
 /// hash + upload + extraction pipeline as a stream.
 fn stage_parallel(
     file: &std::fs::File,
-    progress: &Arc<dyn Fn(u64) + Send + Sync>,
+    progress: &ByteCounter,
     sink: &mut StagingSink,
 ) -> Result<Scanned, Error> {
     struct Locate(Vec<BlobEntry>);
@@ -294,7 +294,7 @@ struct ReadAt<'a> {
     file: &'a std::fs::File,
     pos: u64,
     end: u64,
-    progress: Arc<dyn Fn(u64) + Send + Sync>,
+    progress: ByteCounter,
     cancelled: &'a AtomicBool,
 }
 
@@ -316,20 +316,6 @@ impl Read for ReadAt<'_> {
             ));
         }
         self.pos += n as u64;
-        (self.progress)(n as u64);
-        Ok(n)
-    }
-}
-
-/// Counts bytes of a stream into a progress callback.
-struct ProgressReader<R> {
-    inner: R,
-    progress: Arc<dyn Fn(u64) + Send + Sync>,
-}
-
-impl<R: Read> Read for ProgressReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
         (self.progress)(n as u64);
         Ok(n)
     }

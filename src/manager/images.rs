@@ -2,9 +2,8 @@
 
 use super::Error;
 use crate::archive;
-use crate::runtime::{ArchiveInput, ImageSummary, ImportedImage, Runtime};
+use crate::runtime::{ArchiveInput, ByteCounter, ImageSummary, ImportedImage, Metered, Runtime};
 use crate::source::{self, Body};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,20 +15,6 @@ pub trait Progress: Send + Sync {
     fn advance(&self, n: u64);
     /// The transfer ended (successfully or not).
     fn finish(&self);
-}
-
-/// Counts bytes into a [`Progress`] as the import consumes them.
-struct Counted {
-    inner: Box<dyn Read + Send>,
-    progress: Arc<dyn Progress>,
-}
-
-impl Read for Counted {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
 }
 
 /// Opens a location: an http(s) URL is downloaded, anything else is a local file.
@@ -58,18 +43,14 @@ pub async fn import_image<R: Runtime>(
     }
     let src = open_source(location).await?;
     progress.start(&src.description, src.size);
+    let p = progress.clone();
+    let counter: ByteCounter = Arc::new(move |n| p.advance(n));
     let input = match src.body {
-        Body::File(file) => {
-            let p = progress.clone();
-            ArchiveInput::File {
-                file,
-                progress: Arc::new(move |n| p.advance(n)),
-            }
-        }
-        Body::Stream(inner) => ArchiveInput::Stream(Box::new(Counted {
-            inner,
-            progress: progress.clone(),
-        })),
+        Body::File(file) => ArchiveInput::File {
+            file,
+            progress: counter,
+        },
+        Body::Stream(inner) => ArchiveInput::Stream(Box::new(Metered { inner, counter })),
     };
     let result = runtime.import_image(input, tag).await;
     progress.finish();

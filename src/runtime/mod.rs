@@ -47,6 +47,25 @@ impl From<archive::Error> for Error {
     }
 }
 
+/// Told how many more bytes of an archive were consumed (drives progress bars).
+pub type ByteCounter = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A reader that reports every byte read through it to a [`ByteCounter`].
+pub struct Metered<R> {
+    /// The stream.
+    pub inner: R,
+    /// Where bytes are reported.
+    pub counter: ByteCounter,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.counter)(n as u64);
+        Ok(n)
+    }
+}
+
 /// An image archive to import.
 pub enum ArchiveInput {
     /// A byte stream, read once front to back.
@@ -57,7 +76,7 @@ pub enum ArchiveInput {
         /// The open archive.
         file: std::fs::File,
         /// Byte counter for progress display.
-        progress: std::sync::Arc<dyn Fn(u64) + Send + Sync>,
+        progress: ByteCounter,
     },
 }
 
