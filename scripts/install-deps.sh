@@ -2,9 +2,10 @@
 # Installs the Debian (bookworm) packages that tpcm's tests, benches and demo need, and only those
 # that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code), busybox-static
 # (the fixture images are built from its /bin/busybox), skopeo (reference tool for archive checks),
-# openssl and ca-certificates (https tests), bsdutils and systemd (script(1) and systemd-analyze for
-# tests), and a C
-# toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
+# openssl and ca-certificates (https tests), docker-registry and apache2-utils (the registry tests'
+# server and its htpasswd file), openssh-server and openssh-client (the scp/sftp tests' sshd;
+# ssh-keygen; the server side of scp), bsdutils and systemd (script(1) and systemd-analyze for
+# tests), and a C toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
 
@@ -24,6 +25,12 @@ have_cmd skopeo || missing+=(skopeo)
 # through the system store, as an operator would.
 have_cmd openssl || missing+=(openssl)
 have_cmd update-ca-certificates || missing+=(ca-certificates)
+# Registry pulls are tested (and benchmarked) against the distribution registry with htpasswd auth.
+have_cmd docker-registry || missing+=(docker-registry)
+have_cmd htpasswd || missing+=(apache2-utils)
+# scp and sftp are tested against OpenSSH; `scp -f` on the server is openssh-client's scp.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+{ have_cmd ssh-keygen && have_cmd scp; } || missing+=(openssh-client)
 # The terminal progress test runs tpcm under script(1); unit files are checked with
 # systemd-analyze (systemd need not be running).
 have_cmd script || missing+=(bsdutils)

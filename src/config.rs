@@ -53,6 +53,13 @@ pub struct FileConfig {
     /// Share of the host's CPU capacity a TPC gets unless its `--cpus` says otherwise
     /// (0 < share ≤ 1; default 0.2).
     pub default_cpu_share: Option<f64>,
+    /// Registries (`host[:port]`, as in image references) that may be reached over plain HTTP
+    /// when HTTPS fails. Loopback registries always may, as docker allows.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// Longest wait, in seconds, for any single read from a download, registry or SSH server
+    /// (default 60). Connections wait at most 30 s, or this if shorter.
+    pub network_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {
@@ -74,7 +81,28 @@ impl FileConfig {
                 path.display()
             ));
         }
+        if config.network_timeout_secs == Some(0) {
+            return Err(format!(
+                "{}: network_timeout_secs must be at least 1",
+                path.display()
+            ));
+        }
         Ok(config)
+    }
+
+    /// The network timeouts this config asks for.
+    pub fn timeouts(&self) -> crate::source::Timeouts {
+        let default = crate::source::Timeouts::default();
+        match self.network_timeout_secs {
+            Some(secs) => {
+                let idle = std::time::Duration::from_secs(secs);
+                crate::source::Timeouts {
+                    connect: default.connect.min(idle),
+                    idle,
+                }
+            }
+            None => default,
+        }
     }
 }
 
@@ -92,5 +120,25 @@ mod tests {
         assert!(FileConfig::load(dir.path()).unwrap_err().contains("tpcm.toml"));
         std::fs::write(dir.path().join(CONFIG_FILE), "default_cpu_share = 2.0\n").unwrap();
         assert!(FileConfig::load(dir.path()).unwrap_err().contains("at most 1"));
+    }
+
+    #[test]
+    fn network_settings_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            FileConfig::default().timeouts(),
+            crate::source::Timeouts::default()
+        );
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "network_timeout_secs = 5\ninsecure_registries = [\"reg.lab:5000\"]\n",
+        )
+        .unwrap();
+        let config = FileConfig::load(dir.path()).unwrap();
+        assert_eq!(config.insecure_registries, vec!["reg.lab:5000".to_string()]);
+        let t = config.timeouts();
+        assert_eq!((t.connect.as_secs(), t.idle.as_secs()), (5, 5));
+        std::fs::write(dir.path().join(CONFIG_FILE), "network_timeout_secs = 0\n").unwrap();
+        assert!(FileConfig::load(dir.path()).unwrap_err().contains("at least 1"));
     }
 }

@@ -6,7 +6,7 @@ mod builder;
 mod common;
 
 use common::{Containerd, assert_fails, assert_ok, tpcm};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,7 @@ fn fixture(dir: &Path) -> PathBuf {
 }
 
 /// A tiny HTTP/1.1 server: `/busybox.tar` is the fixture, `/cut.tar` announces it whole but
-/// stops halfway, `/loop` redirects to itself, anything else is 404. Serves until the test ends.
+/// stops halfway, `/stall.tar` does too but keeps the connection open without sending more, `/loop` redirects to itself, anything else is 404. Serves until the test ends.
 fn serve_http(archive: Vec<u8>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -66,6 +66,20 @@ fn serve_http(archive: Vec<u8>) -> u16 {
                             .as_bytes(),
                         )
                         .and_then(|()| stream.write_all(&archive[..archive.len() / 2])),
+                    // Half the body, then silence until the client gives up and closes.
+                    "/stall.tar" => stream
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                archive.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| stream.write_all(&archive[..archive.len() / 2]))
+                        .and_then(|()| {
+                            let mut rest = Vec::new();
+                            reader.read_to_end(&mut rest).map(|_| ())
+                        }),
                     "/loop" => stream
                         .write_all(b"HTTP/1.1 302 Found\r\nLocation: /loop\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
                     _ => stream.write_all(
@@ -120,6 +134,20 @@ fn http_downloads_stream_into_import_and_install() {
         assert_eq!(err.trim().lines().count(), 1, "{path}: {err}");
         nothing_left(&cd, path);
     }
+}
+
+#[test]
+fn a_stalled_download_times_out_as_configured() {
+    let cd = Containerd::start();
+    let port = serve_http(std::fs::read(fixture(cd.dir())).unwrap());
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "network_timeout_secs = 2\n").unwrap();
+    let url = format!("http://127.0.0.1:{port}/stall.tar");
+    let err = assert_fails(&tpcm(&cd, &["install", "web", &url, "-y"]));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    nothing_left(&cd, "after a stalled download");
+    assert!(cd.leases().is_empty(), "{:?}", cd.leases());
 }
 
 /// Removes the test CA from the system store again, whatever happens.

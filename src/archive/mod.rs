@@ -159,15 +159,24 @@ pub fn read_full(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<u
 }
 
 /// Normalizes an image name the way docker and ctr do (`busybox` → `docker.io/library/busybox:latest`).
+/// A name given to an archive cannot pin a digest: the archive's content decides the digest.
 pub fn normalize_reference(name: &str) -> Result<String, Error> {
-    let bad = |reason: String| Error::BadReference {
-        name: name.to_string(),
-        reason,
-    };
-    let r: oci_spec::distribution::Reference = name.parse().map_err(|e| bad(format!("{e}")))?;
-    if r.digest().is_some() {
-        return Err(bad("an image name for import cannot pin a digest".into()));
+    if name.contains('@') {
+        return Err(Error::BadReference {
+            name: name.to_string(),
+            reason: "an image name for import cannot pin a digest".into(),
+        });
     }
+    normalize_pinned_reference(name)
+}
+
+/// Like [`normalize_reference`], but keeps a pinned digest (`repo@sha256:…`): an image pulled by
+/// digest is named so, as ctr names it.
+pub fn normalize_pinned_reference(name: &str) -> Result<String, Error> {
+    let r: oci_spec::distribution::Reference = name.parse().map_err(|e| Error::BadReference {
+        name: name.to_string(),
+        reason: format!("{e}"),
+    })?;
     Ok(r.whole())
 }
 

@@ -290,8 +290,9 @@ fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex) || mt.to_string() == DOCKER_MANIFEST_LIST
 }
 
-/// Picks linux/<host arch> from an index (a single unlabelled entry is taken as is).
-fn pick_platform<'a>(what: &str, manifests: &'a [Descriptor]) -> Result<&'a Descriptor, Error> {
+/// Picks linux/<host arch> from an index (a single unlabelled entry is taken as is). Registry
+/// pulls use it too, so an archive and a pull choose the same platform.
+pub fn pick_platform<'a>(what: &str, manifests: &'a [Descriptor]) -> Result<&'a Descriptor, Error> {
     let arch = host_arch();
     if let Some(d) = manifests.iter().find(|d| {
         d.platform()

@@ -113,6 +113,18 @@ fn looks_like_json(prefix: &[u8]) -> bool {
     )
 }
 
+/// What a blob is, from its first 512 bytes (or all of it, if shorter): gzip or tar is a layer,
+/// anything else is opaque content.
+pub fn blob_kind(prefix: &[u8], size: u64) -> BlobKind {
+    if prefix.starts_with(&[0x1f, 0x8b]) {
+        BlobKind::Layer(Compression::Gzip)
+    } else if looks_like_tar(prefix, size) {
+        BlobKind::Layer(Compression::None)
+    } else {
+        BlobKind::Opaque
+    }
+}
+
 fn looks_like_tar(prefix: &[u8], size: u64) -> bool {
     // ustar/gnu magic at offset 257; an empty layer is 1024 zero bytes with no header at all.
     (prefix.len() >= 262 && &prefix[257..262] == b"ustar") || (size == 1024 && prefix.iter().all(|b| *b == 0))
@@ -256,15 +268,10 @@ impl ScanState {
             self.scanned.metadata.insert(path, doc);
             return Ok(());
         }
-        let blob_kind = if prefix.starts_with(&[0x1f, 0x8b]) {
-            BlobKind::Layer(Compression::Gzip)
-        } else if looks_like_tar(&prefix, size) {
-            BlobKind::Layer(Compression::None)
-        } else if path.starts_with("blobs/") {
-            BlobKind::Opaque
-        } else {
+        let blob_kind = blob_kind(&prefix, size);
+        if blob_kind == BlobKind::Opaque && !path.starts_with("blobs/") {
             return Ok(());
-        };
+        }
         let name_digest = match path.strip_prefix("blobs/sha256/") {
             Some(hex) => Some(
                 Digest::from_hex(hex)

@@ -1,6 +1,7 @@
 //! `tpcm image ...`: import, list, remove.
 
 use super::progress::TerminalProgress;
+use super::source::{SourceArgs, image_source};
 use crate::config::Settings;
 use crate::manager;
 use clap::Subcommand;
@@ -8,13 +9,21 @@ use std::sync::Arc;
 
 #[derive(Subcommand, Debug)]
 pub(super) enum ImageCommand {
-    /// Import a docker-save or OCI image-layout archive (.tar or gzip-compressed).
+    /// Import an image: a docker-save or OCI-layout archive (.tar or gzip'd), or pull one from
+    /// a registry.
+    #[command(alias = "pull")]
     Import {
-        /// The archive: a local path or an http(s) URL.
-        archive: String,
-        /// Name for the image (name[:tag], tag defaults to latest), replacing the archive's own.
+        /// A local path, an http(s) URL, with --protocol a path on the SSH server, or a
+        /// registry image (`host[:port]/repo[:tag|@digest]`).
+        location: String,
+        /// Name for the image (name[:tag], tag defaults to latest), replacing its own.
         #[arg(long)]
         tag: Option<String>,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Accept an unknown SSH host key (and record it) without asking.
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
     /// List images.
     #[command(alias = "ls")]
@@ -34,9 +43,15 @@ pub(super) enum ImageCommand {
 pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), String> {
     let cd = super::connect(settings).await?;
     match cmd {
-        ImageCommand::Import { archive, tag } => {
+        ImageCommand::Import {
+            location,
+            tag,
+            source,
+            yes,
+        } => {
+            let source = image_source(&location, &source, yes, settings)?;
             let progress = Arc::new(TerminalProgress::new());
-            let images = manager::import_image(&cd, &archive, tag, progress)
+            let images = manager::import_image(&cd, &source, tag, progress)
                 .await
                 .map_err(|e| e.to_string())?;
             for img in images {

@@ -3,6 +3,7 @@
 
 mod images;
 mod progress;
+mod source;
 mod tpc;
 
 use crate::config::{self, Settings};
@@ -41,7 +42,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Install a third-party container (TPC) from an image archive and start it.
+    /// Install a third-party container (TPC) from an image archive or a registry and start it.
     Install(tpc::Install),
     /// Stop and remove a TPC (its data directory is kept unless --clean_data).
     Uninstall(tpc::Uninstall),

@@ -1,6 +1,7 @@
 //! `tpcm install|uninstall|list|start|stop|restart`: the SONiC TPCM commands.
 
 use super::progress::TerminalProgress;
+use super::source::{SourceArgs, image_source};
 use crate::config::Settings;
 use crate::manager::tpc;
 use crate::runtime::ContainerState;
@@ -13,9 +14,12 @@ use std::sync::Arc;
 pub(super) struct Install {
     /// TPC name: 1 to 32 of a-z, 0-9, '_' and '-'.
     name: String,
-    /// Image archive (docker save or OCI layout, .tar or gzip-compressed): a local path or an
-    /// http(s) URL.
-    archive: String,
+    /// The image: an archive (docker save or OCI layout, .tar or gzip'd) as a local path, an
+    /// http(s) URL or, with --protocol, a path on the SSH server; or a registry image
+    /// (`host[:port]/repo[:tag|@digest]`, tag latest by default).
+    location: String,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Container arguments, a subset of `docker run` flags (see docs/args.md).
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     args: String,
@@ -90,13 +94,14 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
     // Refuse bad input before asking anything or touching containerd.
     tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
     crate::manager::args::parse_args(&cmd.args).map_err(|e| e.to_string())?;
+    let source = image_source(&cmd.location, &cmd.source, cmd.yes, settings)?;
     confirm(
-        &format!("Install TPC {} from {}?", cmd.name, cmd.archive),
+        &format!("Install TPC {} from {}?", cmd.name, source.describe()),
         cmd.yes,
     )?;
     let cd = super::connect(settings).await?;
     let progress = Arc::new(TerminalProgress::new());
-    tpc::install(&cd, settings, &cmd.name, &cmd.archive, &cmd.args, progress, &say)
+    tpc::install(&cd, settings, &cmd.name, &source, &cmd.args, progress, &say)
         .await
         .map_err(|e| e.to_string())?;
     println!("[ SUCCESS ] TPC {} is installed and running", cmd.name);

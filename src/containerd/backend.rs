@@ -4,7 +4,7 @@ use super::{Containerd, Error};
 use crate::archive::Digest;
 use crate::runtime::logs::LogTarget;
 use crate::runtime::spec::{self, ContainerConfig};
-use crate::runtime::{self, ArchiveInput, ContainerState, ImageSummary, ImportedImage, Runtime};
+use crate::runtime::{self, ArchiveInput, ContainerState, ImageSummary, ImportedImage, PulledImage, Runtime};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ impl Runtime for Containerd {
         tag: Option<String>,
     ) -> Result<Vec<ImportedImage>, runtime::Error> {
         super::import_archive(self, archive, tag).await
+    }
+
+    async fn import_pulled(&self, image: PulledImage) -> Result<ImportedImage, runtime::Error> {
+        super::import::import_pulled(self, image).await
     }
 
     async fn list_images(&self) -> Result<Vec<ImageSummary>, runtime::Error> {

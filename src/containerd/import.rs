@@ -18,10 +18,11 @@ use super::snapshots::SNAPSHOT_REF_LABEL;
 use super::{Containerd, Lease, SNAPSHOTTER};
 use crate::archive::extract::{ExtractSummary, RootMeta, extract_layer};
 use crate::archive::resolve::{BlobFacts, ImagePlan, resolve};
-use crate::archive::scan::{BlobEntry, BlobKind, BlobSink, Scanned, scan, scan_seekable};
+use crate::archive::scan::{BlobEntry, BlobKind, BlobSink, Scanned, blob_kind, scan, scan_seekable};
 use crate::archive::{self, Compression, Digest, digest::Hasher, digest::HashingReader};
-use crate::runtime::{ArchiveInput, ByteCounter, Error, ImportedImage, Metered};
+use crate::runtime::{ArchiveInput, ByteCounter, Error, ImportedImage, Metered, PulledImage};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,9 +46,34 @@ pub async fn import_archive(
     tag: Option<String>,
 ) -> Result<Vec<ImportedImage>, Error> {
     let tag = tag.map(|t| archive::normalize_reference(&t)).transpose()?;
+    under_lease(cd, |lease, scratch_keys| {
+        run_archive(cd, lease, input, tag, scratch_keys)
+    })
+    .await
+}
+
+/// Imports an image pulled piecewise (from a registry): its layers stream concurrently through
+/// the same staging pipeline as an archive's, and the documents are checked by the same resolver.
+pub async fn import_pulled(cd: &Containerd, image: PulledImage) -> Result<ImportedImage, Error> {
+    let name = archive::normalize_pinned_reference(&image.name)?;
+    let mut imported = under_lease(cd, |lease, scratch_keys| {
+        run_pulled(cd, lease, image, name, scratch_keys)
+    })
+    .await?;
+    Ok(imported.remove(0))
+}
+
+/// Runs an import under a fresh lease: whatever the outcome, the staging snapshots go; on
+/// failure the lease is deleted synchronously, so containerd collects every blob and snapshot
+/// the import made and no image record exists.
+async fn under_lease<F, Fut>(cd: &Containerd, import: F) -> Result<Vec<ImportedImage>, Error>
+where
+    F: FnOnce(Lease, Arc<Mutex<Vec<String>>>) -> Fut,
+    Fut: Future<Output = Result<Vec<ImportedImage>, Error>>,
+{
     let lease = cd.create_lease("import").await?;
     let scratch_keys = Arc::new(Mutex::new(Vec::new()));
-    let result = run(cd, &lease, input, tag, scratch_keys.clone()).await;
+    let result = import(lease.clone(), scratch_keys.clone()).await;
     // Staging snapshots are never needed after the import, whatever its outcome; unpack keys
     // that were committed no longer exist and their removal is a no-op.
     let keys = std::mem::take(&mut *scratch_keys.lock().expect("lock is never poisoned"));
@@ -77,23 +103,14 @@ struct Staged {
     root: RootMeta,
 }
 
-async fn run(
+async fn run_archive(
     cd: &Containerd,
-    lease: &Lease,
+    lease: Lease,
     input: ArchiveInput,
     tag: Option<String>,
     scratch_keys: Arc<Mutex<Vec<String>>>,
 ) -> Result<Vec<ImportedImage>, Error> {
-    let sink = StagingSink {
-        handle: Handle::current(),
-        cd: cd.clone(),
-        lease: lease.clone(),
-        counter: Arc::new(AtomicUsize::new(0)),
-        facts: HashMap::new(),
-        staged: HashMap::new(),
-        scratch_keys: scratch_keys.clone(),
-        pending: Default::default(),
-    };
+    let sink = StagingSink::new(cd, &lease, scratch_keys.clone());
     let started = std::time::Instant::now();
     let (scanned, mut sink) = tokio::task::spawn_blocking(move || stage(input, sink))
         .await
@@ -116,14 +133,116 @@ async fn run(
             p.manifest.digest
         )));
     }
+    commit(cd, &lease, &plans, &mut sink.staged, &scratch_keys).await
+}
+
+/// Layers of a pulled image streamed at the same time: downloads overlap each other's latency
+/// and extraction (as `ctr pull`'s three concurrent fetches), without oversubscribing two cores.
+const PULL_PARALLEL_LAYERS: usize = 3;
+
+async fn run_pulled(
+    cd: &Containerd,
+    lease: Lease,
+    image: PulledImage,
+    name: String,
+    scratch_keys: Arc<Mutex<Vec<String>>>,
+) -> Result<Vec<ImportedImage>, Error> {
+    // The documents become an OCI layout in memory, so the archive resolver checks them: every
+    // digest and size, the diff IDs, the platform choice. The name is set after resolving.
+    let mut scanned = Scanned {
+        has_oci_layout: true,
+        ..Scanned::default()
+    };
+    let top_digest = Digest::of(&image.top.bytes);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": image.top.media_type,
+            "digest": top_digest.as_str(),
+            "size": image.top.bytes.len(),
+        }],
+    });
+    scanned.metadata.insert(
+        "index.json".into(),
+        serde_json::to_vec(&index).expect("json serializes"),
+    );
+    for doc in std::iter::once(&image.top).chain(&image.documents) {
+        let path = format!("blobs/sha256/{}", Digest::of(&doc.bytes).hex());
+        scanned.metadata.insert(path, doc.bytes.clone());
+    }
+    let progress = image.progress.clone();
+    let mut jobs = Vec::new();
+    for layer in image.layers {
+        let digest = Digest::parse(&layer.digest).ok_or_else(|| {
+            archive::Error::bad_metadata("manifest", format!("unsupported layer digest {}", layer.digest))
+        })?;
+        let entry = BlobEntry {
+            path: format!("blobs/sha256/{}", digest.hex()),
+            size: layer.size,
+            // Decided from the first bytes once the stream is open.
+            kind: BlobKind::Opaque,
+            name_digest: Some(digest),
+            offset: 0,
+        };
+        let (open, size, progress) = (layer.open, layer.size, progress.clone());
+        jobs.push(BlobJob {
+            entry,
+            open: Box::new(move |entry: &mut BlobEntry| {
+                let stream = open().map_err(Error::Source)?;
+                // One byte more than announced is enough to detect a blob that is too long.
+                let mut stream = Metered {
+                    inner: stream,
+                    counter: progress,
+                }
+                .take(size + 1);
+                let mut prefix = vec![0u8; 512];
+                let n = archive::read_full(&mut stream, &mut prefix)
+                    .map_err(|e| Error::Source(format!("layer {}: {e}", entry.path)))?;
+                prefix.truncate(n);
+                entry.kind = blob_kind(&prefix, size);
+                Ok(Box::new(io::Cursor::new(prefix).chain(stream)) as Box<dyn Read + Send>)
+            }),
+        });
+    }
+    let mut sink = StagingSink::new(cd, &lease, scratch_keys.clone());
+    let started = std::time::Instant::now();
+    let (streamed, mut sink) = tokio::task::spawn_blocking(move || {
+        let streamed = stream_parallel(&mut sink, jobs, PULL_PARALLEL_LAYERS);
+        let uploads = sink.finish_all_uploads();
+        (streamed.and(uploads), sink)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
+    streamed?;
+    tracing::debug!(elapsed = ?started.elapsed(), "pull: layers staged");
+    let mut plans = resolve(&scanned, &sink.facts)?;
+    if plans.len() != 1 {
+        return Err(Error::Internal(format!(
+            "a pull resolved to {} images",
+            plans.len()
+        )));
+    }
+    plans[0].names = vec![name];
+    commit(cd, &lease, &plans, &mut sink.staged, &scratch_keys).await
+}
+
+/// Turns resolved plans with staged layers into committed snapshots, content and image records.
+async fn commit(
+    cd: &Containerd,
+    lease: &Lease,
+    plans: &[ImagePlan],
+    staged: &mut HashMap<String, Staged>,
+    scratch_keys: &Arc<Mutex<Vec<String>>>,
+) -> Result<Vec<ImportedImage>, Error> {
+    let started = std::time::Instant::now();
     for (i, plan) in plans.iter().enumerate() {
-        unpack(cd, lease, plan, i, &mut sink.staged, &scratch_keys).await?;
+        unpack(cd, lease, plan, i, staged, scratch_keys).await?;
         tracing::debug!(elapsed = ?started.elapsed(), image = i, "import: layers committed");
         write_documents(cd, lease, plan, i).await?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), "import: snapshots committed, documents written");
     let mut created: Vec<&str> = Vec::new();
-    for plan in &plans {
+    for plan in plans {
         for name in &plan.names {
             let put = cd
                 .put_image(
@@ -213,41 +332,78 @@ fn stage_parallel(
     let scanned = scan_seekable(file, &mut located)?;
     let mut blobs = located.0;
     blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let queue = Mutex::new(std::collections::VecDeque::from(blobs));
+    let jobs = blobs
+        .into_iter()
+        .map(|entry| {
+            let progress = progress.clone();
+            BlobJob {
+                entry,
+                open: Box::new(move |blob: &mut BlobEntry| {
+                    // Ask the kernel to read the range ahead while we work through it; a cold
+                    // archive otherwise stalls each reader on every readahead window.
+                    let _ = nix::fcntl::posix_fadvise(
+                        file,
+                        blob.offset as i64,
+                        blob.size as i64,
+                        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+                    );
+                    Ok(Box::new(ReadAt {
+                        file,
+                        pos: blob.offset,
+                        end: blob.offset + blob.size,
+                        progress,
+                    }) as Box<dyn Read + Send + '_>)
+                }),
+            }
+        })
+        .collect();
+    stream_parallel(sink, jobs, PARALLEL_LAYERS)?;
+    Ok(scanned)
+}
+
+/// Opens a blob's bytes when a worker takes it; may refine the entry (a pulled layer's kind is
+/// known only from its first bytes).
+type BlobOpener<'a> = Box<dyn FnOnce(&mut BlobEntry) -> Result<Box<dyn Read + Send + 'a>, Error> + Send + 'a>;
+
+/// A blob waiting for a worker.
+struct BlobJob<'a> {
+    entry: BlobEntry,
+    open: BlobOpener<'a>,
+}
+
+/// Streams `jobs` through `workers` threads, each with its own staging pipeline, and gathers
+/// their results into `sink`. The first failure cancels the other workers' reads and is the one
+/// returned; every upload has ended when this returns.
+fn stream_parallel(sink: &mut StagingSink, jobs: Vec<BlobJob<'_>>, workers: usize) -> Result<(), Error> {
+    let queue = Mutex::new(std::collections::VecDeque::from(jobs));
     let cancelled = AtomicBool::new(false);
     let first_failure: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        // The first failure is the cause; record it before cancelling, so a worker stopped by
+        // the cancellation cannot report first.
+        first_failure
+            .lock()
+            .expect("lock is never poisoned")
+            .get_or_insert(e);
+        cancelled.store(true, Ordering::Relaxed);
+    };
     let results: Vec<Option<StagingSink>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..PARALLEL_LAYERS)
+        let threads: Vec<_> = (0..workers)
             .map(|_| {
                 let mut worker = sink.worker();
-                let (queue, cancelled, first_failure) = (&queue, &cancelled, &first_failure);
+                let (queue, cancelled, fail) = (&queue, &cancelled, &fail);
                 scope.spawn(move || {
                     loop {
                         let next = queue.lock().expect("lock is never poisoned").pop_front();
-                        let Some(blob) = next else { break };
-                        // Ask the kernel to read the range ahead while we work through it; a
-                        // cold archive otherwise stalls each reader on every readahead window.
-                        let _ = nix::fcntl::posix_fadvise(
-                            file,
-                            blob.offset as i64,
-                            blob.size as i64,
-                            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-                        );
-                        let mut reader = ReadAt {
-                            file,
-                            pos: blob.offset,
-                            end: blob.offset + blob.size,
-                            progress: progress.clone(),
-                            cancelled,
+                        let Some(BlobJob { mut entry, open }) = next else {
+                            break;
                         };
-                        if let Err(e) = worker.stream_blob(blob, &mut reader) {
-                            // The first failure is the cause; record it before cancelling, so a
-                            // worker stopped by the cancellation cannot report first.
-                            first_failure
-                                .lock()
-                                .expect("lock is never poisoned")
-                                .get_or_insert(e);
-                            cancelled.store(true, Ordering::Relaxed);
+                        let streamed = open(&mut entry).and_then(|inner| {
+                            let mut reader = Cancellable { inner, cancelled };
+                            worker.stream_blob(entry, &mut reader)
+                        });
+                        if let Err(e) = streamed {
+                            fail(e);
                             let _ = worker.finish_all_uploads();
                             return None;
                         }
@@ -255,25 +411,18 @@ fn stage_parallel(
                     match worker.finish_all_uploads() {
                         Ok(()) => Some(worker),
                         Err(e) => {
-                            first_failure
-                                .lock()
-                                .expect("lock is never poisoned")
-                                .get_or_insert(e);
+                            fail(e);
                             None
                         }
                     }
                 })
             })
             .collect();
-        workers
+        threads
             .into_iter()
-            .map(|w| {
-                w.join().unwrap_or_else(|_| {
-                    let panicked = Error::Internal("import worker panicked".into());
-                    first_failure
-                        .lock()
-                        .expect("lock is never poisoned")
-                        .get_or_insert(panicked);
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    fail(Error::Internal("import worker panicked".into()));
                     None
                 })
             })
@@ -285,7 +434,22 @@ fn stage_parallel(
     for worker in results.into_iter().flatten() {
         sink.absorb(worker);
     }
-    Ok(scanned)
+    Ok(())
+}
+
+/// Fails reads once another worker has failed, so every worker stops soon after the first error.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancelled: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled: another layer failed"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Reads one blob's byte range of a local file with positioned reads, so several blobs of the
@@ -295,15 +459,11 @@ struct ReadAt<'a> {
     pos: u64,
     end: u64,
     progress: ByteCounter,
-    cancelled: &'a AtomicBool,
 }
 
 impl Read for ReadAt<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
-        if self.cancelled.load(Ordering::Relaxed) {
-            return Err(io::Error::other("cancelled: another layer failed"));
-        }
         let want = buf.len().min((self.end - self.pos) as usize);
         if want == 0 {
             return Ok(0);
@@ -548,6 +708,19 @@ struct StagingSink {
 }
 
 impl StagingSink {
+    fn new(cd: &Containerd, lease: &Lease, scratch_keys: Arc<Mutex<Vec<String>>>) -> StagingSink {
+        StagingSink {
+            handle: Handle::current(),
+            cd: cd.clone(),
+            lease: lease.clone(),
+            counter: Arc::new(AtomicUsize::new(0)),
+            facts: HashMap::new(),
+            staged: HashMap::new(),
+            scratch_keys,
+            pending: Default::default(),
+        }
+    }
+
     fn join_upload(
         &self,
         upload: tokio::task::JoinHandle<Result<UploadOutcome, super::Error>>,

@@ -3,8 +3,10 @@
 use super::Error;
 use crate::archive;
 use crate::runtime::{ArchiveInput, ByteCounter, ImageSummary, ImportedImage, Metered, Runtime};
+use crate::source::registry::{self, RegistryRequest};
+use crate::source::ssh::SshRequest;
 use crate::source::{self, Body};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Receives progress of a long transfer; front ends draw it (or not, off a terminal).
@@ -17,35 +19,116 @@ pub trait Progress: Send + Sync {
     fn finish(&self);
 }
 
-/// Opens a location: an http(s) URL is downloaded, anything else is a local file.
-pub async fn open_source(location: &str) -> Result<source::Source, Error> {
-    if source::is_http_url(location) {
-        let url = location.to_string();
-        // The blocking client must not run on an async worker thread.
-        return tokio::task::spawn_blocking(move || source::open_http(&url))
-            .await
-            .map_err(|e| Error::Invalid(format!("download thread: {e}")))?
-            .map_err(Error::from);
-    }
-    Ok(source::open_local(Path::new(location))?)
+/// Where an image comes from (design §5).
+#[derive(Clone)]
+pub enum ImageSource {
+    /// A local archive file.
+    File(PathBuf),
+    /// An archive at an http(s) URL.
+    Http {
+        /// The URL.
+        url: String,
+        /// Connection and read timeouts.
+        timeouts: source::Timeouts,
+    },
+    /// An archive on an SSH server, fetched with scp or sftp.
+    Ssh(SshRequest),
+    /// An image in a registry.
+    Registry(RegistryRequest),
 }
 
-/// Imports the image archive at a location (local path or http(s) URL) into the runtime.
+impl ImageSource {
+    /// Infers the kind of a location as the TPCM CLI does: an http(s) URL is downloaded, an
+    /// existing file is an archive, anything else is an image reference. A location that reads
+    /// as a path (`/…`, `./…`, `…​.tar`, `…​.gz`) stays a file even when missing, so a typo says
+    /// "no such file" instead of trying a registry.
+    /// `registry` is the template for a registry pull (credentials, insecure registries); its
+    /// timeouts serve downloads too.
+    pub fn infer(location: &str, registry: RegistryRequest) -> Result<ImageSource, Error> {
+        if source::is_http_url(location) {
+            return Ok(ImageSource::Http {
+                url: location.to_string(),
+                timeouts: registry.timeouts,
+            });
+        }
+        let looks_like_path = location.starts_with('/')
+            || location.starts_with('.')
+            || location.starts_with('~')
+            || [".tar", ".gz", ".tgz"].iter().any(|s| location.ends_with(s));
+        if looks_like_path || Path::new(location).exists() {
+            return Ok(ImageSource::File(PathBuf::from(location)));
+        }
+        if registry::is_image_reference(location) {
+            return Ok(ImageSource::Registry(RegistryRequest {
+                reference: location.to_string(),
+                ..registry
+            }));
+        }
+        Err(Error::Invalid(format!(
+            "{location} is neither an existing file, an http(s) URL nor an image reference"
+        )))
+    }
+
+    /// What to call the source in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ImageSource::File(p) => p.display().to_string(),
+            ImageSource::Http { url, .. } => url.clone(),
+            ImageSource::Ssh(r) => r.describe(),
+            ImageSource::Registry(r) => r.reference.clone(),
+        }
+    }
+}
+
+/// Opens an archive source. The blocking sources run on a thread that may block.
+async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
+    let blocking = |f: Box<dyn FnOnce() -> Result<source::Source, source::Error> + Send>| async {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| Error::Invalid(format!("download thread: {e}")))?
+            .map_err(Error::from)
+    };
+    match src {
+        ImageSource::File(path) => Ok(source::open_local(path)?),
+        ImageSource::Http { url, timeouts } => {
+            let (url, timeouts) = (url.clone(), *timeouts);
+            blocking(Box::new(move || source::open_http(&url, &timeouts))).await
+        }
+        ImageSource::Ssh(request) => {
+            let (request, runtime) = (request.clone(), tokio::runtime::Handle::current());
+            blocking(Box::new(move || source::ssh::open_ssh(&request, &runtime))).await
+        }
+        ImageSource::Registry(_) => Err(Error::Invalid("a registry image is not an archive".into())),
+    }
+}
+
+/// Imports an image from any source into the runtime. `tag` names it instead of the archive's
+/// own name (or the registry reference); an archive must then hold exactly one image.
 pub async fn import_image<R: Runtime>(
     runtime: &R,
-    location: &str,
+    src: &ImageSource,
     tag: Option<String>,
     progress: Arc<dyn Progress>,
 ) -> Result<Vec<ImportedImage>, Error> {
-    // Refuse a bad tag before reading a byte of the archive.
+    // Refuse a bad tag before reading a byte of the source.
     if let Some(t) = &tag {
         archive::normalize_reference(t).map_err(|e| Error::Invalid(e.to_string()))?;
     }
-    let src = open_source(location).await?;
-    progress.start(&src.description, src.size);
     let p = progress.clone();
     let counter: ByteCounter = Arc::new(move |n| p.advance(n));
-    let input = match src.body {
+    if let ImageSource::Registry(request) = src {
+        let mut pull = registry::pull(request, counter).await?;
+        if let Some(tag) = tag {
+            pull.image.name = tag;
+        }
+        progress.start(&request.reference, Some(pull.layer_bytes));
+        let result = runtime.import_pulled(pull.image).await;
+        progress.finish();
+        return Ok(vec![result?]);
+    }
+    let opened = open_archive(src).await?;
+    progress.start(&opened.description, opened.size);
+    let input = match opened.body {
         Body::File(file) => ArchiveInput::File {
             file,
             progress: counter,
@@ -64,7 +147,7 @@ pub async fn list_images<R: Runtime>(runtime: &R) -> Result<Vec<ImageSummary>, E
 
 /// Removes an image given as the user wrote it (`busybox:1.0`) or fully normalized.
 pub async fn remove_image<R: Runtime>(runtime: &R, name: &str) -> Result<String, Error> {
-    let normalized = archive::normalize_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
+    let normalized = archive::normalize_pinned_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
     runtime.remove_image(&normalized).await?;
     Ok(normalized)
 }

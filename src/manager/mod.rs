@@ -6,7 +6,7 @@ mod images;
 pub mod store;
 pub mod tpc;
 
-pub use images::{Progress, import_image, list_images, remove_image};
+pub use images::{ImageSource, Progress, import_image, list_images, remove_image};
 
 /// Errors of manager operations: the layers below, converted at this boundary.
 #[derive(Debug, thiserror::Error)]

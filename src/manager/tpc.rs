@@ -6,13 +6,12 @@
 
 use super::args::{self, ContainerArgs, Network};
 use super::store::{Store, TpcRecord};
-use super::{Error, Progress};
+use super::{Error, ImageSource, Progress};
 use crate::config::{FileConfig, Settings};
 use crate::runtime::spec::{BindMount, ContainerConfig, Device};
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -106,12 +105,12 @@ fn container_config(
     }
 }
 
-/// Installs TPC `name` from an image archive (local path or http(s) URL) and starts it. `say` receives each step.
+/// Installs TPC `name` from an image source and starts it. `say` receives each step.
 pub async fn install<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     name: &str,
-    location: &str,
+    source: &ImageSource,
     args_text: &str,
     progress: Arc<dyn Progress>,
     say: &dyn Fn(&str),
@@ -140,14 +139,9 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
-    if !crate::source::is_http_url(location) && !Path::new(location).is_file() {
-        return Err(Error::Invalid(format!(
-            "image archive {location} does not exist or is not a file (registry sources are not supported yet)"
-        )));
-    }
 
     say(&format!("Installing the TPC-{name} image"));
-    let images = super::import_image(runtime, location, None, progress).await?;
+    let images = super::import_image(runtime, source, None, progress).await?;
     let image = match images.as_slice() {
         [one] => one.names[0].clone(),
         _ => {
@@ -158,7 +152,8 @@ pub async fn install<R: Runtime>(
                 }
             }
             return Err(Error::Invalid(format!(
-                "{location} holds {} images; a TPC needs an archive with exactly one",
+                "{} holds {} images; a TPC needs an archive with exactly one",
+                source.describe(),
                 images.len()
             )));
         }

@@ -18,6 +18,9 @@ pub enum Error {
     /// The image archive is broken or hostile.
     #[error("{0}")]
     Archive(archive::Error),
+    /// The image's source failed while the runtime consumed it (a download cut short).
+    #[error("{0}")]
+    Source(String),
     /// The runtime cannot be reached.
     #[error("{0}")]
     Unreachable(String),
@@ -78,6 +81,46 @@ pub enum ArchiveInput {
         /// Byte counter for progress display.
         progress: ByteCounter,
     },
+}
+
+/// A document of a pulled image (manifest, index or config), exactly as the source served it.
+#[derive(Debug, Clone)]
+pub struct PulledDocument {
+    /// Its media type, as the source declared it.
+    pub media_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Opens a pulled layer's byte stream. Called on a thread that may block, when the importer is
+/// ready to consume the layer; the error says what could not be fetched.
+pub type LayerOpener = Box<dyn FnOnce() -> Result<Box<dyn Read + Send>, String> + Send>;
+
+/// One layer of a pulled image.
+pub struct PulledLayer {
+    /// The digest the manifest gives (verified while streaming).
+    pub digest: String,
+    /// The size the manifest gives (verified).
+    pub size: u64,
+    /// How to get its bytes.
+    pub open: LayerOpener,
+}
+
+/// An image fetched document by document (from a registry) rather than as one archive: the
+/// importer streams its layers concurrently and checks every digest, size and diff ID exactly as
+/// for an archive.
+pub struct PulledImage {
+    /// The name to give it (normalized by the importer).
+    pub name: String,
+    /// The document the reference names: a manifest, or an index to pick the host's platform from.
+    pub top: PulledDocument,
+    /// Every other document the image needs: the platform manifest (when `top` is an index) and
+    /// the config.
+    pub documents: Vec<PulledDocument>,
+    /// The layers of the manifest that applies to this host, in manifest order.
+    pub layers: Vec<PulledLayer>,
+    /// Told how many layer bytes arrived.
+    pub progress: ByteCounter,
 }
 
 /// One image that an import created or updated.
@@ -147,6 +190,9 @@ pub trait Runtime: Send + Sync {
         archive: ArchiveInput,
         tag: Option<String>,
     ) -> impl Future<Output = Result<Vec<ImportedImage>, Error>> + Send;
+
+    /// Imports an image pulled piecewise; returns what was created.
+    fn import_pulled(&self, image: PulledImage) -> impl Future<Output = Result<ImportedImage, Error>> + Send;
 
     /// Lists images.
     fn list_images(&self) -> impl Future<Output = Result<Vec<ImageSummary>, Error>> + Send;

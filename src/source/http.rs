@@ -5,14 +5,7 @@
 //! `update-ca-certificates` is trusted, as with curl. Redirects are followed (at most 10; a loop
 //! is an error); any non-2xx answer is an error naming the URL and the status.
 
-use super::{Body, Error, Source};
-use std::time::Duration;
-
-/// Longest wait for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for any single read or write once connected: a stalled server fails the
-/// download instead of hanging it, however long the whole transfer takes.
-const IO_TIMEOUT: Duration = Duration::from_secs(60);
+use super::{Body, Error, Source, Timeouts, reasons};
 
 /// Whether a location is a URL this source handles.
 pub fn is_http_url(location: &str) -> bool {
@@ -26,29 +19,16 @@ fn error(url: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Every reason in an error's chain, on one line (reqwest nests the useful part).
-fn reasons(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = inner.source();
-    }
-    s
-}
-
 /// Starts the download of `url` and returns its body as a stream. Blocking: call it from a thread
 /// that may block (reqwest's blocking client cannot run on an async worker).
-pub fn open_http(url: &str) -> Result<Source, Error> {
+/// Waits are bounded by `timeouts` (the blocking client applies the idle timeout to each read,
+/// not to the whole transfer).
+pub fn open_http(url: &str, timeouts: &Timeouts) -> Result<Source, Error> {
     // rustls needs a crypto provider; installing it twice is harmless (the second is refused).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(IO_TIMEOUT)
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.idle)
         .user_agent(concat!("tpcm/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| error(url, reasons(&e)))?;
@@ -60,7 +40,10 @@ pub fn open_http(url: &str) -> Result<Source, Error> {
     Ok(Source {
         size: response.content_length(),
         description: url.to_string(),
-        body: Body::Stream(Box::new(response)),
+        body: Body::Stream(Box::new(super::Interruptible::new(
+            response,
+            format!("download of {url}"),
+        ))),
     })
 }
 
@@ -79,7 +62,7 @@ mod tests {
     #[test]
     fn an_unreachable_server_is_a_clear_error() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
-        let err = open_http("http://127.0.0.1:1/x.tar")
+        let err = open_http("http://127.0.0.1:1/x.tar", &Timeouts::default())
             .err()
             .expect("refused")
             .to_string();
