@@ -60,6 +60,11 @@ pub struct FileConfig {
     /// Longest wait, in seconds, for any single read from a download, registry or SSH server
     /// (default 60). Connections wait at most 30 s, or this if shorter.
     pub network_timeout_secs: Option<u64>,
+    /// How long, in seconds, a new version must stay up (and pass its health check within) before
+    /// `tpcm upgrade` keeps it (default 10; `--grace` overrides).
+    pub upgrade_grace_secs: Option<u64>,
+    /// Longest run, in seconds, of an upgrade hook (default 300).
+    pub hook_timeout_secs: Option<u64>,
 }
 
 impl FileConfig {

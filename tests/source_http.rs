@@ -120,6 +120,32 @@ fn http_downloads_stream_into_import_and_install() {
     assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
     nothing_left(&cd, "after uninstall");
 
+    // Upgrade a TPC installed from a local archive (another image) to the download.
+    let local = cd.dir().join("two-layer.tar");
+    builder::write_archive(
+        &builder::busybox_two_layer(&["tpcm-fixture/other:1"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &local,
+    )
+    .unwrap();
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "web", local.to_str().unwrap(), "--args", args, "-y"],
+    ));
+    std::fs::remove_file(cd.data_dir().join("web/ok")).unwrap();
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["upgrade", "web", &url("/busybox.tar"), "--grace", "1", "-y"],
+    ));
+    assert!(out.contains("[ SUCCESS ]"), "{out}");
+    assert_eq!(cd.images(), vec![REF.to_string()]);
+    common::wait_until(Duration::from_secs(30), "the upgraded TPC to run", || {
+        cd.data_dir().join("web/ok").exists()
+    });
+    assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
+    nothing_left(&cd, "after the second uninstall");
+
     for (path, expect) in [
         ("/missing.tar", "404"),
         ("/loop", "redirect"),

@@ -81,6 +81,41 @@ fn install_by_tag_runs_the_pulled_image() {
     // containerd itself can use what was pulled.
     let snapshot_check = cd.ctr_ok(&["images", "check"]);
     assert!(snapshot_check.contains("complete"), "{snapshot_check}");
+
+    // Upgrade from the same registry to another tag.
+    let v2 = archive(
+        cd.dir(),
+        builder::busybox_two_layer(&["tpcm-fixture/busybox:2.0"]),
+        "v2.tar",
+    );
+    reg.push("docker-archive", &v2, "tpcm/busybox:2.0");
+    let reference2 = reg.reference("tpcm/busybox:2.0");
+    let out = assert_ok(&tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "app",
+            &reference2,
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+            "--grace",
+            "1",
+            "-y",
+        ],
+    ));
+    assert!(out.contains("[ SUCCESS ]"), "{out}");
+    assert_eq!(cd.images(), vec![reference2.clone()], "the old image is removed");
+    let digest2 = reg.manifest_digest("tpcm/busybox", "2.0");
+    assert!(cd.ctr_ok(&["images", "ls"]).contains(&digest2));
+    let tasks = cd.tasks();
+    assert!(
+        tasks
+            .iter()
+            .any(|(id, _, status)| id == "app" && status == "RUNNING"),
+        "{tasks:?}"
+    );
 }
 
 #[test]
@@ -259,4 +294,62 @@ fn a_damaged_layer_in_the_registry_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains(&layer[7..19]), "the error names the layer: {err}");
     assert_nothing_created(&cd);
+}
+
+#[test]
+fn an_upgrade_to_a_moved_tag_rolls_back_to_the_old_digest() {
+    let cd = Containerd::start();
+    let reg = registry_with_busybox(cd.dir());
+    let reference = reg.reference("tpcm/busybox:1.0");
+    let old_digest = reg.manifest_digest("tpcm/busybox", "1.0");
+    let creds = ["--username", USER, "--password", PASSWORD];
+    let service = "-- /bin/sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'";
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            &["install", "app", &reference, "--args", service, "-y"][..],
+            &creds,
+        ]
+        .concat(),
+    ));
+    // The same tag now names another image.
+    let v2 = archive(
+        cd.dir(),
+        builder::busybox_two_layer(&["tpcm-fixture/busybox:1.0"]),
+        "v2.tar",
+    );
+    reg.push("docker-archive", &v2, "tpcm/busybox:1.0");
+    let new_digest = reg.manifest_digest("tpcm/busybox", "1.0");
+    assert_ne!(old_digest, new_digest);
+
+    let failing = [
+        &[
+            "upgrade",
+            "app",
+            &reference,
+            "--args",
+            "-- /bin/sh -c 'exit 3'",
+            "--grace",
+            "1",
+            "-y",
+        ][..],
+        &creds,
+    ]
+    .concat();
+    let err = assert_fails(&tpcm(&cd, &failing));
+    assert!(err.contains("rolled back"), "{err}");
+    // The tag points at the old image again, and no pin is left.
+    assert_eq!(cd.images(), vec![reference.clone()]);
+    let listing = cd.ctr_ok(&["images", "ls"]);
+    assert!(listing.contains(&old_digest), "{listing}");
+    assert_eq!(cd.ctr_ok(&["images", "check"]).matches("complete").count(), 1);
+
+    assert_ok(&tpcm(
+        &cd,
+        &[&["upgrade", "app", &reference, "--grace", "1", "-y"][..], &creds].concat(),
+    ));
+    assert_eq!(cd.images(), vec![reference.clone()]);
+    let listing = cd.ctr_ok(&["images", "ls"]);
+    assert!(listing.contains(&new_digest), "{listing}");
+    assert!(cd.leases().is_empty(), "{:?}", cd.leases());
 }

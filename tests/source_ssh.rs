@@ -103,6 +103,45 @@ fn sftp_install_with_a_password_records_the_accepted_host_key() {
     );
 
     // The recorded key is trusted next time without -y (no terminal: nothing could be asked).
+    // Upgrade over scp from the same server (a different image: two layers).
+    let v2 = cd.dir().join("v2.tar");
+    builder::write_archive(
+        &builder::busybox_two_layer(&["tpcm-fixture/busybox:2.0"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &v2,
+    )
+    .unwrap();
+    let remote2 = server.publish(&v2, "v2.tar");
+    let out = tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "app",
+            "--protocol",
+            "scp",
+            "--server",
+            &server.server(),
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+            remote2.to_str().unwrap(),
+            "--grace",
+            "1",
+            "-y",
+        ],
+    );
+    let stdout = assert_ok(&out);
+    assert!(
+        stdout.contains("upgraded") && stdout.contains("busybox:2.0"),
+        "{stdout}"
+    );
+    assert!(
+        !cd.images().contains(&builder::FIXTURE_REF.to_string()),
+        "old image kept"
+    );
+
     let again = tpcm(
         &cd,
         &[

@@ -44,6 +44,8 @@ pub struct Cli {
 enum Command {
     /// Install a third-party container (TPC) from an image archive or a registry and start it.
     Install(tpc::Install),
+    /// Replace a TPC's image (pre/post data hooks, health-checked, rolled back on failure).
+    Upgrade(tpc::Upgrade),
     /// Stop and remove a TPC (its data directory is kept unless --clean_data).
     Uninstall(tpc::Uninstall),
     /// List installed TPCs with their state and limits.
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     let settings = cli.settings();
     match cli.command {
         Command::Install(cmd) => tpc::install(cmd, &settings).await,
+        Command::Upgrade(cmd) => tpc::upgrade(cmd, &settings).await,
         Command::Uninstall(cmd) => tpc::uninstall(cmd, &settings).await,
         Command::List(cmd) => tpc::list(cmd, &settings).await,
         Command::Start { name } => tpc::start(&name, &settings).await,

@@ -28,6 +28,30 @@ pub(super) struct Install {
     yes: bool,
 }
 
+/// `tpcm upgrade`.
+#[derive(Args, Debug)]
+pub(super) struct Upgrade {
+    /// TPC name.
+    name: String,
+    /// The new image, from any source `install` takes.
+    location: String,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// New container arguments (default: the TPC's current ones).
+    #[arg(long, allow_hyphen_values = true)]
+    args: Option<String>,
+    /// Do not run /tpc/hook/pre.sh and /tpc/hook/post.sh.
+    #[arg(long = "skip_data", alias = "skip-data")]
+    skip_data: bool,
+    /// Seconds the new version must stay up (and pass its health check within) before it is
+    /// kept [default: upgrade_grace_secs in tpcm.toml, else 10].
+    #[arg(long, value_name = "SECS")]
+    grace: Option<f64>,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    yes: bool,
+}
+
 /// `tpcm uninstall`.
 #[derive(Args, Debug)]
 pub(super) struct Uninstall {
@@ -105,6 +129,51 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
         .await
         .map_err(|e| e.to_string())?;
     println!("[ SUCCESS ] TPC {} is installed and running", cmd.name);
+    Ok(())
+}
+
+pub(super) async fn upgrade(cmd: Upgrade, settings: &Settings) -> Result<(), String> {
+    use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
+    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    if let Some(args) = &cmd.args {
+        crate::manager::args::parse_args(args).map_err(|e| e.to_string())?;
+    }
+    let config = crate::config::FileConfig::load(&settings.root)?;
+    let grace = match cmd.grace {
+        Some(g) if g.is_finite() && g >= 0.0 => std::time::Duration::from_secs_f64(g),
+        Some(g) => return Err(format!("--grace {g}: give a number of seconds, 0 or more")),
+        None => std::time::Duration::from_secs(config.upgrade_grace_secs.unwrap_or(10)),
+    };
+    let hook_timeout = std::time::Duration::from_secs(config.hook_timeout_secs.unwrap_or(300));
+    let source = image_source(&cmd.location, &cmd.source, cmd.yes, settings)?;
+    confirm(
+        &format!("Upgrade TPC {} to {}?", cmd.name, source.describe()),
+        cmd.yes,
+    )?;
+    let cd = super::connect(settings).await?;
+    let request = UpgradeRequest {
+        source: &source,
+        args: cmd.args.as_deref(),
+        skip_data: cmd.skip_data,
+        grace,
+        hook_timeout,
+    };
+    let progress = Arc::new(TerminalProgress::new());
+    let outcome = crate::manager::upgrade::upgrade(&cd, settings, &cmd.name, &request, progress, &say)
+        .await
+        .map_err(|e| e.to_string())?;
+    match outcome {
+        UpgradeOutcome::Upgraded { from, to } => {
+            println!(
+                "[ SUCCESS ] TPC {} is upgraded from {from} to {to} and running",
+                cmd.name
+            )
+        }
+        UpgradeOutcome::AlreadyCurrent { digest } => println!(
+            "[ SUCCESS ] TPC {} already runs this image ({digest}); nothing to do",
+            cmd.name
+        ),
+    }
     Ok(())
 }
 

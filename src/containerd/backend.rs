@@ -4,7 +4,10 @@ use super::{Containerd, Error};
 use crate::archive::Digest;
 use crate::runtime::logs::LogTarget;
 use crate::runtime::spec::{self, ContainerConfig};
-use crate::runtime::{self, ArchiveInput, ContainerState, ImageSummary, ImportedImage, PulledImage, Runtime};
+use crate::runtime::{
+    self, ArchiveInput, ContainerState, DetachedContainer, ExecResult, ImageSummary, ImportedImage,
+    PulledImage, Runtime,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -100,6 +103,43 @@ impl Runtime for Containerd {
 
     async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
         Ok(self.remove_container(id).await?)
+    }
+
+    async fn container_exists(&self, id: &str) -> Result<bool, runtime::Error> {
+        Ok(self.container_record(id).await?.is_some())
+    }
+
+    async fn exec_in_container(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, runtime::Error> {
+        Ok(self.exec(id, argv, timeout).await?)
+    }
+
+    async fn container_layer(&self, id: &str) -> Result<Option<String>, runtime::Error> {
+        Ok(self.container_record(id).await?.map(|c| c.snapshot_key))
+    }
+
+    async fn hold_container(&self, id: &str) -> Result<DetachedContainer, runtime::Error> {
+        Ok(self.hold(id).await?)
+    }
+
+    async fn detach_container(&self, held: &DetachedContainer) -> Result<(), runtime::Error> {
+        Ok(self.detach(held).await?)
+    }
+
+    async fn tag_image(&self, source: &str, name: &str) -> Result<(), runtime::Error> {
+        Ok(Containerd::tag_image(self, source, name).await?)
+    }
+
+    async fn restore_container(&self, detached: &DetachedContainer) -> Result<(), runtime::Error> {
+        Ok(self.restore(detached).await?)
+    }
+
+    async fn discard_detached(&self, detached: &DetachedContainer) -> Result<(), runtime::Error> {
+        Ok(self.discard(detached).await?)
     }
 }
 

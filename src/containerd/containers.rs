@@ -6,7 +6,8 @@ use crate::runtime::ContainerState;
 use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest};
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
-    GetRequest, KillRequest, StartRequest, WaitRequest, container::Runtime as ContainerRuntime,
+    GetContainerRequest, GetRequest, KillRequest, StartRequest, WaitRequest,
+    container::Runtime as ContainerRuntime,
 };
 use containerd_client::services::v1::{containers_client::ContainersClient, tasks_client::TasksClient};
 use containerd_client::types::v1::Status;
@@ -22,11 +23,11 @@ const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/S
 const DOCUMENT_LIMIT: u64 = 4 << 20;
 
 impl Containerd {
-    fn containers(&self) -> ContainersClient<Channel> {
+    pub(super) fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
     }
 
-    fn tasks(&self) -> TasksClient<Channel> {
+    pub(super) fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
 
@@ -67,9 +68,10 @@ impl Containerd {
         Ok((config, top))
     }
 
-    /// Creates container `id` running `image` with `spec`, on a fresh writable snapshot (also
-    /// named `id`) over the image's top layer. Both are made under `lease`, so a failure halfway
-    /// leaves nothing once the lease goes.
+    /// Creates container `id` running `image` with `spec`, on a fresh writable snapshot over the
+    /// image's top layer. Both are made under `lease`, so a failure halfway leaves nothing once
+    /// the lease goes. The snapshot key is `<id>-<time>`, not `id`: during an upgrade the old
+    /// container's writable layer is kept (detached) while the new container exists.
     pub(crate) async fn make_container(
         &self,
         lease: &Lease,
@@ -79,9 +81,14 @@ impl Containerd {
         spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
     ) -> Result<(), Error> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let key = format!("{id}-{nanos}");
         let prepare = PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
-            key: id.into(),
+            key: key.clone(),
             parent: top_chain.to_string(),
             labels: HashMap::new(),
         };
@@ -106,7 +113,7 @@ impl Containerd {
                 value,
             }),
             snapshotter: SNAPSHOTTER.into(),
-            snapshot_key: id.into(),
+            snapshot_key: key.clone(),
             ..Default::default()
         };
         let req = CreateContainerRequest {
@@ -115,7 +122,7 @@ impl Containerd {
         if let Err(status) = self.containers().create(self.request(req, Some(lease))).await {
             // Only the snapshot prepared just above is ours to take back; a container that
             // already had this ID (AlreadyExists) is left alone.
-            let _ = self.remove_snapshot(id).await;
+            let _ = self.remove_snapshot(&key).await;
             return Err(Error::rpc(format!("container create {id}"))(status));
         }
         Ok(())
@@ -124,12 +131,13 @@ impl Containerd {
     /// Creates and starts the task of container `id`; stdout and stderr go to the stdio URI
     /// `log` (both to the same one).
     pub(crate) async fn start_task(&self, id: &str, log: &str) -> Result<u32, Error> {
+        let key = self.snapshot_key(id).await?;
         let mounts = self
             .snapshots()
             .mounts(self.request(
                 MountsRequest {
                     snapshotter: SNAPSHOTTER.into(),
-                    key: id.into(),
+                    key,
                 },
                 None,
             ))
@@ -257,8 +265,35 @@ impl Containerd {
         }
     }
 
+    /// The container record of `id`, if there is one.
+    pub(crate) async fn container_record(&self, id: &str) -> Result<Option<Container>, Error> {
+        match self
+            .containers()
+            .get(self.request(GetContainerRequest { id: id.into() }, None))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().container),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::rpc(format!("container get {id}"))(s)),
+        }
+    }
+
+    /// The key of container `id`'s writable snapshot.
+    async fn snapshot_key(&self, id: &str) -> Result<String, Error> {
+        self.container_record(id)
+            .await?
+            .map(|c| c.snapshot_key)
+            .ok_or_else(|| Error::Unexpected {
+                op: format!("container {id}"),
+                detail: "no such container".into(),
+            })
+    }
+
     /// Deletes container `id` and its writable snapshot. A missing one is not an error.
     pub(crate) async fn remove_container(&self, id: &str) -> Result<(), Error> {
+        let Some(record) = self.container_record(id).await? else {
+            return Ok(());
+        };
         match self
             .containers()
             .delete(self.request(DeleteContainerRequest { id: id.into() }, None))
@@ -268,6 +303,6 @@ impl Containerd {
             Err(s) if s.code() == tonic::Code::NotFound => {}
             Err(s) => return Err(Error::rpc(format!("container delete {id}"))(s)),
         }
-        self.remove_snapshot(id).await
+        self.remove_snapshot(&record.snapshot_key).await
     }
 }

@@ -14,6 +14,7 @@ pub(crate) struct ImageRecord {
     pub name: String,
     pub media_type: String,
     pub digest: String,
+    pub size: u64,
     pub created: Option<SystemTime>,
 }
 
@@ -65,6 +66,24 @@ impl Containerd {
             }
             Err(s) => Err(Error::rpc(format!("image create {name}"))(s)),
         }
+    }
+
+    /// Points `name` at whatever image `source` points at.
+    pub(crate) async fn tag_image(&self, source: &str, name: &str) -> Result<(), Error> {
+        let record = self
+            .get_image_record(source)
+            .await?
+            .ok_or_else(|| Error::ImageNotFound(source.to_string()))?;
+        let digest = Digest::parse(&record.digest).ok_or_else(|| Error::Unexpected {
+            op: format!("tag {source}"),
+            detail: format!("digest {}", record.digest),
+        })?;
+        let lease = self.create_lease("tag").await?;
+        let put = self
+            .put_image(&lease, name, &record.media_type, &digest, record.size)
+            .await;
+        let _ = self.delete_lease(lease, false).await;
+        put.map(|_| ())
     }
 
     /// Every image record in the namespace.
@@ -120,6 +139,7 @@ fn record(i: Image) -> ImageRecord {
         name: i.name,
         media_type: target.media_type,
         digest: target.digest,
+        size: target.size.max(0) as u64,
         created: to_time(i.created_at),
     }
 }

@@ -8,6 +8,8 @@
 mod backend;
 mod containers;
 mod content;
+mod detach;
+mod exec;
 mod images;
 mod import;
 mod leases;

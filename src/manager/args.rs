@@ -118,6 +118,8 @@ pub struct ContainerArgs {
     pub labels: BTreeMap<String, String>,
     /// `--restart`: the policy the TPC's systemd unit honours.
     pub restart: RestartPolicy,
+    /// `--health-cmd` / `--health-tcp` / `--health-http`: how an upgrade checks the new version.
+    pub health: Option<HealthCheck>,
     /// The trailing command: every word from the first that is not a flag (or after `--`);
     /// replaces the image's command when not empty.
     pub command: Vec<String>,
@@ -154,6 +156,19 @@ pub enum Network {
     Host,
     /// A new network namespace with only loopback.
     None,
+}
+
+/// A health check: what `tpcm upgrade` runs or probes before it keeps a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheck {
+    /// `--health-cmd CMD`: run inside the container with `/bin/sh -c`; healthy when it exits 0
+    /// (docker's flag).
+    Cmd(String),
+    /// `--health-tcp PORT`: healthy when 127.0.0.1:PORT accepts a connection (host network).
+    Tcp(u16),
+    /// `--health-http URL`: healthy when a GET of the http:// URL answers 2xx.
+    Http(String),
 }
 
 /// `--restart`: when the TPC's systemd unit restarts the container. Serialized as docker writes
@@ -412,6 +427,12 @@ struct RawArgs {
     label: Vec<String>,
     #[arg(long = "restart", allow_hyphen_values = true)]
     restart: Option<String>,
+    #[arg(long = "health-cmd", allow_hyphen_values = true)]
+    health_cmd: Option<String>,
+    #[arg(long = "health-tcp", allow_hyphen_values = true)]
+    health_tcp: Option<String>,
+    #[arg(long = "health-http", allow_hyphen_values = true)]
+    health_http: Option<String>,
     /// Everything from the first word that is not a flag (or after `--`).
     #[arg(trailing_var_arg = true, num_args = 1..)]
     command: Vec<String>,
@@ -428,6 +449,16 @@ const REFUSED: &[(&[&str], &str)] = &[
         "a TPC runs without a terminal or standard input",
     ),
     (&["--rm"], "a TPC is kept until tpcm uninstall"),
+    (
+        &[
+            "--health-interval",
+            "--health-timeout",
+            "--health-retries",
+            "--health-start-period",
+            "--no-healthcheck",
+        ],
+        "the health check runs only when tpcm upgrade decides whether to keep a new version",
+    ),
     (&["--name"], "the TPC's name is the argument of tpcm install"),
     (
         &["-p", "--publish", "-P", "--publish-all", "--expose"],
@@ -588,6 +619,28 @@ fn build(raw: RawArgs, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Cont
         Some(r) => r.parse().map_err(|m: String| invalid("--restart", m))?,
     };
 
+    let health = match (raw.health_cmd, raw.health_tcp, raw.health_http) {
+        (None, None, None) => None,
+        (Some(cmd), None, None) if !cmd.trim().is_empty() => Some(HealthCheck::Cmd(cmd)),
+        (Some(_), None, None) => return Err(invalid("--health-cmd", "needs a command")),
+        (None, Some(port), None) => match port.parse::<u16>() {
+            Ok(p) if p > 0 => Some(HealthCheck::Tcp(p)),
+            _ => return Err(invalid("--health-tcp", format!("{port:?} is not a port number"))),
+        },
+        (None, None, Some(url)) if url.starts_with("http://") && url.len() > 7 => {
+            Some(HealthCheck::Http(url))
+        }
+        (None, None, Some(url)) => {
+            return Err(invalid("--health-http", format!("{url:?} is not an http:// URL")));
+        }
+        _ => {
+            return Err(invalid(
+                "--health-cmd",
+                "give one of --health-cmd, --health-tcp and --health-http",
+            ));
+        }
+    };
+
     Ok(ContainerArgs {
         env: dedup_env(env),
         volumes,
@@ -605,6 +658,7 @@ fn build(raw: RawArgs, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Cont
         devices,
         labels,
         restart,
+        health,
         command: raw.command,
     })
 }
@@ -1487,6 +1541,24 @@ mod tests {
     }
 
     #[test]
+    fn health_checks() {
+        assert_eq!(ok("").health, None);
+        assert_eq!(
+            ok("--health-cmd 'test -f /tmp/ok'").health,
+            Some(HealthCheck::Cmd("test -f /tmp/ok".into()))
+        );
+        assert_eq!(ok("--health-tcp 8080").health, Some(HealthCheck::Tcp(8080)));
+        assert_eq!(
+            ok("--health-http http://127.0.0.1:8080/health").health,
+            Some(HealthCheck::Http("http://127.0.0.1:8080/health".into()))
+        );
+        assert!(err("--health-tcp 0").contains("--health-tcp"));
+        assert!(err("--health-http ftp://x").contains("not an http:// URL"));
+        assert!(err("--health-cmd ''").contains("needs a command"));
+        assert!(err("--health-cmd true --health-tcp 80").contains("give one of"));
+    }
+
+    #[test]
     fn restart_policies() {
         for (s, p) in [
             ("no", RestartPolicy::No),
@@ -1606,7 +1678,10 @@ mod tests {
             err("--memroy 1g"),
             "--args: unknown flag --memroy (did you mean --memory?)"
         );
-        assert_eq!(err("--health-cmd true"), "--args: unknown flag --health-cmd");
+        assert_eq!(
+            err("--health-interval 5s"),
+            "--args: unknown flag --health-interval (the health check runs only when tpcm upgrade decides whether to keep a new version)"
+        );
     }
 
     #[test]
@@ -1667,6 +1742,7 @@ mod tests {
             }],
             labels: [("vendor".to_string(), "acme".to_string())].into(),
             restart: RestartPolicy::OnFailure { max_retries: Some(5) },
+            health: None,
             command: strings(&["serve", "--port", "8080"]),
         };
         assert_eq!(a, want);

@@ -3,8 +3,10 @@
 
 pub mod args;
 mod images;
+pub mod journal;
 pub mod store;
 pub mod tpc;
+pub mod upgrade;
 
 pub use images::{ImageSource, Progress, import_image, list_images, remove_image};
 

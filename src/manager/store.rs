@@ -20,6 +20,10 @@ pub struct TpcRecord {
     pub name: String,
     /// Normalized image reference.
     pub image: String,
+    /// The image's manifest digest when it was installed or last upgraded (an upgrade to the same
+    /// digest is a no-op; a rollback re-points a moved tag at it).
+    #[serde(default)]
+    pub digest: Option<String>,
     /// The `--args` string as the operator gave it.
     pub args: String,
     /// The resolved container settings.
@@ -78,6 +82,11 @@ impl Store {
         Store {
             root: root.to_path_buf(),
         }
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn record_path(&self, name: &str) -> PathBuf {
@@ -213,6 +222,7 @@ mod tests {
         TpcRecord {
             name: name.into(),
             image: "docker.io/x/y:1".into(),
+            digest: None,
             args: "-e A=1".into(),
             container: ContainerConfig {
                 id: name.into(),

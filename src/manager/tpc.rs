@@ -44,6 +44,38 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// Parses a TPC's `--args`, refusing volumes over tpcm's own mounts.
+pub(super) fn parse_tpc_args(text: &str) -> Result<ContainerArgs, Error> {
+    let parsed = args::parse_args(text).map_err(|e| Error::Invalid(e.to_string()))?;
+    if let Some(v) = parsed
+        .volumes
+        .iter()
+        .find(|v| v.container == PRIVATE_MOUNT || v.container == SHARED_MOUNT)
+    {
+        return Err(Error::Invalid(format!(
+            "--args: -v {}: {} is tpcm's own mount; choose another path",
+            v.host.display(),
+            v.container
+        )));
+    }
+    Ok(parsed)
+}
+
+/// The share of the host's CPUs a TPC gets without `--cpus` (config file, else 20 %).
+pub(super) fn default_cpu_share(settings: &Settings) -> Result<f64, Error> {
+    Ok(FileConfig::load(&settings.root)
+        .map_err(Error::Invalid)?
+        .default_cpu_share
+        .unwrap_or(DEFAULT_CPU_SHARE))
+}
+
+/// The labels of a TPC's container: `-l` labels plus the TPC marker.
+pub(super) fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = parsed.labels.clone().into_iter().collect();
+    labels.insert(TPC_LABEL.to_string(), name.to_string());
+    labels
+}
+
 /// The host's CPU count, for the default cap.
 fn online_cpus() -> f64 {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64
@@ -51,7 +83,7 @@ fn online_cpus() -> f64 {
 
 /// Turns parsed `--args` into container settings for TPC `name`; `cpu_share` is the default
 /// share of the host's CPUs.
-fn container_config(
+pub(super) fn container_config(
     settings: &Settings,
     store: &Store,
     name: &str,
@@ -116,24 +148,11 @@ pub async fn install<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Result<TpcRecord, Error> {
     validate_name(name)?;
-    let parsed = args::parse_args(args_text).map_err(|e| Error::Invalid(e.to_string()))?;
-    if let Some(v) = parsed
-        .volumes
-        .iter()
-        .find(|v| v.container == PRIVATE_MOUNT || v.container == SHARED_MOUNT)
-    {
-        return Err(Error::Invalid(format!(
-            "--args: -v {}: {} is tpcm's own mount; choose another path",
-            v.host.display(),
-            v.container
-        )));
-    }
-    let cpu_share = FileConfig::load(&settings.root)
-        .map_err(Error::Invalid)?
-        .default_cpu_share
-        .unwrap_or(DEFAULT_CPU_SHARE);
+    let parsed = parse_tpc_args(args_text)?;
+    let cpu_share = default_cpu_share(settings)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
+    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     if store.get(name)?.is_some() {
         return Err(Error::Invalid(format!(
             "TPC {name} is already installed; uninstall it or use upgrade"
@@ -142,8 +161,8 @@ pub async fn install<R: Runtime>(
 
     say(&format!("Installing the TPC-{name} image"));
     let images = super::import_image(runtime, source, None, progress).await?;
-    let image = match images.as_slice() {
-        [one] => one.names[0].clone(),
+    let (image, digest) = match images.as_slice() {
+        [one] => (one.names[0].clone(), one.digest.clone()),
         _ => {
             // Take back what this import made, except names another TPC runs on.
             for name_of_image in images.iter().flat_map(|i| &i.names) {
@@ -183,14 +202,16 @@ pub async fn install<R: Runtime>(
     }
 
     say(&format!("Creating the TPC-{name} container"));
-    let mut labels: HashMap<String, String> = parsed.labels.clone().into_iter().collect();
-    labels.insert(TPC_LABEL.to_string(), name.to_string());
-    if let Err(e) = runtime.create_container(&config, labels).await {
+    if let Err(e) = runtime
+        .create_container(&config, container_labels(name, &parsed))
+        .await
+    {
         return Err(undo_image(e.into()).await);
     }
     let record = TpcRecord {
         name: name.to_string(),
         image,
+        digest: Some(digest),
         args: args_text.to_string(),
         container: config,
         running: true,
@@ -261,14 +282,14 @@ fn remove_unit(settings: &Settings, store: &Store, name: &str) {
 }
 
 /// Whether another TPC than `except` uses `image`.
-fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
+pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
     store
         .list()
         .map(|l| l.iter().any(|r| r.name != except && r.image == image))
         .unwrap_or(true)
 }
 
-fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
+pub(super) fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
     validate_name(name)?;
     store
         .get(name)?
@@ -286,6 +307,7 @@ pub async fn uninstall<R: Runtime>(
 ) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
+    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let record = require(&store, name)?;
     say(&format!("Stopping the TPC-{name} container"));
     runtime.stop_container(name, STOP_GRACE).await?;
@@ -379,6 +401,7 @@ fn process_uptime(pid: u32) -> Option<u64> {
 pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
+    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     match runtime.container_state(name).await? {
         ContainerState::Running { .. } => {}
@@ -399,6 +422,7 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
 pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
+    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     record.running = false;
@@ -418,6 +442,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
     {
         let store = Store::new(&settings.root);
         let _lock = store.lock(name)?;
+        super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         require(&store, name)?;
         runtime.stop_container(name, STOP_GRACE).await?;
     }

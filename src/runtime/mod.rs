@@ -159,6 +159,30 @@ impl ImageSummary {
     }
 }
 
+/// What a command run inside a container did.
+#[derive(Debug, Clone)]
+pub struct ExecResult {
+    /// Its exit code; `None` when it did not finish in time and was killed.
+    pub code: Option<u32>,
+    /// The end of its output (stdout and stderr interleaved).
+    pub output: String,
+}
+
+/// A container taken out of the runtime, with everything needed to bring it back exactly as it
+/// was (its definition and its writable layer, which the runtime keeps until the container is
+/// restored or discarded). Serializable, so a journal can finish the job after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DetachedContainer {
+    /// The container ID.
+    pub id: String,
+    /// The runtime's own record of the container (opaque, hex).
+    pub definition: String,
+    /// The writable layer's name in the runtime.
+    pub layer: String,
+    /// What keeps the layer from being collected.
+    pub hold: String,
+}
+
 /// What a container's main process is doing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
@@ -220,6 +244,44 @@ pub trait Runtime: Send + Sync {
     /// What a container's process is doing.
     fn container_state(&self, id: &str) -> impl Future<Output = Result<ContainerState, Error>> + Send;
 
+    /// Points image name `name` at the image `source` names (creating or moving it).
+    fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Deletes a stopped container and its writable layer; a missing one is fine.
     fn delete_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Whether a container with this ID exists (running or not).
+    fn container_exists(&self, id: &str) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Runs `argv` inside running container `id` with its environment and user, for at most
+    /// `timeout`.
+    fn exec_in_container(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecResult, Error>> + Send;
+
+    /// The name of container `id`'s writable layer, if the container exists.
+    fn container_layer(&self, id: &str) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+
+    /// Records container `id`'s definition and protects its writable layer, so it can be
+    /// detached and later restored exactly; the container itself is untouched.
+    fn hold_container(&self, id: &str) -> impl Future<Output = Result<DetachedContainer, Error>> + Send;
+
+    /// Removes a held, stopped container, keeping its layer. Idempotent.
+    fn detach_container(&self, held: &DetachedContainer) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Brings a held or detached container back exactly as it was (not started) and ends the
+    /// hold; a held container that was never detached simply stays. Idempotent.
+    fn restore_container(
+        &self,
+        detached: &DetachedContainer,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Drops a detached container's writable layer for good. Idempotent.
+    fn discard_detached(
+        &self,
+        detached: &DetachedContainer,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }

@@ -1,0 +1,107 @@
+//! The journal: what an interrupted multi-step operation on a TPC was doing, so the next tpcm
+//! command (or `tpcm boot`) can finish it or take it back. One file per TPC,
+//! `<store>/journal/<name>.json`, written atomically *before* each step acts; every recovery
+//! action is idempotent, so being killed halfway through a recovery is fine too.
+//!
+//! An upgrade is committed once the new record is written and the journal says `Committed`;
+//! before that, recovery rolls back to the old container (its writable layer included).
+
+use super::Error;
+use super::store::{Store, StoreError, TpcRecord, write_atomic};
+use crate::runtime::DetachedContainer;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where an upgrade had got to. Each value means "this step is about to act or has acted".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeStep {
+    /// The old image may be pinned, the new image may be importing.
+    Importing,
+    /// The new image is in; the pre hook may run.
+    Imported,
+    /// The old container's definition and layer are held; it may be stopping.
+    Held,
+    /// The old container may be detached (removed, its layer kept).
+    Detaching,
+    /// The new container may exist and run; hooks and the health gate may run.
+    NewCreated,
+    /// The new record is written: only cleanup of the old version remains.
+    Committed,
+}
+
+/// An upgrade in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeJournal {
+    /// The TPC's record before the upgrade.
+    pub old: TpcRecord,
+    /// A name pinning the old image's manifest while its tag may move (`repo@digest`).
+    pub pin: Option<String>,
+    /// The imported image's name and digest, once known.
+    pub new_image: Option<(String, String)>,
+    /// The old container, once held.
+    pub held: Option<DetachedContainer>,
+    /// The record to write on success.
+    pub new_record: Option<TpcRecord>,
+    /// The last step started.
+    pub step: UpgradeStep,
+}
+
+/// The journal file of TPC `name`.
+fn path(store: &Store, name: &str) -> PathBuf {
+    store.root().join("journal").join(format!("{name}.json"))
+}
+
+/// Records `journal` for TPC `name` (atomically, durably).
+pub fn write(store: &Store, name: &str, journal: &UpgradeJournal) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(journal).expect("a journal serializes");
+    write_atomic(&path(store, name), &bytes)?;
+    Ok(())
+}
+
+/// The journal of TPC `name`, if an operation on it was interrupted.
+pub fn read(store: &Store, name: &str) -> Result<Option<UpgradeJournal>, Error> {
+    let p = path(store, name);
+    match std::fs::read(&p) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("corrupt journal {}: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io { path: p, source }.into()),
+    }
+}
+
+/// Ends the journal of TPC `name` (the operation is complete or taken back).
+pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
+    match std::fs::remove_file(path(store, name)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path(store, name),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// TPC names with a journal.
+pub fn pending(store: &Store) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(store.root().join("journal")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
+/// For crash tests: `TPCM_CRASH_AT=<step>` makes tpcm die (SIGABRT, no cleanup, as `kill -9`
+/// would) when an operation reaches that point. Steps are named in `docs/upgrade.md`.
+pub fn crash_point(step: &str) {
+    if std::env::var("TPCM_CRASH_AT").is_ok_and(|s| s == step) {
+        eprintln!("tpcm: TPCM_CRASH_AT={step}: aborting");
+        std::process::abort();
+    }
+}

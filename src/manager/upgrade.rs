@@ -1,0 +1,549 @@
+//! `tpcm upgrade`: replace a TPC's image, carrying its data across with the pre/post hooks, and
+//! keep the new version only if it stays up and passes its health check; otherwise bring the old
+//! container back exactly as it was, writable layer included. Every step is journaled first
+//! (`journal.rs`), so a crash at any point is finished or rolled back by the next command.
+//!
+//! Sequence (see `docs/upgrade.md`): pin the old image's manifest → import the new image → pre
+//! hook in the old container → hold the old container (definition + writable layer) → stop it →
+//! detach it → create and start the new container → post hook → health gate → commit (write the
+//! record) → discard the old layer, unpin, remove the old image if unused.
+
+use super::journal::{self, UpgradeJournal, UpgradeStep, crash_point};
+use super::store::{Store, TpcRecord};
+use super::tpc::{
+    STOP_GRACE, container_config, container_labels, default_cpu_share, image_in_use, parse_tpc_args, require,
+};
+use super::{Error, ImageSource, Progress};
+use crate::config::Settings;
+use crate::manager::args::HealthCheck;
+use crate::runtime::{ContainerState, Runtime};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Hook scripts, relative to the TPC's data directory (`/tpc` inside the container).
+pub const PRE_HOOK: &str = "hook/pre.sh";
+/// Run in the new container after it started.
+pub const POST_HOOK: &str = "hook/post.sh";
+/// How often the health gate looks at the new container.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// Longest wait for one health probe (command, TCP connect or HTTP GET).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What an upgrade is asked to do.
+pub struct UpgradeRequest<'a> {
+    /// Where the new image comes from.
+    pub source: &'a ImageSource,
+    /// New `--args`; `None` keeps the TPC's.
+    pub args: Option<&'a str>,
+    /// Skip both hooks.
+    pub skip_data: bool,
+    /// How long the new container must stay up (and its health check pass within).
+    pub grace: Duration,
+    /// Longest run of each hook.
+    pub hook_timeout: Duration,
+}
+
+/// How an upgrade ended (failures that were rolled back are errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeOutcome {
+    /// The TPC runs the new image.
+    Upgraded {
+        /// Image before.
+        from: String,
+        /// Image after.
+        to: String,
+    },
+    /// The source holds the image the TPC already runs, with the same settings.
+    AlreadyCurrent {
+        /// Its manifest digest.
+        digest: String,
+    },
+}
+
+/// Upgrades TPC `name`. `say` receives each step and hook output.
+pub async fn upgrade<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    request: &UpgradeRequest<'_>,
+    progress: Arc<dyn Progress>,
+    say: &dyn Fn(&str),
+) -> Result<UpgradeOutcome, Error> {
+    let store = Store::new(&settings.root);
+    let _lock = store.lock(name)?;
+    recover(runtime, settings, &store, name, say).await?;
+    let old = require(&store, name)?;
+    let args_text = request.args.unwrap_or(&old.args).to_string();
+    let parsed = parse_tpc_args(&args_text)?;
+    let cpu_share = default_cpu_share(settings)?;
+
+    let mut j = UpgradeJournal {
+        pin: old.digest.as_ref().map(|d| pin_name(&old.image, d)),
+        old: old.clone(),
+        new_image: None,
+        held: None,
+        new_record: None,
+        step: UpgradeStep::Importing,
+    };
+    journal::write(&store, name, &j)?;
+    // The new image may move the old one's tag: a second name keeps the old manifest (and what
+    // a rollback needs to point the tag back) alive until the upgrade ends.
+    if let Some(pin) = j.pin.clone() {
+        match runtime.tag_image(&old.image, &pin).await {
+            Ok(()) => {}
+            // The old image is already gone (removed by hand): nothing to pin or point back.
+            Err(crate::runtime::Error::ImageNotFound(_)) => {
+                j.pin = None;
+                journal::write(&store, name, &j)?;
+            }
+            Err(e) => {
+                journal::remove(&store, name)?;
+                return Err(e.into());
+            }
+        }
+    }
+    crash_point("upgrade:pinned");
+
+    say(&format!("Downloading and importing the new TPC-{name} image"));
+    let imported = match super::import_image(runtime, request.source, None, progress).await {
+        Ok(images) => images,
+        Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
+    };
+    let (new_image, new_digest) = match imported.as_slice() {
+        [one] => (one.names[0].clone(), one.digest.clone()),
+        _ => {
+            j.new_image = imported.first().map(|i| (i.names[0].clone(), i.digest.clone()));
+            let e = Error::Invalid(format!(
+                "{} holds {} images; a TPC needs exactly one",
+                request.source.describe(),
+                imported.len()
+            ));
+            return Err(abort(runtime, &store, name, &j, e).await);
+        }
+    };
+    j.new_image = Some((new_image.clone(), new_digest.clone()));
+    j.step = UpgradeStep::Imported;
+    journal::write(&store, name, &j)?;
+    crash_point("upgrade:imported");
+
+    if old.digest.as_deref() == Some(new_digest.as_str()) && args_text == old.args {
+        // Nothing to do; the import only re-pointed names at what was already there.
+        finish_abort(runtime, &store, name, &j).await?;
+        return Ok(UpgradeOutcome::AlreadyCurrent { digest: new_digest });
+    }
+
+    let data_dir = settings.data_root.join(name);
+    let old_running = matches!(
+        runtime.container_state(name).await?,
+        ContainerState::Running { .. }
+    );
+    if !request.skip_data && data_dir.join(PRE_HOOK).is_file() {
+        if old_running {
+            say(&format!(
+                "Running /tpc/{PRE_HOOK} in the old TPC-{name} container"
+            ));
+            if let Err(e) = run_hook(runtime, name, PRE_HOOK, request.hook_timeout, say).await {
+                let e = Error::Invalid(format!("{e}; nothing was changed"));
+                return Err(abort(runtime, &store, name, &j, e).await);
+            }
+        } else {
+            say(&format!("TPC-{name} is not running: skipping /tpc/{PRE_HOOK}"));
+        }
+    }
+    crash_point("upgrade:pre-hook");
+
+    say(&format!("Stopping the old TPC-{name} container"));
+    let held = match runtime.hold_container(name).await {
+        Ok(h) => h,
+        Err(e) => return Err(abort(runtime, &store, name, &j, e.into()).await),
+    };
+    j.held = Some(held.clone());
+    j.step = UpgradeStep::Held;
+    journal::write(&store, name, &j)?;
+    crash_point("upgrade:held");
+    if let Err(e) = runtime.stop_container(name, STOP_GRACE).await {
+        return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
+    }
+    crash_point("upgrade:old-stopped");
+    j.step = UpgradeStep::Detaching;
+    journal::write(&store, name, &j)?;
+    if let Err(e) = runtime.detach_container(&held).await {
+        return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
+    }
+    crash_point("upgrade:detached");
+
+    say(&format!("Starting the new TPC-{name} container"));
+    let config = container_config(settings, &store, name, &new_image, &parsed, cpu_share);
+    let new_record = TpcRecord {
+        image: new_image.clone(),
+        digest: Some(new_digest.clone()),
+        args: args_text.clone(),
+        container: config.clone(),
+        running: true,
+        ..old.clone()
+    };
+    j.new_record = Some(new_record.clone());
+    j.step = UpgradeStep::NewCreated;
+    journal::write(&store, name, &j)?;
+    let started = async {
+        runtime
+            .create_container(&config, container_labels(name, &parsed))
+            .await?;
+        crash_point("upgrade:new-created");
+        runtime.start_container(name, &store.log_target(name)).await?;
+        crash_point("upgrade:new-started");
+        Ok::<(), Error>(())
+    }
+    .await;
+    if let Err(e) = started {
+        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
+    }
+    if !request.skip_data && data_dir.join(POST_HOOK).is_file() {
+        say(&format!(
+            "Running /tpc/{POST_HOOK} in the new TPC-{name} container"
+        ));
+        if let Err(e) = run_hook(runtime, name, POST_HOOK, request.hook_timeout, say).await {
+            return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+        }
+    }
+    say(&format!(
+        "Checking that the new TPC-{name} container stays up for {} s{}",
+        request.grace.as_secs_f64(),
+        if parsed.health.is_some() {
+            " and passes its health check"
+        } else {
+            ""
+        }
+    ));
+    if let Err(e) = health_gate(runtime, name, request.grace, parsed.health.as_ref()).await {
+        return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+    }
+    crash_point("upgrade:healthy");
+
+    // The commit point: from here on, recovery finishes the upgrade instead of undoing it.
+    store.put(&new_record)?;
+    j.step = UpgradeStep::Committed;
+    journal::write(&store, name, &j)?;
+    crash_point("upgrade:committed");
+    say(&format!("Removing the old TPC-{name} version"));
+    finish_commit(runtime, &store, name, &j).await?;
+    Ok(UpgradeOutcome::Upgraded {
+        from: old.image,
+        to: new_image,
+    })
+}
+
+/// The name that pins an image's manifest during an upgrade: `<repository>@<digest>`.
+fn pin_name(image: &str, digest: &str) -> String {
+    let repository = image.split_once('@').map_or(image, |(r, _)| r);
+    // Strip a tag (a ':' after the last '/', so a registry port stays).
+    let repository = match repository.rfind(':') {
+        Some(i) if i > repository.rfind('/').unwrap_or(0) => &repository[..i],
+        _ => repository,
+    };
+    format!("{repository}@{digest}")
+}
+
+/// Runs a hook script with `/bin/sh` inside the TPC's running container; its output is shown.
+async fn run_hook<R: Runtime>(
+    runtime: &R,
+    name: &str,
+    hook: &str,
+    timeout: Duration,
+    say: &dyn Fn(&str),
+) -> Result<(), String> {
+    let argv = vec!["/bin/sh".to_string(), format!("/tpc/{hook}")];
+    let result = runtime
+        .exec_in_container(name, &argv, timeout)
+        .await
+        .map_err(|e| format!("/tpc/{hook} could not run: {e}"))?;
+    for line in result.output.lines() {
+        say(&format!("  {hook}: {line}"));
+    }
+    match result.code {
+        Some(0) => Ok(()),
+        Some(code) => Err(format!("/tpc/{hook} failed (exit code {code})")),
+        None => Err(format!(
+            "/tpc/{hook} did not finish within {} s",
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// The new container must keep running for `grace`, and its health check (if any) must pass
+/// before `grace` ends a second time.
+async fn health_gate<R: Runtime>(
+    runtime: &R,
+    name: &str,
+    grace: Duration,
+    check: Option<&HealthCheck>,
+) -> Result<(), String> {
+    let up_until = Instant::now() + grace;
+    loop {
+        match runtime.container_state(name).await.map_err(|e| e.to_string())? {
+            ContainerState::Running { .. } => {}
+            ContainerState::Exited { code } => {
+                return Err(format!("the new version exited with code {code}"));
+            }
+            other => return Err(format!("the new version is not running ({other:?})")),
+        }
+        if Instant::now() >= up_until {
+            break;
+        }
+        tokio::time::sleep(HEALTH_POLL.min(up_until.saturating_duration_since(Instant::now()))).await;
+    }
+    let Some(check) = check else { return Ok(()) };
+    let deadline = Instant::now() + grace;
+    loop {
+        let Err(last) = probe(runtime, name, check).await else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(format!("the new version failed its health check: {last}"));
+        }
+        if let ContainerState::Exited { code } =
+            runtime.container_state(name).await.map_err(|e| e.to_string())?
+        {
+            return Err(format!("the new version exited with code {code}"));
+        }
+        tokio::time::sleep(HEALTH_POLL * 5).await;
+    }
+}
+
+async fn probe<R: Runtime>(runtime: &R, name: &str, check: &HealthCheck) -> Result<(), String> {
+    match check {
+        HealthCheck::Cmd(cmd) => {
+            let argv = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
+            let r = runtime
+                .exec_in_container(name, &argv, PROBE_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.code {
+                Some(0) => Ok(()),
+                Some(c) => Err(format!("`{cmd}` exited with code {c}")),
+                None => Err(format!(
+                    "`{cmd}` did not finish within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        HealthCheck::Tcp(port) => {
+            let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
+            match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("127.0.0.1:{port}: {e}")),
+                Err(_) => Err(format!("127.0.0.1:{port}: no answer")),
+            }
+        }
+        HealthCheck::Http(url) => {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(PROBE_TIMEOUT)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let status = client
+                    .get(&url)
+                    .send()
+                    .map_err(|e| format!("{url}: {e}"))?
+                    .status();
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{url} answered {status}"))
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+    }
+}
+
+/// Ends an upgrade that changed nothing yet (the old container was never touched), returning
+/// `cause` with whatever cleanup could not be done appended.
+async fn abort<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+    cause: Error,
+) -> Error {
+    match finish_abort(runtime, store, name, j).await {
+        Ok(()) => cause,
+        Err(e) => Error::Invalid(format!("{cause} (and cleaning up failed: {e})")),
+    }
+}
+
+/// Takes back the new image and the pin, and ends the journal (idempotent).
+async fn finish_abort<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+) -> Result<(), Error> {
+    if let Some(pin) = &j.pin {
+        // The tag may have moved to the new image: point it back.
+        if let Ok(()) = runtime.tag_image(pin, &j.old.image).await {
+            remove_image_quietly(runtime, pin).await?;
+        }
+    }
+    if let Some((new_image, _)) = &j.new_image
+        && new_image != &j.old.image
+        && !image_in_use(store, new_image, name)
+    {
+        remove_image_quietly(runtime, new_image).await?;
+    }
+    journal::remove(store, name)
+}
+
+/// Brings the old version back after the old container was held (and possibly stopped and
+/// detached): the new container goes, the old one is restored and started again if it was
+/// running. Returns `cause`, saying the old version runs again.
+async fn roll_back<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+    cause: Error,
+    say: &dyn Fn(&str),
+) -> Error {
+    say(&format!("Upgrade failed: {cause}; rolling back"));
+    match restore_old(runtime, settings, store, name, j).await {
+        Ok(()) => Error::Invalid(format!(
+            "upgrade of TPC {name} failed: {cause}; rolled back, the old version is {}",
+            if j.old.running {
+                "running again"
+            } else {
+                "back (stopped, as before)"
+            }
+        )),
+        Err(e) => Error::Invalid(format!(
+            "upgrade of TPC {name} failed: {cause}; ROLLBACK FAILED: {e}; run any tpcm command on {name} to retry it"
+        )),
+    }
+}
+
+/// The rollback itself (idempotent, also run by recovery).
+async fn restore_old<R: Runtime>(
+    runtime: &R,
+    _settings: &Settings,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+) -> Result<(), Error> {
+    if let Some(held) = &j.held {
+        // A container with the TPC's name on another layer is the new one.
+        if let Some(layer) = runtime.container_layer(name).await?
+            && layer != held.layer
+        {
+            runtime.stop_container(name, STOP_GRACE).await?;
+            runtime.delete_container(name).await?;
+        }
+        runtime.restore_container(held).await?;
+    }
+    store.put(&j.old)?;
+    if j.old.running {
+        match runtime.container_state(name).await? {
+            ContainerState::Running { .. } => {}
+            _ => {
+                // Clears an exited or half-created task first.
+                runtime.stop_container(name, STOP_GRACE).await?;
+                runtime.start_container(name, &store.log_target(name)).await?;
+            }
+        }
+    }
+    finish_abort(runtime, store, name, j).await
+}
+
+/// After the commit: drop the old layer, the pin, and the old image if nothing uses it.
+async fn finish_commit<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+) -> Result<(), Error> {
+    if let Some(held) = &j.held {
+        runtime.discard_detached(held).await?;
+    }
+    if let Some(pin) = &j.pin {
+        remove_image_quietly(runtime, pin).await?;
+    }
+    let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
+    if new_image != Some(j.old.image.as_str()) && !image_in_use(store, &j.old.image, name) {
+        remove_image_quietly(runtime, &j.old.image).await?;
+    }
+    journal::remove(store, name)
+}
+
+async fn remove_image_quietly<R: Runtime>(runtime: &R, image: &str) -> Result<(), Error> {
+    match runtime.remove_image(image).await {
+        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Finishes or takes back an interrupted operation on TPC `name` (the caller holds its lock).
+pub async fn recover<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let Some(j) = journal::read(store, name)? else {
+        return Ok(());
+    };
+    match j.step {
+        UpgradeStep::Committed => {
+            say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
+            store.put(j.new_record.as_ref().unwrap_or(&j.old))?;
+            finish_commit(runtime, store, name, &j).await
+        }
+        _ => {
+            say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));
+            restore_old(runtime, settings, store, name, &j).await
+        }
+    }
+}
+
+/// Recovers every TPC with a journal whose lock is free (a busy one is being handled by the
+/// command holding it). Errors are reported per TPC, never stop the others.
+pub async fn recover_all<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    say: &dyn Fn(&str),
+) -> Vec<(String, Error)> {
+    let store = Store::new(&settings.root);
+    let mut failures = Vec::new();
+    for name in journal::pending(&store) {
+        let Ok(_lock) = store.lock(&name) else { continue };
+        if let Err(e) = recover(runtime, settings, &store, &name, say).await {
+            failures.push((name, e));
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_keep_the_repository_and_drop_the_tag() {
+        let d = "sha256:abc";
+        assert_eq!(
+            pin_name("docker.io/library/app:1.0", d),
+            "docker.io/library/app@sha256:abc"
+        );
+        assert_eq!(
+            pin_name("127.0.0.1:5000/app:latest", d),
+            "127.0.0.1:5000/app@sha256:abc"
+        );
+        assert_eq!(
+            pin_name("127.0.0.1:5000/app@sha256:old", d),
+            "127.0.0.1:5000/app@sha256:abc"
+        );
+        assert_eq!(pin_name("127.0.0.1:5000/app", d), "127.0.0.1:5000/app@sha256:abc");
+    }
+}
