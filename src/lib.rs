@@ -8,12 +8,14 @@
 //! * [`containerd`] is that runtime's only backend, and the only module that knows containerd's API;
 //! * [`manager`] holds the operations a front end asks for;
 //! * [`cli`] is the `tpcm` command line, a front end over `manager`;
-//! * [`systemd`] writes the unit text the manager installs for each TPC.
+//! * [`systemd`] writes the unit text the manager installs for each TPC;
+//! * [`crash`] lets the recovery tests kill tpcm at named points.
 
 pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod containerd;
+pub mod crash;
 pub mod manager;
 pub mod runtime;
 pub mod source;

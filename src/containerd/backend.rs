@@ -130,6 +130,10 @@ impl Runtime for Containerd {
         Ok(self.detach(held).await?)
     }
 
+    async fn collect_abandoned(&self) -> Result<usize, runtime::Error> {
+        Ok(Containerd::collect_abandoned(self).await?)
+    }
+
     async fn tag_image(&self, source: &str, name: &str) -> Result<(), runtime::Error> {
         Ok(Containerd::tag_image(self, source, name).await?)
     }

@@ -117,6 +117,7 @@ async fn run_archive(
         .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
     let scanned = scanned?;
     tracing::debug!(elapsed = ?started.elapsed(), bytes = scanned.bytes, "import: archive streamed, layers staged");
+    crate::crash::point("import:staged");
     let mut plans = resolve(&scanned, &sink.facts)?;
     if let Some(tag) = tag {
         if plans.len() != 1 {

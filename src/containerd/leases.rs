@@ -1,7 +1,7 @@
 //! Leases: containerd's guard against garbage collection of objects still being built.
 
 use super::{Containerd, Error};
-use containerd_client::services::v1::{CreateRequest, DeleteRequest};
+use containerd_client::services::v1::{CreateRequest, DeleteRequest, ListRequest};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +43,41 @@ impl Containerd {
             .await
             .map_err(Error::rpc(format!("create lease {id}")))?;
         Ok(Lease { id })
+    }
+
+    /// Deletes the leases of tpcm processes that no longer exist (killed halfway through an
+    /// import or a container creation), synchronously, so what only they protected is collected
+    /// now rather than when their expiry passes. Holds (`tpcm-hold-…`) belong to journals and are
+    /// left alone. Returns how many were deleted.
+    pub async fn collect_abandoned(&self) -> Result<usize, Error> {
+        let leases = self
+            .leases()
+            .list(self.request(ListRequest { filters: vec![] }, None))
+            .await
+            .map_err(Error::rpc("list leases"))?
+            .into_inner()
+            .leases;
+        let mut deleted = 0;
+        for lease in leases {
+            if lease.id.starts_with("tpcm-hold-") {
+                continue;
+            }
+            // tpcm-<purpose>-<pid>-<nanos>, as create_lease names them.
+            let Some(rest) = lease.id.strip_prefix("tpcm-") else {
+                continue;
+            };
+            let mut parts = rest.rsplitn(3, '-');
+            let (_nanos, pid) = (parts.next(), parts.next());
+            let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            self.delete_lease(Lease { id: lease.id }, true).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
     }
 
     /// Deletes a lease. With `sync`, containerd collects what only the lease kept alive before

@@ -3,8 +3,10 @@
 //! `<store>/journal/<name>.json`, written atomically *before* each step acts; every recovery
 //! action is idempotent, so being killed halfway through a recovery is fine too.
 //!
-//! An upgrade is committed once the new record is written and the journal says `Committed`;
-//! before that, recovery rolls back to the old container (its writable layer included).
+//! - An install that did not finish is taken back (nothing of it stays).
+//! - An uninstall that started is finished.
+//! - An upgrade is committed once the new record is written and the journal says `Committed`;
+//!   before that, recovery rolls back to the old container (its writable layer included).
 
 use super::Error;
 use super::store::{Store, StoreError, TpcRecord, write_atomic};
@@ -47,20 +49,60 @@ pub struct UpgradeJournal {
     pub step: UpgradeStep,
 }
 
+/// An install in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstallJournal {
+    /// The imported image, once known.
+    pub image: Option<String>,
+}
+
+/// An uninstall in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UninstallJournal {
+    /// The record of the TPC being removed.
+    pub record: TpcRecord,
+    /// Whether its data directory goes too.
+    pub clean_data: bool,
+}
+
+/// A journal as written (borrowing the operation's state).
+#[derive(Debug, Serialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Entry<'a> {
+    /// See [`InstallJournal`].
+    Install(&'a InstallJournal),
+    /// See [`UpgradeJournal`].
+    Upgrade(&'a UpgradeJournal),
+    /// See [`UninstallJournal`].
+    Uninstall(&'a UninstallJournal),
+}
+
+/// A journal as read back.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Journal {
+    /// See [`InstallJournal`].
+    Install(InstallJournal),
+    /// See [`UpgradeJournal`].
+    Upgrade(Box<UpgradeJournal>),
+    /// See [`UninstallJournal`].
+    Uninstall(Box<UninstallJournal>),
+}
+
 /// The journal file of TPC `name`.
 fn path(store: &Store, name: &str) -> PathBuf {
     store.root().join("journal").join(format!("{name}.json"))
 }
 
 /// Records `journal` for TPC `name` (atomically, durably).
-pub fn write(store: &Store, name: &str, journal: &UpgradeJournal) -> Result<(), Error> {
-    let bytes = serde_json::to_vec_pretty(journal).expect("a journal serializes");
+pub fn write(store: &Store, name: &str, journal: Entry<'_>) -> Result<(), Error> {
+    let bytes = serde_json::to_vec_pretty(&journal).expect("a journal serializes");
     write_atomic(&path(store, name), &bytes)?;
     Ok(())
 }
 
 /// The journal of TPC `name`, if an operation on it was interrupted.
-pub fn read(store: &Store, name: &str) -> Result<Option<UpgradeJournal>, Error> {
+pub fn read(store: &Store, name: &str) -> Result<Option<Journal>, Error> {
     let p = path(store, name);
     match std::fs::read(&p) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -97,11 +139,4 @@ pub fn pending(store: &Store) -> Vec<String> {
     names
 }
 
-/// For crash tests: `TPCM_CRASH_AT=<step>` makes tpcm die (SIGABRT, no cleanup, as `kill -9`
-/// would) when an operation reaches that point. Steps are named in `docs/upgrade.md`.
-pub fn crash_point(step: &str) {
-    if std::env::var("TPCM_CRASH_AT").is_ok_and(|s| s == step) {
-        eprintln!("tpcm: TPCM_CRASH_AT={step}: aborting");
-        std::process::abort();
-    }
-}
+pub use crate::crash::point as crash_point;

@@ -4,6 +4,7 @@
 pub mod args;
 mod images;
 pub mod journal;
+pub mod recovery;
 pub mod store;
 pub mod tpc;
 pub mod upgrade;

@@ -5,6 +5,7 @@
 //! install leaves no image, container, snapshot, record or file behind.
 
 use super::args::{self, ContainerArgs, Network};
+use super::journal::{self, Entry, InstallJournal, UninstallJournal, crash_point};
 use super::store::{Store, TpcRecord};
 use super::{Error, ImageSource, Progress};
 use crate::config::{FileConfig, Settings};
@@ -152,97 +153,147 @@ pub async fn install<R: Runtime>(
     let cpu_share = default_cpu_share(settings)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
-    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+    super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     if store.get(name)?.is_some() {
         return Err(Error::Invalid(format!(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
 
-    say(&format!("Installing the TPC-{name} image"));
-    let images = super::import_image(runtime, source, None, progress).await?;
-    let (image, digest) = match images.as_slice() {
-        [one] => (one.names[0].clone(), one.digest.clone()),
-        _ => {
-            // Take back what this import made, except names another TPC runs on.
-            for name_of_image in images.iter().flat_map(|i| &i.names) {
-                if !image_in_use(&store, name_of_image, name) {
-                    let _ = runtime.remove_image(name_of_image).await;
+    let mut j = InstallJournal { image: None };
+    journal::write(&store, name, Entry::Install(&j))?;
+    crash_point("install:journaled");
+    let steps = InstallSteps {
+        settings,
+        store: &store,
+        name,
+        args_text,
+        parsed: &parsed,
+        cpu_share,
+    };
+    match steps.run(runtime, source, progress, say, &mut j).await {
+        Ok(record) => {
+            journal::remove(&store, name)?;
+            Ok(record)
+        }
+        Err(e) => match undo_install(runtime, settings, &store, name, &j).await {
+            Ok(()) => Err(e),
+            Err(u) => Err(Error::Invalid(format!(
+                "{e} (and taking the install back failed: {u})"
+            ))),
+        },
+    }
+}
+
+/// What an install works with once its input is checked.
+struct InstallSteps<'a> {
+    settings: &'a Settings,
+    store: &'a Store,
+    name: &'a str,
+    args_text: &'a str,
+    parsed: &'a ContainerArgs,
+    cpu_share: f64,
+}
+
+impl InstallSteps<'_> {
+    /// Import, create, record, unit, start; `j` learns the image as soon as it exists. On error
+    /// the caller takes back whatever was made ([`undo_install`]).
+    async fn run<R: Runtime>(
+        &self,
+        runtime: &R,
+        source: &ImageSource,
+        progress: Arc<dyn Progress>,
+        say: &dyn Fn(&str),
+        j: &mut InstallJournal,
+    ) -> Result<TpcRecord, Error> {
+        let (settings, store, name) = (self.settings, self.store, self.name);
+        say(&format!("Installing the TPC-{name} image"));
+        let images = super::import_image(runtime, source, None, progress).await?;
+        let (image, digest) = match images.as_slice() {
+            [one] => (one.names[0].clone(), one.digest.clone()),
+            _ => {
+                // Take back what this import made, except names another TPC runs on.
+                for name_of_image in images.iter().flat_map(|i| &i.names) {
+                    if !image_in_use(store, name_of_image, name) {
+                        let _ = runtime.remove_image(name_of_image).await;
+                    }
                 }
+                return Err(Error::Invalid(format!(
+                    "{} holds {} images; a TPC needs an archive with exactly one",
+                    source.describe(),
+                    images.len()
+                )));
             }
-            return Err(Error::Invalid(format!(
-                "{} holds {} images; a TPC needs an archive with exactly one",
-                source.describe(),
-                images.len()
-            )));
-        }
-    };
-    let config = container_config(settings, &store, name, &image, &parsed, cpu_share);
-    let image_ref = image.clone();
-    let undo_image = |e: Error| async {
-        if !image_in_use(&store, &image_ref, name) {
-            let _ = runtime.remove_image(&image_ref).await;
-        }
-        e
-    };
-    let data_dir = settings.data_root.join(name);
-    let log_dir = store
-        .log_target(name)
-        .file
-        .parent()
-        .expect("logs live in a directory")
-        .to_path_buf();
-    let dirs = [data_dir.as_path(), &store.shared_dir(), &log_dir]
-        .iter()
-        .try_for_each(|d| {
-            std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))
-        });
-    if let Err(e) = dirs {
-        return Err(undo_image(Error::Invalid(e)).await);
-    }
+        };
+        j.image = Some(image.clone());
+        journal::write(store, name, Entry::Install(j))?;
+        crash_point("install:imported");
 
-    say(&format!("Creating the TPC-{name} container"));
-    if let Err(e) = runtime
-        .create_container(&config, container_labels(name, &parsed))
-        .await
+        let config = container_config(settings, store, name, &image, self.parsed, self.cpu_share);
+        let data_dir = settings.data_root.join(name);
+        let log_dir = store
+            .log_target(name)
+            .file
+            .parent()
+            .expect("logs live in a directory")
+            .to_path_buf();
+        for d in [data_dir.as_path(), &store.shared_dir(), &log_dir] {
+            std::fs::create_dir_all(d)
+                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", d.display())))?;
+        }
+
+        say(&format!("Creating the TPC-{name} container"));
+        runtime
+            .create_container(&config, container_labels(name, self.parsed))
+            .await?;
+        crash_point("install:created");
+        let record = TpcRecord {
+            name: name.to_string(),
+            image,
+            digest: Some(digest),
+            args: self.args_text.to_string(),
+            container: config,
+            running: true,
+            installed: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        store.put(&record)?;
+        crash_point("install:recorded");
+
+        say(&format!("Installing the TPC-{name} systemd unit"));
+        install_unit(settings, store, name)?;
+        crash_point("install:unit");
+        say(&format!("Starting the TPC-{name} container"));
+        runtime.start_container(name, &store.log_target(name)).await?;
+        crash_point("install:started");
+        Ok(record)
+    }
+}
+
+/// Takes back an install that did not finish: container, unit, record, journal, and the image
+/// unless another TPC uses it. Idempotent (recovery runs it after a crash).
+pub(super) async fn undo_install<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    j: &InstallJournal,
+) -> Result<(), Error> {
+    runtime.stop_container(name, STOP_GRACE).await?;
+    runtime.delete_container(name).await?;
+    remove_unit(settings, store, name);
+    store.remove(name)?;
+    if let Some(image) = &j.image
+        && !image_in_use(store, image, name)
     {
-        return Err(undo_image(e.into()).await);
-    }
-    let record = TpcRecord {
-        name: name.to_string(),
-        image,
-        digest: Some(digest),
-        args: args_text.to_string(),
-        container: config,
-        running: true,
-        installed: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    if let Err(e) = store.put(&record) {
-        let _ = runtime.delete_container(name).await;
-        return Err(undo_image(e.into()).await);
-    }
-
-    say(&format!("Installing the TPC-{name} systemd unit"));
-    let started = match install_unit(settings, &store, name) {
-        Ok(()) => {
-            say(&format!("Starting the TPC-{name} container"));
-            runtime
-                .start_container(name, &store.log_target(name))
-                .await
-                .map_err(Error::from)
+        match runtime.remove_image(image).await {
+            Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = started {
-        remove_unit(settings, &store, name);
-        let _ = runtime.delete_container(name).await;
-        let _ = store.remove(name);
-        return Err(undo_image(e).await);
     }
-    Ok(record)
+    journal::remove(store, name)
 }
 
 /// Writes the TPC's unit into the store and the systemd unit directory. The store's copy is what
@@ -307,33 +358,49 @@ pub async fn uninstall<R: Runtime>(
 ) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
-    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+    super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let record = require(&store, name)?;
+    let j = UninstallJournal { record, clean_data };
+    journal::write(&store, name, Entry::Uninstall(&j))?;
+    finish_uninstall(runtime, settings, &store, name, &j, say).await
+}
+
+/// The steps of an uninstall; idempotent, so recovery finishes one that was interrupted.
+pub(super) async fn finish_uninstall<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    j: &UninstallJournal,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
     say(&format!("Stopping the TPC-{name} container"));
     runtime.stop_container(name, STOP_GRACE).await?;
+    crash_point("uninstall:stopped");
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
-    remove_unit(settings, &store, name);
-    if !image_in_use(&store, &record.image, name) {
+    crash_point("uninstall:deleted");
+    remove_unit(settings, store, name);
+    if !image_in_use(store, &j.record.image, name) {
         say(&format!("Removing the TPC-{name} image"));
-        match runtime.remove_image(&record.image).await {
+        match runtime.remove_image(&j.record.image).await {
             Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
     }
+    crash_point("uninstall:image-removed");
     for f in store.log_target(name).files_oldest_first() {
         let _ = std::fs::remove_file(f);
     }
-    if clean_data {
+    if j.clean_data {
         let dir = settings.data_root.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
         }
     }
-    // Last: while the record exists a failed uninstall can be run again to finish the job.
     store.remove(name)?;
-    Ok(())
+    journal::remove(store, name)
 }
 
 /// A TPC as `tpcm list` shows it.
@@ -401,7 +468,7 @@ fn process_uptime(pid: u32) -> Option<u64> {
 pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
-    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+    super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     match runtime.container_state(name).await? {
         ContainerState::Running { .. } => {}
@@ -422,7 +489,7 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
 pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
-    super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+    super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     record.running = false;
@@ -442,7 +509,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
     {
         let store = Store::new(&settings.root);
         let _lock = store.lock(name)?;
-        super::upgrade::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+        super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         require(&store, name)?;
         runtime.stop_container(name, STOP_GRACE).await?;
     }

@@ -8,7 +8,7 @@
 //! detach it → create and start the new container → post hook → health gate → commit (write the
 //! record) → discard the old layer, unpin, remove the old image if unused.
 
-use super::journal::{self, UpgradeJournal, UpgradeStep, crash_point};
+use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::store::{Store, TpcRecord};
 use super::tpc::{
     STOP_GRACE, container_config, container_labels, default_cpu_share, image_in_use, parse_tpc_args, require,
@@ -71,7 +71,7 @@ pub async fn upgrade<R: Runtime>(
 ) -> Result<UpgradeOutcome, Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
-    recover(runtime, settings, &store, name, say).await?;
+    super::recovery::recover(runtime, settings, &store, name, say).await?;
     let old = require(&store, name)?;
     let args_text = request.args.unwrap_or(&old.args).to_string();
     let parsed = parse_tpc_args(&args_text)?;
@@ -85,7 +85,7 @@ pub async fn upgrade<R: Runtime>(
         new_record: None,
         step: UpgradeStep::Importing,
     };
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     // The new image may move the old one's tag: a second name keeps the old manifest (and what
     // a rollback needs to point the tag back) alive until the upgrade ends.
     if let Some(pin) = j.pin.clone() {
@@ -94,7 +94,7 @@ pub async fn upgrade<R: Runtime>(
             // The old image is already gone (removed by hand): nothing to pin or point back.
             Err(crate::runtime::Error::ImageNotFound(_)) => {
                 j.pin = None;
-                journal::write(&store, name, &j)?;
+                journal::write(&store, name, Entry::Upgrade(&j))?;
             }
             Err(e) => {
                 journal::remove(&store, name)?;
@@ -123,7 +123,7 @@ pub async fn upgrade<R: Runtime>(
     };
     j.new_image = Some((new_image.clone(), new_digest.clone()));
     j.step = UpgradeStep::Imported;
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:imported");
 
     if old.digest.as_deref() == Some(new_digest.as_str()) && args_text == old.args {
@@ -159,14 +159,14 @@ pub async fn upgrade<R: Runtime>(
     };
     j.held = Some(held.clone());
     j.step = UpgradeStep::Held;
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:held");
     if let Err(e) = runtime.stop_container(name, STOP_GRACE).await {
         return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
     }
     crash_point("upgrade:old-stopped");
     j.step = UpgradeStep::Detaching;
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     if let Err(e) = runtime.detach_container(&held).await {
         return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
     }
@@ -184,7 +184,7 @@ pub async fn upgrade<R: Runtime>(
     };
     j.new_record = Some(new_record.clone());
     j.step = UpgradeStep::NewCreated;
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     let started = async {
         runtime
             .create_container(&config, container_labels(name, &parsed))
@@ -223,7 +223,7 @@ pub async fn upgrade<R: Runtime>(
     // The commit point: from here on, recovery finishes the upgrade instead of undoing it.
     store.put(&new_record)?;
     j.step = UpgradeStep::Committed;
-    journal::write(&store, name, &j)?;
+    journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:committed");
     say(&format!("Removing the old TPC-{name} version"));
     finish_commit(runtime, &store, name, &j).await?;
@@ -483,46 +483,23 @@ async fn remove_image_quietly<R: Runtime>(runtime: &R, image: &str) -> Result<()
     }
 }
 
-/// Finishes or takes back an interrupted operation on TPC `name` (the caller holds its lock).
-pub async fn recover<R: Runtime>(
+/// Finishes (after the commit) or rolls back (before it) an interrupted upgrade of TPC `name`.
+pub(super) async fn recover_upgrade<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     store: &Store,
     name: &str,
+    j: &UpgradeJournal,
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
-    let Some(j) = journal::read(store, name)? else {
-        return Ok(());
-    };
-    match j.step {
-        UpgradeStep::Committed => {
-            say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
-            store.put(j.new_record.as_ref().unwrap_or(&j.old))?;
-            finish_commit(runtime, store, name, &j).await
-        }
-        _ => {
-            say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));
-            restore_old(runtime, settings, store, name, &j).await
-        }
+    if j.step == UpgradeStep::Committed {
+        say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
+        store.put(j.new_record.as_ref().unwrap_or(&j.old))?;
+        finish_commit(runtime, store, name, j).await
+    } else {
+        say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));
+        restore_old(runtime, settings, store, name, j).await
     }
-}
-
-/// Recovers every TPC with a journal whose lock is free (a busy one is being handled by the
-/// command holding it). Errors are reported per TPC, never stop the others.
-pub async fn recover_all<R: Runtime>(
-    runtime: &R,
-    settings: &Settings,
-    say: &dyn Fn(&str),
-) -> Vec<(String, Error)> {
-    let store = Store::new(&settings.root);
-    let mut failures = Vec::new();
-    for name in journal::pending(&store) {
-        let Ok(_lock) = store.lock(&name) else { continue };
-        if let Err(e) = recover(runtime, settings, &store, &name, say).await {
-            failures.push((name, e));
-        }
-    }
-    failures
 }
 
 #[cfg(test)]

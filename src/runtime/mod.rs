@@ -244,6 +244,10 @@ pub trait Runtime: Send + Sync {
     /// What a container's process is doing.
     fn container_state(&self, id: &str) -> impl Future<Output = Result<ContainerState, Error>> + Send;
 
+    /// Frees what operations of tpcm processes that died halfway were building (half-imported
+    /// content and snapshots); returns how many operations were cleaned up.
+    fn collect_abandoned(&self) -> impl Future<Output = Result<usize, Error>> + Send;
+
     /// Points image name `name` at the image `source` names (creating or moving it).
     fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
