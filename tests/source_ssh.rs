@@ -196,6 +196,31 @@ fn scp_import_with_a_key() {
     // What scp delivered is what was published: the importer checked every digest, and the
     // content store holds the archive's layer.
     assert!(cd.images().contains(&builder::FIXTURE_REF.to_string()));
+
+    // Without --identity and --password, the user's default key is tried (here over sftp).
+    let home = home(&cd);
+    std::fs::copy(&key, PathBuf::from(&home).join(".ssh/id_ed25519")).unwrap();
+    let out = tpcm(
+        &cd,
+        &[
+            "image",
+            "import",
+            "--protocol",
+            "sftp",
+            "--server",
+            &server.server(),
+            "--username",
+            USER,
+            remote.to_str().unwrap(),
+            "--tag",
+            "by-default-key:1",
+        ],
+    );
+    assert_ok(&out);
+    assert!(
+        cd.images()
+            .contains(&"docker.io/library/by-default-key:1".to_string())
+    );
 }
 
 #[test]

@@ -321,3 +321,64 @@ fn a_crash_at_any_step_is_finished_or_rolled_back_by_the_next_command() {
         );
     }
 }
+
+#[test]
+fn http_and_tcp_probes_decide_like_the_health_command() {
+    let cd = Containerd::start();
+    install(&cd, "1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v2 = app_archive(cd.dir(), "2");
+    // The new version serves http on the host network (TPCs share it).
+    let web = format!(
+        "--health-http http://127.0.0.1:{port}/index.html -- /bin/sh -c 'mkdir -p /www; echo ok > /www/index.html; \
+         cat /etc/version > /tpc/version; exec /bin/busybox httpd -f -p 127.0.0.1:{port} -h /www'"
+    );
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "app",
+            v2.to_str().unwrap(),
+            "--args",
+            &web,
+            "--grace",
+            "1",
+            "-y",
+        ],
+    ));
+    assert_clean_on(&cd, "2");
+
+    // A TCP probe of a port nothing listens on fails: back to the web server.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let v3 = app_archive(cd.dir(), "3");
+    let args = format!("--health-tcp {silent} {SERVICE}");
+    let err = assert_fails(&tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "app",
+            v3.to_str().unwrap(),
+            "--args",
+            &args,
+            "--grace",
+            "1",
+            "-y",
+        ],
+    ));
+    assert!(
+        err.contains(&format!("127.0.0.1:{silent}")) && err.contains("rolled back"),
+        "{err}"
+    );
+    common::wait_until(Duration::from_secs(30), "the web server to be back", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert_clean_on(&cd, "2");
+}

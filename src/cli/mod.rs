@@ -68,6 +68,9 @@ enum Command {
     },
     /// Show a TPC's output (stdout and stderr, oldest first, across rotated files).
     Logs(tpc::Logs),
+    /// After a reboot (the boot unit runs this): finish or roll back interrupted operations, then
+    /// start every TPC that was running.
+    Boot,
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -139,6 +142,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Stop { name } => tpc::stop(&name, &settings).await,
         Command::Restart { name } => tpc::restart(&name, &settings).await,
         Command::Logs(cmd) => tpc::logs(cmd, &settings),
+        Command::Boot => tpc::boot(&settings).await,
         Command::Image(cmd) => images::run(cmd, &settings).await,
     }
 }

@@ -177,6 +177,40 @@ pub(super) async fn upgrade(cmd: Upgrade, settings: &Settings) -> Result<(), Str
     Ok(())
 }
 
+pub(super) async fn boot(settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    let report = crate::manager::boot::boot(&cd, settings, &say)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (name, why) in &report.recovery_failures {
+        println!("TPC-{name}: recovering an interrupted operation failed: {why}");
+    }
+    for name in &report.started {
+        println!("TPC-{name}: running");
+    }
+    for name in &report.stopped {
+        println!("TPC-{name}: stopped by the operator; left stopped");
+    }
+    for (name, why) in &report.failed {
+        println!("TPC-{name}: FAILED to start: {why}");
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = report
+            .recovery_failures
+            .iter()
+            .chain(&report.failed)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        Err(format!(
+            "boot: {} TPC(s) need attention: {}",
+            failed.len(),
+            failed.join(", ")
+        ))
+    }
+}
+
 pub(super) async fn uninstall(cmd: Uninstall, settings: &Settings) -> Result<(), String> {
     tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
     confirm(&format!("Uninstall TPC {}?", cmd.name), cmd.yes)?;

@@ -2,6 +2,7 @@
 //! [`crate::runtime::Runtime`], and to the outside world only through [`crate::source`].
 
 pub mod args;
+pub mod boot;
 mod images;
 pub mod journal;
 pub mod recovery;

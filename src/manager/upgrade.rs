@@ -338,6 +338,7 @@ async fn probe<R: Runtime>(runtime: &R, name: &str, check: &HealthCheck) -> Resu
         HealthCheck::Http(url) => {
             let url = url.clone();
             tokio::task::spawn_blocking(move || {
+                crate::source::install_tls_provider();
                 let client = reqwest::blocking::Client::builder()
                     .timeout(PROBE_TIMEOUT)
                     .build()

@@ -24,8 +24,7 @@ fn error(url: &str, reason: impl std::fmt::Display) -> Error {
 /// Waits are bounded by `timeouts` (the blocking client applies the idle timeout to each read,
 /// not to the whole transfer).
 pub fn open_http(url: &str, timeouts: &Timeouts) -> Result<Source, Error> {
-    // rustls needs a crypto provider; installing it twice is harmless (the second is refused).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::install_tls_provider();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.idle)

@@ -112,6 +112,13 @@ impl<R: Read> Read for Interruptible<R> {
     }
 }
 
+/// Makes rustls usable: reqwest is built without a default crypto provider (to keep aws-lc out
+/// of the binary), so every HTTP client tpcm builds needs ring installed first. Idempotent.
+pub fn install_tls_provider() {
+    // A second install is refused, harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Every reason in an error's chain, on one line (HTTP clients nest the useful part).
 fn reasons(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

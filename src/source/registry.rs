@@ -67,8 +67,7 @@ pub struct Pull {
 /// Fetches the documents of `request.reference` and prepares its layers for streaming. Layer
 /// bytes are counted into `progress` as they arrive.
 pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pull, Error> {
-    // rustls needs a crypto provider; installing it twice is harmless (the second is refused).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::install_tls_provider();
     let reference = parse_reference(&request.reference)?;
     let fail = |reason: String| Error::Registry {
         reference: reference.whole(),

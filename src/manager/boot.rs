@@ -1,0 +1,60 @@
+//! `tpcm boot`, what the boot unit runs after every reboot: finish or roll back interrupted
+//! operations (the journal), then start every TPC whose last intended state is running, all at
+//! once; one broken TPC does not hold up or stop the others. A TPC the operator stopped stays
+//! stopped. (Restoring TPCs migrated across a SONiC image upgrade and reinstalling unit files
+//! join this sequence with the migration work.)
+
+use super::store::Store;
+use super::{Error, recovery, tpc};
+use crate::config::Settings;
+use crate::runtime::Runtime;
+
+/// What boot did, per TPC.
+#[derive(Debug, Default)]
+pub struct BootReport {
+    /// Interrupted operations that could not be recovered, with why.
+    pub recovery_failures: Vec<(String, String)>,
+    /// TPCs started (or found running).
+    pub started: Vec<String>,
+    /// TPCs left stopped because the operator stopped them.
+    pub stopped: Vec<String>,
+    /// TPCs that should run but could not be started, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+impl BootReport {
+    /// Whether everything that should run runs.
+    pub fn ok(&self) -> bool {
+        self.recovery_failures.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// Recovers, then starts every TPC that should run, concurrently.
+pub async fn boot<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    say: &dyn Fn(&str),
+) -> Result<BootReport, Error> {
+    let mut report = BootReport {
+        recovery_failures: recovery::recover_all(runtime, settings, say)
+            .await
+            .into_iter()
+            .map(|(name, e)| (name, e.to_string()))
+            .collect(),
+        ..BootReport::default()
+    };
+    let records = Store::new(&settings.root).list()?;
+    let (to_start, stopped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.running);
+    report.stopped = stopped.into_iter().map(|r| r.name).collect();
+    let starts = to_start.iter().map(|r| async move {
+        let result = tpc::start(runtime, settings, &r.name).await;
+        (r.name.clone(), result)
+    });
+    for (name, result) in futures_util::future::join_all(starts).await {
+        match result {
+            Ok(()) => report.started.push(name),
+            Err(e) => report.failed.push((name, e.to_string())),
+        }
+    }
+    Ok(report)
+}
