@@ -71,6 +71,20 @@ enum Command {
     /// After a reboot (the boot unit runs this): finish or roll back interrupted operations, then
     /// start every TPC that was running.
     Boot,
+    /// The main process of the TPC's systemd unit: start the container (unless the operator
+    /// stopped the TPC) and wait for it, exiting with its exit code.
+    #[command(name = "unit-run")]
+    UnitRun {
+        /// TPC name.
+        name: String,
+    },
+    /// The stop command of the TPC's systemd unit (also run at shutdown): stop the container
+    /// without recording that the operator stopped it.
+    #[command(name = "unit-stop")]
+    UnitStop {
+        /// TPC name.
+        name: String,
+    },
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -143,6 +157,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Restart { name } => tpc::restart(&name, &settings).await,
         Command::Logs(cmd) => tpc::logs(cmd, &settings),
         Command::Boot => tpc::boot(&settings).await,
+        Command::UnitRun { name } => tpc::unit_run(&name, &settings).await,
+        Command::UnitStop { name } => tpc::unit_stop(&name, &settings).await,
         Command::Image(cmd) => images::run(cmd, &settings).await,
     }
 }

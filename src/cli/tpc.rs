@@ -177,6 +177,31 @@ pub(super) async fn upgrade(cmd: Upgrade, settings: &Settings) -> Result<(), Str
     Ok(())
 }
 
+pub(super) async fn unit_run(name: &str, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    match tpc::unit_run(&cd, settings, name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        None => {
+            println!("TPC {name} was stopped by the operator; not starting it");
+            std::process::exit(crate::systemd::EXIT_LEFT_STOPPED.into());
+        }
+        Some(code) => {
+            println!("TPC {name} exited with code {code}");
+            // The unit's exit status is the container's, so Restart=on-failure sees failures.
+            std::process::exit(code.min(255) as i32);
+        }
+    }
+}
+
+pub(super) async fn unit_stop(name: &str, settings: &Settings) -> Result<(), String> {
+    let cd = super::connect(settings).await?;
+    tpc::unit_stop(&cd, settings, name)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 pub(super) async fn boot(settings: &Settings) -> Result<(), String> {
     let cd = super::connect(settings).await?;
     let report = crate::manager::boot::boot(&cd, settings, &say)

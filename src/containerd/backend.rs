@@ -97,6 +97,10 @@ impl Runtime for Containerd {
         Ok(self.stop_task(id, grace).await?)
     }
 
+    async fn wait_container(&self, id: &str) -> Result<u32, runtime::Error> {
+        Ok(self.wait_task(id).await?)
+    }
+
     async fn container_state(&self, id: &str) -> Result<ContainerState, runtime::Error> {
         Ok(self.task_state(id).await?)
     }

@@ -234,6 +234,21 @@ impl Containerd {
         self.delete_task(id).await
     }
 
+    /// Waits for container `id`'s task to exit and returns its exit status.
+    pub(crate) async fn wait_task(&self, id: &str) -> Result<u32, Error> {
+        let req = WaitRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        Ok(self
+            .tasks()
+            .wait(self.request(req, None))
+            .await
+            .map_err(Error::rpc(format!("task wait {id}")))?
+            .into_inner()
+            .exit_status)
+    }
+
     async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
         let req = KillRequest {
             container_id: id.into(),

@@ -43,7 +43,28 @@ pub async fn boot<R: Runtime>(
             .collect(),
         ..BootReport::default()
     };
-    let records = Store::new(&settings.root).list()?;
+    let store = Store::new(&settings.root);
+    let records = store.list()?;
+    // A new SONiC image comes with an empty unit directory: the store keeps every unit.
+    let mut reinstalled = false;
+    for r in &records {
+        let installed = settings.systemd_dir.join(crate::systemd::unit_name(&r.name));
+        let kept = store.unit_path(&r.name);
+        if !installed.exists() && kept.exists() {
+            std::fs::create_dir_all(&settings.systemd_dir)
+                .and_then(|()| std::fs::copy(&kept, &installed).map(|_| ()))
+                .map_err(|e| Error::Invalid(format!("cannot reinstall {}: {e}", installed.display())))?;
+            say(&format!("Reinstalled {}", installed.display()));
+            reinstalled = true;
+        }
+    }
+    if reinstalled && crate::systemd::systemd_is_running() {
+        crate::systemd::systemctl(&["daemon-reload"]).map_err(Error::Invalid)?;
+        for r in &records {
+            crate::systemd::systemctl(&["enable", &crate::systemd::unit_name(&r.name)])
+                .map_err(Error::Invalid)?;
+        }
+    }
     let (to_start, stopped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.running);
     report.stopped = stopped.into_iter().map(|r| r.name).collect();
     let starts = to_start.iter().map(|r| async move {

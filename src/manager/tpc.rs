@@ -263,11 +263,12 @@ impl InstallSteps<'_> {
         crash_point("install:recorded");
 
         say(&format!("Installing the TPC-{name} systemd unit"));
-        install_unit(settings, store, name)?;
+        install_unit(settings, store, name, self.parsed.restart)?;
         crash_point("install:unit");
         say(&format!("Starting the TPC-{name} container"));
         runtime.start_container(name, &store.log_target(name)).await?;
         crash_point("install:started");
+        systemd::unit_started(name).map_err(Error::Invalid)?;
         Ok(record)
     }
 }
@@ -298,7 +299,12 @@ pub(super) async fn undo_install<R: Runtime>(
 
 /// Writes the TPC's unit into the store and the systemd unit directory. The store's copy is what
 /// a new SONiC image reinstalls from; the unit directory's is what systemd reads.
-fn install_unit(settings: &Settings, store: &Store, name: &str) -> Result<(), Error> {
+pub(super) fn install_unit(
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    restart: args::RestartPolicy,
+) -> Result<(), Error> {
     let exe =
         std::env::current_exe().map_err(|e| Error::Invalid(format!("cannot locate the tpcm binary: {e}")))?;
     let env = [
@@ -308,7 +314,7 @@ fn install_unit(settings: &Settings, store: &Store, name: &str) -> Result<(), Er
         ("TPCM_DATA_ROOT", settings.data_root.display().to_string()),
         ("TPCM_SYSTEMD_DIR", settings.systemd_dir.display().to_string()),
     ];
-    let text = systemd::tpc_unit(name, &exe, &env);
+    let text = systemd::tpc_unit(name, &exe, &env, restart);
     let unit = systemd::unit_name(name);
     super::store::write_atomic(&store.unit_path(name), text.as_bytes())?;
     super::store::write_atomic(&settings.systemd_dir.join(&unit), text.as_bytes())?;
@@ -375,6 +381,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
     say(&format!("Stopping the TPC-{name} container"));
+    systemd::stop_unit(name).map_err(Error::Invalid)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     crash_point("uninstall:stopped");
     say(&format!("Removing the TPC-{name} container"));
@@ -470,6 +477,16 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
+    // Recorded first: the unit's unit-run leaves a TPC alone while its record says stopped.
+    record.running = true;
+    store.put(&record)?;
+    ensure_running(runtime, &store, name).await?;
+    systemd::unit_started(name).map_err(Error::Invalid)?;
+    Ok(())
+}
+
+/// Starts the TPC's container unless it runs (an exited or half-made task is cleared first).
+async fn ensure_running<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
     match runtime.container_state(name).await? {
         ContainerState::Running { .. } => {}
         ContainerState::Exited { .. } | ContainerState::Other { .. } => {
@@ -480,9 +497,39 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
             runtime.start_container(name, &store.log_target(name)).await?;
         }
     }
-    record.running = true;
-    store.put(&record)?;
     Ok(())
+}
+
+/// What `tpcm unit-run` (the TPC unit's main process) does: start the container unless the
+/// operator stopped the TPC (then it returns `None` at once), and wait for it to exit,
+/// returning its exit code. The record is not changed, and the TPC's lock is held only while
+/// starting, so tpcm commands work on the TPC while the unit waits.
+pub async fn unit_run<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+) -> Result<Option<u32>, Error> {
+    let store = Store::new(&settings.root);
+    {
+        let _lock = store.lock(name)?;
+        super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
+        let record = require(&store, name)?;
+        let always = parse_tpc_args(&record.args)?.restart == args::RestartPolicy::Always;
+        // docker's `always` restarts a stopped container when its daemon (here: the switch) restarts.
+        if !record.running && !always {
+            return Ok(None);
+        }
+        ensure_running(runtime, &store, name).await?;
+    }
+    Ok(Some(runtime.wait_container(name).await?))
+}
+
+/// What `tpcm unit-stop` (the unit's stop command, also run at shutdown) does: stop the
+/// container without recording that the operator wants it stopped.
+pub async fn unit_stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    let store = Store::new(&settings.root);
+    require(&store, name)?;
+    Ok(runtime.stop_container(name, STOP_GRACE).await?)
 }
 
 /// Stops a TPC and remembers that it should stay stopped (also across reboots).
@@ -491,9 +538,11 @@ pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> R
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
-    runtime.stop_container(name, STOP_GRACE).await?;
     record.running = false;
     store.put(&record)?;
+    // Through systemd when it runs the unit, so it does not restart what the operator stopped.
+    systemd::stop_unit(name).map_err(Error::Invalid)?;
+    runtime.stop_container(name, STOP_GRACE).await?;
     Ok(())
 }
 

@@ -161,8 +161,16 @@ pub async fn upgrade<R: Runtime>(
     j.step = UpgradeStep::Held;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:held");
-    if let Err(e) = runtime.stop_container(name, STOP_GRACE).await {
-        return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
+    // Through systemd first when it runs the unit, so it does not restart the old version.
+    let stopped = match crate::systemd::stop_unit(name) {
+        Ok(()) => runtime
+            .stop_container(name, STOP_GRACE)
+            .await
+            .map_err(Error::from),
+        Err(e) => Err(Error::Invalid(e)),
+    };
+    if let Err(e) = stopped {
+        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
     crash_point("upgrade:old-stopped");
     j.step = UpgradeStep::Detaching;
@@ -225,6 +233,9 @@ pub async fn upgrade<R: Runtime>(
     j.step = UpgradeStep::Committed;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:committed");
+    // The restart policy may have changed with the arguments.
+    super::tpc::install_unit(settings, &store, name, parsed.restart)?;
+    crate::systemd::unit_started(name).map_err(Error::Invalid)?;
     say(&format!("Removing the old TPC-{name} version"));
     finish_commit(runtime, &store, name, &j).await?;
     Ok(UpgradeOutcome::Upgraded {
@@ -453,6 +464,7 @@ async fn restore_old<R: Runtime>(
                 runtime.start_container(name, &store.log_target(name)).await?;
             }
         }
+        crate::systemd::unit_started(name).map_err(Error::Invalid)?;
     }
     finish_abort(runtime, store, name, j).await
 }

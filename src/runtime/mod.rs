@@ -241,6 +241,9 @@ pub trait Runtime: Send + Sync {
     /// Stops a container's process (SIGTERM, SIGKILL after `grace`); a stopped one is fine.
     fn stop_container(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Waits until container `id`'s process exits; returns its exit code.
+    fn wait_container(&self, id: &str) -> impl Future<Output = Result<u32, Error>> + Send;
+
     /// What a container's process is doing.
     fn container_state(&self, id: &str) -> impl Future<Output = Result<ContainerState, Error>> + Send;
 

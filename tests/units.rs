@@ -1,0 +1,134 @@
+//! The systemd units: the generated per-TPC unit and the shipped boot unit pass
+//! `systemd-analyze verify` (systemd is not PID 1 here), and what the units run behaves as the
+//! units need: `unit-run` waits for the container and exits with its code, leaves a TPC the
+//! operator stopped alone, and `unit-stop` (also run at shutdown) does not turn a running TPC into
+//! a stopped one. `tpcm boot` reinstalls a unit the unit directory lost.
+
+#[path = "../fixtures/builder.rs"]
+mod builder;
+mod common;
+
+use common::{Containerd, assert_ok, tpcm, tpcm_cmd};
+use std::path::Path;
+use std::time::Duration;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn verify(unit: &Path) {
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(unit)
+        .output()
+        .unwrap();
+    let complaints = String::from_utf8_lossy(&out.stderr);
+    let name = unit.file_name().unwrap().to_string_lossy();
+    assert!(
+        out.status.success() && !complaints.contains(name.as_ref()),
+        "systemd-analyze verify {name}: {}",
+        common::describe(&out)
+    );
+}
+
+fn running(cd: &Containerd) -> bool {
+    cd.tasks().iter().any(|(id, _, s)| id == "app" && s == "RUNNING")
+}
+
+fn record_running(cd: &Containerd) -> bool {
+    let text = std::fs::read_to_string(cd.store_dir().join("tpcs/app.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["running"] == true
+}
+
+#[test]
+fn the_shipped_boot_unit_verifies() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm.service")).unwrap();
+    assert!(shipped.contains("ExecStart=/usr/bin/tpcm boot\n"), "{shipped}");
+    assert!(shipped.contains("After=containerd.service"));
+    // Verified with the binary at the path the copy names (this build's tpcm).
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("tpcm.service");
+    std::fs::write(
+        &unit,
+        shipped.replace("/usr/bin/tpcm", env!("CARGO_BIN_EXE_tpcm")),
+    )
+    .unwrap();
+    verify(&unit);
+}
+
+#[test]
+fn unit_run_tracks_the_container_and_respects_the_operator() {
+    let cd = Containerd::start();
+    let archive = cd.dir().join("busybox.tar");
+    builder::write_archive(
+        &builder::busybox_image(&["tpcm-fixture/app:1"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &archive,
+    )
+    .unwrap();
+    // Exits with 4 once /tpc/stop appears; ends on SIGTERM too.
+    let args = "--restart on-failure:3 -- /bin/sh -c 'trap \"exit 0\" TERM; \
+                while [ ! -f /tpc/stop ]; do sleep 0.1; done; exit 4'";
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "app", archive.to_str().unwrap(), "--args", args, "-y"],
+    ));
+    let unit = cd.units_dir().join("tpc-app.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains("Restart=on-failure\n") && text.contains("StartLimitBurst=4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ExecStart=") && text.contains(" unit-run app\n"),
+        "{text}"
+    );
+    verify(&unit);
+
+    // The unit's main process lives as long as the container and ends with its exit code.
+    let mut unit_run = tpcm_cmd(&cd)
+        .args(["unit-run", "app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(DEADLINE, "the container to run", || running(&cd));
+    assert!(
+        unit_run.try_wait().unwrap().is_none(),
+        "unit-run returned while the container runs"
+    );
+    std::fs::write(cd.data_dir().join("app/stop"), "").unwrap();
+    let mut status = None;
+    common::wait_until(DEADLINE, "unit-run to end with the container", || {
+        status = unit_run.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(4));
+    std::fs::remove_file(cd.data_dir().join("app/stop")).unwrap();
+
+    // unit-run starts it again (what Restart= does) ...
+    let mut unit_run = tpcm_cmd(&cd)
+        .args(["unit-run", "app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(DEADLINE, "the container to run again", || running(&cd));
+    // ... and unit-stop (systemctl stop, shutdown) stops it without recording an operator stop.
+    assert_ok(&tpcm(&cd, &["unit-stop", "app"]));
+    common::wait_until(DEADLINE, "unit-run to end", || {
+        unit_run.try_wait().unwrap().is_some()
+    });
+    assert!(!running(&cd));
+    assert!(record_running(&cd), "unit-stop recorded a stop");
+
+    // After an operator's stop, unit-run leaves the TPC alone (exit 99: not restarted by systemd).
+    assert_ok(&tpcm(&cd, &["stop", "app"]));
+    let out = common::run_with_timeout(tpcm_cmd(&cd).args(["unit-run", "app"]), DEADLINE);
+    assert_eq!(out.status.code(), Some(99), "{}", common::describe(&out));
+    assert!(!running(&cd));
+
+    // boot reinstalls a unit the unit directory lost (a new SONiC image has an empty one).
+    std::fs::remove_file(&unit).unwrap();
+    assert_ok(&tpcm(&cd, &["boot"]));
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), text);
+    assert!(!running(&cd), "boot started a TPC the operator stopped");
+}
