@@ -28,9 +28,9 @@ fn image(version: &str) -> String {
 }
 
 /// The command every test TPC runs: records its version in /tpc, keeps state in its writable
-/// layer (`/etc/state`, created once, reported in /tpc/state-at-start on every start), and
-/// ends on SIGTERM.
-const SERVICE: &str = "-- /bin/sh -c '[ -f /etc/state ] || echo state-$$ > /etc/state; \
+/// layer (`/etc/state`, a random UUID created once, reported in /tpc/state-at-start on every
+/// start; a fresh layer would get another UUID), and ends on SIGTERM.
+const SERVICE: &str = "-- /bin/sh -c '[ -f /etc/state ] || cat /proc/sys/kernel/random/uuid > /etc/state; \
     cat /etc/state > /tpc/state-at-start; cat /etc/version > /tpc/version; \
     trap \"exit 0\" TERM; sleep 1000 & wait'";
 
@@ -49,8 +49,8 @@ fn install(cd: &Containerd, version: &str) {
     ));
     wait_for_file(cd, "version", &format!("{version}\n"));
     assert!(
-        data(cd, "state-at-start").starts_with("state-"),
-        "no state in the writable layer"
+        data(cd, "state-at-start").trim().len() == 36,
+        "no state (a random UUID) in the writable layer"
     );
 }
 

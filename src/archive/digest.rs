@@ -2,7 +2,7 @@
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 /// A validated `sha256:<64 lowercase hex>` digest. Only sha256 is accepted: it is what docker,
 /// containerd and every registry we talk to use, and refusing the rest keeps verification simple.
@@ -113,6 +113,41 @@ impl<R: Read> Read for HashingReader<R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// A writer that hashes everything written through it (a blob's digest, or a layer's diff ID
+/// before compression), in the pass that writes it.
+pub struct HashingWriter<W> {
+    /// Where the bytes go.
+    pub inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+
+    /// The digest and length of what was written, and the inner writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        let len = self.hasher.len();
+        (self.hasher.finish(), len, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -8,6 +8,8 @@
 
 pub mod digest;
 pub mod extract;
+pub mod layer_writer;
+pub mod layout;
 pub mod resolve;
 pub mod scan;
 

@@ -85,6 +85,9 @@ enum Command {
         /// TPC name.
         name: String,
     },
+    /// SONiC image-upgrade migration: save every TPC into the store, restore, show what is saved.
+    #[command(subcommand)]
+    Migrate(tpc::MigrateCommand),
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -157,6 +160,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Restart { name } => tpc::restart(&name, &settings).await,
         Command::Logs(cmd) => tpc::logs(cmd, &settings),
         Command::Boot => tpc::boot(&settings).await,
+        Command::Migrate(cmd) => tpc::migrate(cmd, &settings).await,
         Command::UnitRun { name } => tpc::unit_run(&name, &settings).await,
         Command::UnitStop { name } => tpc::unit_stop(&name, &settings).await,
         Command::Image(cmd) => images::run(cmd, &settings).await,

@@ -52,6 +52,23 @@ pub(super) struct Upgrade {
     yes: bool,
 }
 
+/// `tpcm migrate ...`.
+#[derive(clap::Subcommand, Debug)]
+pub(super) enum MigrateCommand {
+    /// Save every TPC (image + writable layer, compressed, shared layers once) and its record into
+    /// the store, for a SONiC image upgrade. What the installer runs before rebooting.
+    Save,
+    /// Recreate saved TPCs missing from containerd, then delete the export (`tpcm boot` does
+    /// this too).
+    Restore,
+    /// Show what is saved.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `tpcm uninstall`.
 #[derive(Args, Debug)]
 pub(super) struct Uninstall {
@@ -200,6 +217,67 @@ pub(super) async fn unit_stop(name: &str, settings: &Settings) -> Result<(), Str
     tpc::unit_stop(&cd, settings, name)
         .await
         .map_err(|e| e.to_string())
+}
+
+pub(super) async fn migrate(cmd: MigrateCommand, settings: &Settings) -> Result<(), String> {
+    use crate::manager::migrate;
+    match cmd {
+        MigrateCommand::Save => {
+            let cd = super::connect(settings).await?;
+            let report = migrate::save(&cd, settings, &say)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (name, written) in &report.saved {
+                println!(
+                    "TPC-{name}: saved ({} added)",
+                    super::images::human_size(*written)
+                );
+            }
+            println!(
+                "[ SUCCESS ] {} TPC(s) saved in {}; the export takes {}",
+                report.saved.len(),
+                settings.root.join(migrate::MIGRATION_DIR).display(),
+                super::images::human_size(report.export_bytes)
+            );
+        }
+        MigrateCommand::Restore => {
+            let cd = super::connect(settings).await?;
+            let restored = migrate::restore(&cd, settings, &say)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "[ SUCCESS ] {} TPC(s) restored; run `tpcm boot` or `tpcm start` to start them",
+                restored.len()
+            );
+        }
+        MigrateCommand::Status { json } => {
+            let saved = migrate::saved(settings).map_err(|e| e.to_string())?;
+            if json {
+                let list: Vec<_> = saved
+                    .iter()
+                    .map(|s| serde_json::json!({"name": s.record.name, "image": s.record.image, "running": s.record.running, "saved_image": s.image, "added": s.written}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
+            } else if saved.is_empty() {
+                println!("Nothing is saved.");
+            } else {
+                for s in &saved {
+                    println!(
+                        "TPC-{}: {} ({}), {} added",
+                        s.record.name,
+                        s.record.image,
+                        if s.record.running { "running" } else { "stopped" },
+                        super::images::human_size(s.written)
+                    );
+                }
+                println!(
+                    "Export size: {}",
+                    super::images::human_size(migrate::export_size(settings))
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn boot(settings: &Settings) -> Result<(), String> {

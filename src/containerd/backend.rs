@@ -134,6 +134,18 @@ impl Runtime for Containerd {
         Ok(self.detach(held).await?)
     }
 
+    async fn save_container(
+        &self,
+        id: &str,
+        layout: &std::path::Path,
+    ) -> Result<runtime::SavedImage, runtime::Error> {
+        Ok(Containerd::save_container(self, id, layout).await?)
+    }
+
+    async fn save_bound(&self, id: &str, layout: &std::path::Path) -> Result<u64, runtime::Error> {
+        Ok(Containerd::save_bound(self, id, layout).await?)
+    }
+
     async fn collect_abandoned(&self) -> Result<usize, runtime::Error> {
         Ok(Containerd::collect_abandoned(self).await?)
     }

@@ -626,15 +626,16 @@ fn apply_root_meta(dir: &Path, root: &RootMeta) -> Result<(), Error> {
     Ok(())
 }
 
-/// Reads chunks from a channel as a byte stream (the extraction thread's input).
-struct ChunkReader {
+/// Reads chunks from a channel as a blocking byte stream (the extraction thread's input; an
+/// export's copy of a content blob).
+pub(super) struct ChunkReader {
     rx: mpsc::Receiver<Arc<Vec<u8>>>,
     current: Arc<Vec<u8>>,
     pos: usize,
 }
 
 impl ChunkReader {
-    fn new(rx: mpsc::Receiver<Arc<Vec<u8>>>) -> Self {
+    pub(super) fn new(rx: mpsc::Receiver<Arc<Vec<u8>>>) -> Self {
         ChunkReader {
             rx,
             current: Arc::new(Vec::new()),

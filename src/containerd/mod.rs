@@ -10,6 +10,7 @@ mod containers;
 mod content;
 mod detach;
 mod exec;
+mod export;
 mod images;
 mod import;
 mod leases;

@@ -94,7 +94,8 @@ impl Containerd {
     }
 }
 
-fn writable_dir(mounts: &[Mount]) -> Option<PathBuf> {
+/// The directory a snapshot's own files live in: a bind mount's source, an overlay's upperdir.
+pub(super) fn writable_dir(mounts: &[Mount]) -> Option<PathBuf> {
     let [m] = mounts else { return None };
     match m.r#type.as_str() {
         "bind" => Some(PathBuf::from(&m.source)),

@@ -1,8 +1,8 @@
 //! `tpcm boot`, what the boot unit runs after every reboot: finish or roll back interrupted
 //! operations (the journal), then start every TPC whose last intended state is running, all at
 //! once; one broken TPC does not hold up or stop the others. A TPC the operator stopped stays
-//! stopped. (Restoring TPCs migrated across a SONiC image upgrade and reinstalling unit files
-//! join this sequence with the migration work.)
+//! stopped. Before starting, TPCs saved for a SONiC image upgrade are restored (`migrate.rs`)
+//! and unit files the unit directory lacks are reinstalled from the store.
 
 use super::store::Store;
 use super::{Error, recovery, tpc};
@@ -43,6 +43,8 @@ pub async fn boot<R: Runtime>(
             .collect(),
         ..BootReport::default()
     };
+    // TPCs saved before a SONiC image upgrade come back first, so the steps below see them.
+    super::migrate::restore(runtime, settings, say).await?;
     let store = Store::new(&settings.root);
     let records = store.list()?;
     // A new SONiC image comes with an empty unit directory: the store keeps every unit.

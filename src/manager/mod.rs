@@ -5,6 +5,7 @@ pub mod args;
 pub mod boot;
 mod images;
 pub mod journal;
+pub mod migrate;
 pub mod recovery;
 pub mod store;
 pub mod tpc;

@@ -9,6 +9,7 @@ use crate::archive;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 use std::time::SystemTime;
 
@@ -183,6 +184,17 @@ pub struct DetachedContainer {
     pub hold: String,
 }
 
+/// What saving a container as an image wrote.
+#[derive(Debug, Clone)]
+pub struct SavedImage {
+    /// The new image's manifest digest (in the layout).
+    pub manifest_digest: String,
+    /// Its manifest's size.
+    pub manifest_size: u64,
+    /// Bytes of blobs this save added to the layout (shared blobs already there are not counted).
+    pub written: u64,
+}
+
 /// What a container's main process is doing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
@@ -250,6 +262,17 @@ pub trait Runtime: Send + Sync {
     /// Frees what operations of tpcm processes that died halfway were building (half-imported
     /// content and snapshots); returns how many operations were cleaned up.
     fn collect_abandoned(&self) -> impl Future<Output = Result<usize, Error>> + Send;
+
+    /// Saves container `id` as an image, its writable layer committed as one more layer, into the
+    /// OCI image-layout directory `layout` (blobs shared with earlier saves are stored once).
+    fn save_container(
+        &self,
+        id: &str,
+        layout: &Path,
+    ) -> impl Future<Output = Result<SavedImage, Error>> + Send;
+
+    /// An upper bound of the bytes [`Runtime::save_container`] would add to `layout`.
+    fn save_bound(&self, id: &str, layout: &Path) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// Points image name `name` at the image `source` names (creating or moving it).
     fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
