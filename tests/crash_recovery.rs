@@ -27,11 +27,7 @@ fn archive(cd: &Containerd) -> PathBuf {
 
 #[track_caller]
 fn assert_nothing_left(cd: &Containerd, point: &str) {
-    assert_eq!(cd.images(), Vec::<String>::new(), "{point}: images");
-    assert_eq!(cd.containers(), Vec::<String>::new(), "{point}: containers");
-    assert_eq!(cd.snapshots(), Vec::<String>::new(), "{point}: snapshots");
-    assert_eq!(cd.content(), Vec::<String>::new(), "{point}: content");
-    assert_eq!(cd.leases(), Vec::<String>::new(), "{point}: leases");
+    cd.assert_empty(point);
     for file in ["tpcs/app.json", "journal/app.json", "units/tpc-app.service"] {
         assert!(!cd.store_dir().join(file).exists(), "{point}: {file} left");
     }

@@ -92,13 +92,6 @@ fn serve_http(archive: Vec<u8>) -> u16 {
     port
 }
 
-fn nothing_left(cd: &Containerd, what: &str) {
-    assert!(cd.images().is_empty(), "{what}: {:?}", cd.images());
-    assert!(cd.snapshots().is_empty(), "{what}: {:?}", cd.snapshots());
-    assert!(cd.content().is_empty(), "{what}: {:?}", cd.content());
-    assert!(cd.containers().is_empty(), "{what}");
-}
-
 #[test]
 fn http_downloads_stream_into_import_and_install() {
     let cd = Containerd::start();
@@ -118,7 +111,7 @@ fn http_downloads_stream_into_import_and_install() {
         cd.data_dir().join("web/ok").exists()
     });
     assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
-    nothing_left(&cd, "after uninstall");
+    cd.assert_empty("after uninstall");
 
     // Upgrade a TPC installed from a local archive (another image) to the download.
     let local = cd.dir().join("two-layer.tar");
@@ -144,7 +137,7 @@ fn http_downloads_stream_into_import_and_install() {
         cd.data_dir().join("web/ok").exists()
     });
     assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
-    nothing_left(&cd, "after the second uninstall");
+    cd.assert_empty("after the second uninstall");
 
     for (path, expect) in [
         ("/missing.tar", "404"),
@@ -158,7 +151,7 @@ fn http_downloads_stream_into_import_and_install() {
             "{path}: the URL is named: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{path}: {err}");
-        nothing_left(&cd, path);
+        cd.assert_empty(path);
     }
 }
 
@@ -172,8 +165,7 @@ fn a_stalled_download_times_out_as_configured() {
     let err = assert_fails(&tpcm(&cd, &["install", "web", &url, "-y"]));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("timed out"), "{err}");
-    nothing_left(&cd, "after a stalled download");
-    assert!(cd.leases().is_empty(), "{:?}", cd.leases());
+    cd.assert_empty("after a stalled download");
 }
 
 /// Removes the test CA from the system store again, whatever happens.
@@ -304,7 +296,7 @@ fn https_trusts_a_ca_added_to_the_system_store_and_nothing_else() {
         err.contains(&url) && err.to_lowercase().contains("certificate"),
         "{err}"
     );
-    nothing_left(&cd, "untrusted");
+    cd.assert_empty("untrusted");
 
     // Trusted through the system store, as curl would.
     let installed = PathBuf::from(format!(

@@ -34,16 +34,6 @@ fn registry_with_busybox(dir: &Path) -> Registry {
     reg
 }
 
-/// Nothing of an import is left in containerd.
-#[track_caller]
-fn assert_nothing_created(cd: &Containerd) {
-    assert_eq!(cd.images(), Vec::<String>::new(), "images");
-    assert_eq!(cd.snapshots(), Vec::<String>::new(), "snapshots");
-    assert_eq!(cd.content(), Vec::<String>::new(), "content");
-    assert_eq!(cd.leases(), Vec::<String>::new(), "leases");
-    assert_eq!(cd.containers(), Vec::<String>::new(), "containers");
-}
-
 #[test]
 fn install_by_tag_runs_the_pulled_image() {
     let cd = Containerd::start();
@@ -197,7 +187,7 @@ fn refused_credentials_and_missing_tags_change_nothing() {
     let err = assert_fails(&out);
     assert!(err.contains("127.0.0.1:1/tpcm/busybox:1.0"), "{err}");
 
-    assert_nothing_created(&cd);
+    cd.assert_empty("after the refusals");
     assert!(!cd.store_dir().join("tpcs/app.json").exists());
 }
 
@@ -251,7 +241,7 @@ fn a_multi_arch_index_yields_the_host_platform() {
     let foreign = reg.reference("tpcm/app:foreign");
     let err = assert_fails(&tpcm(&cd, &[&["image", "import", &foreign][..], &creds].concat()));
     assert!(err.contains(builder::host_arch()), "{err}");
-    assert_nothing_created(&cd);
+    cd.assert_empty("an index without the host platform");
 
     let multi = reg.reference("tpcm/app:multi");
     assert_ok(&tpcm(&cd, &[&["image", "import", &multi][..], &creds].concat()));
@@ -293,7 +283,7 @@ fn a_damaged_layer_in_the_registry_is_refused() {
     let err = assert_fails(&out);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains(&layer[7..19]), "the error names the layer: {err}");
-    assert_nothing_created(&cd);
+    cd.assert_empty("a damaged layer");
 }
 
 #[test]

@@ -50,15 +50,6 @@ fn one_error(out: &std::process::Output) -> String {
     errors[0].to_string()
 }
 
-#[track_caller]
-fn assert_nothing_created(cd: &Containerd) {
-    assert_eq!(cd.images(), Vec::<String>::new(), "images");
-    assert_eq!(cd.snapshots(), Vec::<String>::new(), "snapshots");
-    assert_eq!(cd.content(), Vec::<String>::new(), "content");
-    assert_eq!(cd.leases(), Vec::<String>::new(), "leases");
-    assert_eq!(cd.containers(), Vec::<String>::new(), "containers");
-}
-
 #[test]
 fn sftp_install_with_a_password_records_the_accepted_host_key() {
     let cd = Containerd::start();
@@ -304,7 +295,7 @@ fn refusals_change_nothing() {
     let err = one_error(&run(args));
     assert!(err.contains("CHANGED"), "{err}");
 
-    assert_nothing_created(&cd);
+    cd.assert_empty("after the refusals");
     assert!(!cd.store_dir().join("tpcs/app.json").exists());
 }
 
@@ -323,7 +314,7 @@ fn a_password_is_asked_on_a_terminal_and_refused_without_one() {
     let args: Vec<&str> = import.split(' ').skip(1).collect();
     let err = assert_fails(&tpcm(&cd, &args));
     assert!(err.contains("--password"), "{err}");
-    assert_nothing_created(&cd);
+    cd.assert_empty("no password and no terminal");
 
     // On a terminal (script(1) gives one), the password typed in is used.
     let mut cmd = std::process::Command::new("script");

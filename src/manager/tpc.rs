@@ -289,10 +289,7 @@ pub(super) async fn undo_install<R: Runtime>(
     if let Some(image) = &j.image
         && !image_in_use(store, image, name)
     {
-        match runtime.remove_image(image).await {
-            Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        remove_image_if_present(runtime, image).await?;
     }
     journal::remove(store, name)
 }
@@ -335,6 +332,14 @@ fn remove_unit(settings: &Settings, store: &Store, name: &str) {
     let _ = std::fs::remove_file(store.unit_path(name));
     if systemd::systemd_is_running() {
         let _ = systemd::systemctl(&["daemon-reload"]);
+    }
+}
+
+/// Removes an image; one already gone is fine (recovery may run a removal twice).
+pub(super) async fn remove_image_if_present<R: Runtime>(runtime: &R, image: &str) -> Result<(), Error> {
+    match runtime.remove_image(image).await {
+        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -390,10 +395,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     remove_unit(settings, store, name);
     if !image_in_use(store, &j.record.image, name) {
         say(&format!("Removing the TPC-{name} image"));
-        match runtime.remove_image(&j.record.image).await {
-            Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        remove_image_if_present(runtime, &j.record.image).await?;
     }
     crash_point("uninstall:image-removed");
     for f in store.log_target(name).files_oldest_first() {

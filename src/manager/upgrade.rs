@@ -11,7 +11,8 @@
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::store::{Store, TpcRecord};
 use super::tpc::{
-    STOP_GRACE, container_config, container_labels, default_cpu_share, image_in_use, parse_tpc_args, require,
+    STOP_GRACE, container_config, container_labels, default_cpu_share, image_in_use, parse_tpc_args,
+    remove_image_if_present, require,
 };
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
@@ -396,14 +397,14 @@ async fn finish_abort<R: Runtime>(
     if let Some(pin) = &j.pin {
         // The tag may have moved to the new image: point it back.
         if let Ok(()) = runtime.tag_image(pin, &j.old.image).await {
-            remove_image_quietly(runtime, pin).await?;
+            remove_image_if_present(runtime, pin).await?;
         }
     }
     if let Some((new_image, _)) = &j.new_image
         && new_image != &j.old.image
         && !image_in_use(store, new_image, name)
     {
-        remove_image_quietly(runtime, new_image).await?;
+        remove_image_if_present(runtime, new_image).await?;
     }
     journal::remove(store, name)
 }
@@ -480,20 +481,13 @@ async fn finish_commit<R: Runtime>(
         runtime.discard_detached(held).await?;
     }
     if let Some(pin) = &j.pin {
-        remove_image_quietly(runtime, pin).await?;
+        remove_image_if_present(runtime, pin).await?;
     }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
     if new_image != Some(j.old.image.as_str()) && !image_in_use(store, &j.old.image, name) {
-        remove_image_quietly(runtime, &j.old.image).await?;
+        remove_image_if_present(runtime, &j.old.image).await?;
     }
     journal::remove(store, name)
-}
-
-async fn remove_image_quietly<R: Runtime>(runtime: &R, image: &str) -> Result<(), Error> {
-    match runtime.remove_image(image).await {
-        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Finishes (after the commit) or rolls back (before it) an interrupted upgrade of TPC `name`.

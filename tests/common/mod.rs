@@ -253,6 +253,17 @@ impl Containerd {
             .collect()
     }
 
+    /// Panics (naming `context` and what is left) unless this namespace holds no image,
+    /// snapshot, content, lease or container: what every refused or undone operation must leave.
+    #[track_caller]
+    pub fn assert_empty(&self, context: &str) {
+        assert_eq!(self.images(), Vec::<String>::new(), "{context}: images");
+        assert_eq!(self.snapshots(), Vec::<String>::new(), "{context}: snapshots");
+        assert_eq!(self.content(), Vec::<String>::new(), "{context}: content");
+        assert_eq!(self.leases(), Vec::<String>::new(), "{context}: leases");
+        assert_eq!(self.containers(), Vec::<String>::new(), "{context}: containers");
+    }
+
     /// Imports an archive with ctr (the reference importer) into this instance's namespace.
     #[track_caller]
     pub fn ctr_import(&self, archive: &Path) -> String {
