@@ -343,3 +343,48 @@ fn an_upgrade_to_a_moved_tag_rolls_back_to_the_old_digest() {
     assert!(listing.contains(&new_digest), "{listing}");
     assert!(cd.leases().is_empty(), "{:?}", cd.leases());
 }
+
+#[test]
+fn a_tpc_installed_by_digest_keeps_its_image_through_a_rollback() {
+    let cd = Containerd::start();
+    let reg = registry_with_busybox(cd.dir());
+    let digest = reg.manifest_digest("tpcm/busybox", "1.0");
+    let by_digest = reg.reference(&format!("tpcm/busybox@{digest}"));
+    let creds = ["--username", USER, "--password", PASSWORD];
+    let service = "-- /bin/sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'";
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            &["install", "app", &by_digest, "--args", service, "-y"][..],
+            &creds,
+        ]
+        .concat(),
+    ));
+    let v2 = archive(
+        cd.dir(),
+        builder::busybox_two_layer(&["tpcm-fixture/busybox:2.0"]),
+        "v2.tar",
+    );
+    reg.push("docker-archive", &v2, "tpcm/busybox:2.0");
+    let v2_reference = reg.reference("tpcm/busybox:2.0");
+    let failing = [
+        &[
+            "upgrade",
+            "app",
+            &v2_reference,
+            "--args",
+            "-- /bin/sh -c 'exit 3'",
+            "--grace",
+            "1",
+            "-y",
+        ][..],
+        &creds,
+    ]
+    .concat();
+    let err = assert_fails(&tpcm(&cd, &failing));
+    assert!(err.contains("rolled back"), "{err}");
+    // The digest-named image is its own pin: the rollback must not remove it.
+    assert_eq!(cd.images(), vec![by_digest.clone()]);
+    assert!(cd.tasks().iter().any(|(id, _, s)| id == "app" && s == "RUNNING"));
+    assert_ok(&tpcm(&cd, &["restart", "app"]));
+}

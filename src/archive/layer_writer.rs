@@ -9,19 +9,50 @@
 //! container runs, which overlayfs refuses; reading the upper directory directly needs none.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use xattr::FileExt;
 
 /// Writes the layer tar of `upper` into `out`; returns the bytes of file data it holds.
+///
+/// The container may be running: every directory and file is opened without following
+/// symlinks and read through its descriptor, so an entry swapped for a symlink while the save
+/// runs can never pull a host file into the layer, and a file's size is the one the header
+/// states (a file that grows is cut, one that shrinks is padded) so the tar stays well-formed.
 pub fn write_layer<W: Write>(upper: &Path, out: W) -> io::Result<u64> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let mut links: HashMap<(u64, u64), String> = HashMap::new();
     let mut data = 0;
-    walk(upper, "", &mut builder, &mut links, &mut data)?;
+    let root = open_nofollow(upper, true)?;
+    walk(&root, "", &mut builder, &mut links, &mut data)?;
     builder.into_inner()?.flush()?;
     Ok(data)
+}
+
+/// Opens a directory or a regular file without following a symlink (and without blocking on
+/// a FIFO that took a file's place).
+fn open_nofollow(path: &Path, dir: bool) -> io::Result<File> {
+    let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if dir {
+        flags |= libc::O_DIRECTORY;
+    }
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
+}
+
+/// The path of an entry inside an open directory, through the descriptor (so renames of the
+/// directory's ancestors cannot redirect it).
+fn inside(dir: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+fn changed(path: &str) -> io::Error {
+    io::Error::other(format!(
+        "{path} changed while it was being saved; stop the TPC and save again"
+    ))
 }
 
 fn header_for(meta: &std::fs::Metadata, kind: tar::EntryType) -> tar::Header {
@@ -44,39 +75,48 @@ fn empty<W: Write>(builder: &mut tar::Builder<W>, path: &str) -> io::Result<()> 
 }
 
 fn walk<W: Write>(
-    dir: &Path,
+    dir: &File,
     prefix: &str,
     builder: &mut tar::Builder<W>,
     links: &mut HashMap<(u64, u64), String>,
     data: &mut u64,
 ) -> io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let name = name.to_str().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not UTF-8", entry.path().display()),
-            )
-        })?;
+    let listing = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut names: Vec<String> = std::fs::read_dir(&listing)?
+        .map(|e| {
+            let name = e?.file_name();
+            name.into_string()
+                .map_err(|n| io::Error::new(io::ErrorKind::InvalidData, format!("{prefix}{n:?}: not UTF-8")))
+        })
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    for name in names {
         let path = format!("{prefix}{name}");
-        let meta = std::fs::symlink_metadata(entry.path())?;
+        let at = inside(dir, &name);
+        let meta = match std::fs::symlink_metadata(&at) {
+            Ok(m) => m,
+            // Deleted since the listing: it is not part of the state any more.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
             // An overlay whiteout: the name was deleted from the lower layers.
             empty(builder, &format!("{prefix}.wh.{name}"))?;
         } else if ft.is_dir() {
+            let sub = open_nofollow(&at, true).map_err(|_| changed(&path))?;
             let mut h = header_for(&meta, tar::EntryType::Directory);
             builder.append_data(&mut h, format!("{path}/"), io::empty())?;
-            let opaque = xattr::get(entry.path(), "trusted.overlay.opaque")?.is_some_and(|v| v == b"y");
+            let opaque = sub
+                .get_xattr("trusted.overlay.opaque")?
+                .is_some_and(|v| v == b"y");
             if opaque {
                 empty(builder, &format!("{path}/.wh..wh..opq"))?;
             }
-            walk(&entry.path(), &format!("{path}/"), builder, links, data)?;
+            walk(&sub, &format!("{path}/"), builder, links, data)?;
         } else if ft.is_symlink() {
             let mut h = header_for(&meta, tar::EntryType::Symlink);
-            builder.append_link(&mut h, &path, std::fs::read_link(entry.path())?)?;
+            builder.append_link(&mut h, &path, std::fs::read_link(&at)?)?;
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
@@ -87,10 +127,18 @@ fn walk<W: Write>(
                 }
                 links.insert(key, path.clone());
             }
-            let mut h = header_for(&meta, tar::EntryType::Regular);
-            h.set_size(meta.len());
-            builder.append_data(&mut h, &path, std::fs::File::open(entry.path())?)?;
-            *data += meta.len();
+            let file = open_nofollow(&at, false).map_err(|_| changed(&path))?;
+            let opened = file.metadata()?;
+            if !opened.is_file() || opened.ino() != meta.ino() {
+                return Err(changed(&path));
+            }
+            let size = opened.len();
+            let mut h = header_for(&opened, tar::EntryType::Regular);
+            h.set_size(size);
+            // Exactly `size` bytes, whatever the file does meanwhile.
+            let body = (&file).take(size).chain(io::repeat(0)).take(size);
+            builder.append_data(&mut h, &path, body)?;
+            *data += size;
         } else {
             let kind = if ft.is_fifo() {
                 tar::EntryType::Fifo

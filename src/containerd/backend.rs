@@ -137,13 +137,32 @@ impl Runtime for Containerd {
     async fn save_container(
         &self,
         id: &str,
+        image_digest: &str,
         layout: &std::path::Path,
     ) -> Result<runtime::SavedImage, runtime::Error> {
-        Ok(Containerd::save_container(self, id, layout).await?)
+        Ok(Containerd::save_container(self, id, image_digest, layout).await?)
     }
 
-    async fn save_bound(&self, id: &str, layout: &std::path::Path) -> Result<u64, runtime::Error> {
-        Ok(Containerd::save_bound(self, id, layout).await?)
+    async fn save_bound(
+        &self,
+        id: &str,
+        image_digest: &str,
+        layout: &std::path::Path,
+    ) -> Result<u64, runtime::Error> {
+        Ok(Containerd::save_bound(self, id, image_digest, layout).await?)
+    }
+
+    async fn name_image(&self, name: &str, manifest_digest: &str) -> Result<(), runtime::Error> {
+        let digest = Digest::parse(manifest_digest).ok_or_else(|| {
+            runtime::Error::InvalidRequest(format!("not a sha256 digest: {manifest_digest}"))
+        })?;
+        match self.name_manifest(name, &digest).await {
+            // The manifest is no longer in the content store.
+            Err(Error::Rpc { status, .. }) if status.code() == tonic::Code::NotFound => {
+                Err(runtime::Error::ImageNotFound(manifest_digest.to_string()))
+            }
+            other => Ok(other?),
+        }
     }
 
     async fn collect_abandoned(&self) -> Result<usize, runtime::Error> {

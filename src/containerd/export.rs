@@ -51,6 +51,7 @@ impl Containerd {
     async fn container_parts(
         &self,
         id: &str,
+        image_digest: &str,
     ) -> Result<(serde_json::Value, Vec<SourceLayer>, Digest, PathBuf), Error> {
         let op = format!("save {id}");
         let unexpected = |detail: String| Error::Unexpected {
@@ -61,11 +62,9 @@ impl Containerd {
             .container_record(id)
             .await?
             .ok_or_else(|| unexpected("no such container".into()))?;
-        let image = self
-            .get_image_record(&container.image)
-            .await?
-            .ok_or_else(|| Error::ImageNotFound(container.image.clone()))?;
-        let manifest_digest = Digest::parse(&image.digest).ok_or_else(|| unexpected(image.digest.clone()))?;
+        // By digest, not by name: the name may point at another image by now.
+        let manifest_digest =
+            Digest::parse(image_digest).ok_or_else(|| unexpected(format!("image digest {image_digest}")))?;
         let manifest: serde_json::Value =
             serde_json::from_slice(&self.read_small_blob(&manifest_digest, DOCUMENT_LIMIT).await?)
                 .map_err(|e| unexpected(e.to_string()))?;
@@ -109,8 +108,8 @@ impl Containerd {
 
     /// An upper bound of what saving container `id` adds to `layout`: its image's layers the
     /// layout lacks (stored size; gzip only shrinks uncompressed ones) and its writable layer.
-    pub(crate) async fn save_bound(&self, id: &str, layout: &Path) -> Result<u64, Error> {
-        let (_, layers, _, upper) = self.container_parts(id).await?;
+    pub(crate) async fn save_bound(&self, id: &str, image_digest: &str, layout: &Path) -> Result<u64, Error> {
+        let (_, layers, _, upper) = self.container_parts(id, image_digest).await?;
         let mut bound = 0;
         for l in &layers {
             let present = std::fs::metadata(layout.join("blobs/sha256").join(l.digest.hex())).is_ok()
@@ -127,10 +126,15 @@ impl Containerd {
     }
 
     /// Saves container `id` (its image plus its writable layer) into `layout`.
-    pub(crate) async fn save_container(&self, id: &str, layout: &Path) -> Result<SavedImage, Error> {
+    pub(crate) async fn save_container(
+        &self,
+        id: &str,
+        image_digest: &str,
+        layout: &Path,
+    ) -> Result<SavedImage, Error> {
         let op = format!("save {id}");
         let layout = LayoutDir::create(layout).map_err(io_error(&op))?;
-        let (mut config, layers, _, upper) = self.container_parts(id).await?;
+        let (mut config, layers, _, upper) = self.container_parts(id, image_digest).await?;
         let mut written = 0u64;
         let mut descriptors = Vec::new();
         for l in &layers {

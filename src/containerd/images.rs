@@ -68,6 +68,26 @@ impl Containerd {
         }
     }
 
+    /// Points `name` at the manifest `digest` (which the content store must hold).
+    pub(crate) async fn name_manifest(&self, name: &str, digest: &Digest) -> Result<(), Error> {
+        let bytes = self.read_small_blob(digest, 4 << 20).await?;
+        #[derive(serde::Deserialize)]
+        struct Shape {
+            #[serde(rename = "mediaType")]
+            media_type: Option<String>,
+        }
+        let media_type = serde_json::from_slice::<Shape>(&bytes)
+            .ok()
+            .and_then(|s| s.media_type)
+            .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
+        let lease = self.create_lease("tag").await?;
+        let put = self
+            .put_image(&lease, name, &media_type, digest, bytes.len() as u64)
+            .await;
+        let _ = self.delete_lease(lease, false).await;
+        put.map(|_| ())
+    }
+
     /// Points `name` at whatever image `source` points at.
     pub(crate) async fn tag_image(&self, source: &str, name: &str) -> Result<(), Error> {
         let record = self

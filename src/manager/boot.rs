@@ -43,8 +43,13 @@ pub async fn boot<R: Runtime>(
             .collect(),
         ..BootReport::default()
     };
-    // TPCs saved before a SONiC image upgrade come back first, so the steps below see them.
-    super::migrate::restore(runtime, settings, say).await?;
+    // TPCs saved before a SONiC image upgrade come back first, so the steps below see them. A
+    // failed restore is reported; the TPCs already in containerd still start.
+    if let Err(e) = super::migrate::restore(runtime, settings, say).await {
+        report
+            .recovery_failures
+            .push(("(migration restore)".to_string(), e.to_string()));
+    }
     let store = Store::new(&settings.root);
     let records = store.list()?;
     // A new SONiC image comes with an empty unit directory: the store keeps every unit.

@@ -116,7 +116,8 @@ pub fn read(store: &Store, name: &str) -> Result<Option<Journal>, Error> {
 /// Ends the journal of TPC `name` (the operation is complete or taken back).
 pub fn remove(store: &Store, name: &str) -> Result<(), Error> {
     match std::fs::remove_file(path(store, name)) {
-        Ok(()) => Ok(()),
+        // Durable, or a power cut could bring back the journal of a finished operation.
+        Ok(()) => Ok(super::store::sync_dir(&store.root().join("journal"))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(StoreError::Io {
             path: path(store, name),

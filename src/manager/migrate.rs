@@ -91,9 +91,14 @@ pub async fn save<R: Runtime>(
         .map(|r| store.lock(&r.name))
         .collect::<Result<Vec<_>, _>>()?;
     let layout = layout_dir(&store);
+    let digest = |r: &TpcRecord| {
+        r.digest
+            .clone()
+            .ok_or_else(|| Error::Invalid(format!("TPC {}: its record names no image digest", r.name)))
+    };
     let mut bound = 0;
     for r in &records {
-        bound += runtime.save_bound(&r.name, &layout).await?;
+        bound += runtime.save_bound(&r.name, &digest(r)?, &layout).await?;
     }
     std::fs::create_dir_all(store.root()).map_err(io(store.root()))?;
     let stat = nix::sys::statvfs::statvfs(store.root())
@@ -111,14 +116,23 @@ pub async fn save<R: Runtime>(
 
     let mut report = SaveReport::default();
     let mut entries = Vec::new();
+    // An earlier export stops being one before anything changes (its blobs stay, for reuse):
+    // a save interrupted from here on leaves no index, which restore ignores.
+    let index = layout.join("index.json");
+    if index.exists() {
+        std::fs::remove_file(&index).map_err(io(&index))?;
+    }
     let tpcs_dir = layout.join("tpcs");
+    if tpcs_dir.exists() {
+        std::fs::remove_dir_all(&tpcs_dir).map_err(io(&tpcs_dir))?;
+    }
     std::fs::create_dir_all(&tpcs_dir).map_err(io(&tpcs_dir))?;
     for r in &records {
         say(&format!(
             "Saving TPC-{} (its image and its writable layer)",
             r.name
         ));
-        let saved = runtime.save_container(&r.name, &layout).await?;
+        let saved = runtime.save_container(&r.name, &digest(r)?, &layout).await?;
         let entry = SavedTpc {
             record: r.clone(),
             image: saved_image_name(&r.name),
@@ -181,7 +195,8 @@ pub async fn restore<R: Runtime>(
     let saved = saved(settings)?;
     let mut missing = Vec::new();
     for s in &saved {
-        if !runtime.container_exists(&s.record.name).await? {
+        // A TPC uninstalled after the save has no record any more: it stays gone.
+        if store.get(&s.record.name)?.is_some() && !runtime.container_exists(&s.record.name).await? {
             missing.push(s);
         }
     }
@@ -195,7 +210,16 @@ pub async fn restore<R: Runtime>(
             let mut b = tar::Builder::new(writer);
             b.append_path_with_name(root.join("oci-layout"), "oci-layout")?;
             b.append_path_with_name(root.join("index.json"), "index.json")?;
-            b.append_dir_all("blobs", root.join("blobs"))?;
+            // Only complete blobs (named by their digest): a temporary file of an interrupted
+            // save is not part of the layout.
+            for entry in std::fs::read_dir(root.join("blobs/sha256"))? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.len() == 64 && name.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    b.append_path_with_name(entry.path(), format!("blobs/sha256/{name}"))?;
+                }
+            }
             b.finish()
         });
         let imported = runtime

@@ -113,6 +113,20 @@ impl Store {
         self.root.join("shared")
     }
 
+    /// Takes the TPC's lock, waiting at most `patience` for another tpcm to release it. For what
+    /// systemd runs (`unit-run`), which is started while a command may still hold the lock.
+    pub fn lock_waiting(&self, name: &str, patience: std::time::Duration) -> Result<TpcLock, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.lock(name) {
+                Err(StoreError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Takes the TPC's lock without waiting: a second command on the same TPC is refused at once
     /// rather than queued behind a long upgrade.
     pub fn lock(&self, name: &str) -> Result<TpcLock, StoreError> {
@@ -210,7 +224,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// Makes a rename or removal in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 

@@ -19,6 +19,9 @@ use std::time::{Duration, SystemTime};
 /// Share of the host's CPU capacity a TPC may use unless its `--cpus` says otherwise (SONiC
 /// TPCM: 20 %); `default_cpu_share` in `tpcm.toml` changes it.
 pub const DEFAULT_CPU_SHARE: f64 = 0.20;
+/// How long `unit-run` waits for a tpcm command that holds the TPC's lock (an upgrade's hooks and
+/// health gate run under it).
+const UNIT_LOCK_PATIENCE: Duration = Duration::from_secs(900);
 /// How long a TPC gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Where the TPC's private data directory appears inside its container.
@@ -513,7 +516,8 @@ pub async fn unit_run<R: Runtime>(
 ) -> Result<Option<u32>, Error> {
     let store = Store::new(&settings.root);
     {
-        let _lock = store.lock(name)?;
+        // systemd starts this while the command that asked for it may still hold the lock.
+        let _lock = store.lock_waiting(name, UNIT_LOCK_PATIENCE)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         let record = require(&store, name)?;
         let always = parse_tpc_args(&record.args)?.restart == args::RestartPolicy::Always;

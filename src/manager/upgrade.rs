@@ -79,7 +79,12 @@ pub async fn upgrade<R: Runtime>(
     let cpu_share = default_cpu_share(settings)?;
 
     let mut j = UpgradeJournal {
-        pin: old.digest.as_ref().map(|d| pin_name(&old.image, d)),
+        // An image named by its digest already pins itself.
+        pin: old
+            .digest
+            .as_ref()
+            .map(|d| pin_name(&old.image, d))
+            .filter(|pin| pin != &old.image && !image_in_use(&store, pin, name)),
         old: old.clone(),
         new_image: None,
         held: None,
@@ -90,7 +95,8 @@ pub async fn upgrade<R: Runtime>(
     // The new image may move the old one's tag: a second name keeps the old manifest (and what
     // a rollback needs to point the tag back) alive until the upgrade ends.
     if let Some(pin) = j.pin.clone() {
-        match runtime.tag_image(&old.image, &pin).await {
+        let digest = old.digest.as_deref().expect("a pin is made only from a digest");
+        match runtime.name_image(&pin, digest).await {
             Ok(()) => {}
             // The old image is already gone (removed by hand): nothing to pin or point back.
             Err(crate::runtime::Error::ImageNotFound(_)) => {
@@ -396,7 +402,9 @@ async fn finish_abort<R: Runtime>(
 ) -> Result<(), Error> {
     if let Some(pin) = &j.pin {
         // The tag may have moved to the new image: point it back.
-        if let Ok(()) = runtime.tag_image(pin, &j.old.image).await {
+        if let Ok(()) = runtime.tag_image(pin, &j.old.image).await
+            && !image_in_use(store, pin, "")
+        {
             remove_image_if_present(runtime, pin).await?;
         }
     }
@@ -480,7 +488,9 @@ async fn finish_commit<R: Runtime>(
     if let Some(held) = &j.held {
         runtime.discard_detached(held).await?;
     }
-    if let Some(pin) = &j.pin {
+    if let Some(pin) = &j.pin
+        && !image_in_use(store, pin, "")
+    {
         remove_image_if_present(runtime, pin).await?;
     }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
@@ -501,7 +511,10 @@ pub(super) async fn recover_upgrade<R: Runtime>(
 ) -> Result<(), Error> {
     if j.step == UpgradeStep::Committed {
         say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
-        store.put(j.new_record.as_ref().unwrap_or(&j.old))?;
+        let record = j.new_record.as_ref().unwrap_or(&j.old);
+        store.put(record)?;
+        super::tpc::install_unit(settings, store, name, parse_tpc_args(&record.args)?.restart)?;
+        crate::systemd::unit_started(name).map_err(Error::Invalid)?;
         finish_commit(runtime, store, name, j).await
     } else {
         say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));

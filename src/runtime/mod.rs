@@ -265,14 +265,27 @@ pub trait Runtime: Send + Sync {
 
     /// Saves container `id` as an image, its writable layer committed as one more layer, into the
     /// OCI image-layout directory `layout` (blobs shared with earlier saves are stored once).
+    /// `image_digest` is the manifest the container was created from (its image's name may have
+    /// moved since).
     fn save_container(
         &self,
         id: &str,
+        image_digest: &str,
         layout: &Path,
     ) -> impl Future<Output = Result<SavedImage, Error>> + Send;
 
     /// An upper bound of the bytes [`Runtime::save_container`] would add to `layout`.
-    fn save_bound(&self, id: &str, layout: &Path) -> impl Future<Output = Result<u64, Error>> + Send;
+    fn save_bound(
+        &self,
+        id: &str,
+        image_digest: &str,
+        layout: &Path,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+
+    /// Points image name `name` at the manifest with this digest (creating or moving the name);
+    /// `ImageNotFound` when the runtime no longer holds that manifest.
+    fn name_image(&self, name: &str, manifest_digest: &str)
+    -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Points image name `name` at the image `source` names (creating or moving it).
     fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;

@@ -116,11 +116,24 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
             config.size()
         )));
     }
-    let mut config_bytes = Vec::new();
-    client
-        .pull_blob(&reference, config.digest().as_ref(), &mut config_bytes)
+    // Streamed with a bound: a registry that sends more than the config's declared size is cut
+    // off (the importer then refuses the digest), not buffered.
+    let mut stream = client
+        .pull_blob_stream(&reference, config.digest().as_ref())
         .await
-        .map_err(|e| fail(format!("image config: {}", explain(e))))?;
+        .map_err(|e| fail(format!("image config: {}", explain(e))))?
+        .stream;
+    let mut config_bytes = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| fail(format!("image config: {}", super::reasons(&e))))?;
+        config_bytes.extend_from_slice(&chunk);
+        if config_bytes.len() as u64 > config.size() {
+            return Err(fail(format!(
+                "the registry sent more than the image config's {} bytes",
+                config.size()
+            )));
+        }
+    }
     documents.push(PulledDocument {
         media_type: config.media_type().to_string(),
         bytes: config_bytes,

@@ -396,18 +396,20 @@ fn scp_header<S: Read + Write>(stream: &mut S, path: &str) -> Result<u64, String
         .and_then(|()| stream.flush())
         .map_err(io_err)?;
     let line = read_line(stream).map_err(io_err)?;
-    let (kind, rest) = line.split_at(line.len().min(1));
-    match kind {
-        "C" => {}
+    // The record type is the first byte; the rest is text (a non-ASCII first byte must not split
+    // a character).
+    let rest = line.get(1..).unwrap_or("");
+    match line.as_bytes().first() {
+        Some(b'C') => {}
         // 1 = warning, 2 = fatal: the server's message names the problem (no such file, …).
-        "\x01" | "\x02" => return Err(format!("the server says: {}", rest.trim())),
-        "D" => return Err(format!("{path} is a directory, not an image archive")),
-        "" => {
+        Some(1 | 2) => return Err(format!("the server says: {}", rest.trim())),
+        Some(b'D') => return Err(format!("{path} is a directory, not an image archive")),
+        None => {
             return Err(format!(
                 "the server closed the connection (is scp installed there, and {path} readable?)"
             ));
         }
-        _ => return Err(format!("unexpected scp record {line:?}")),
+        Some(_) => return Err(format!("unexpected scp record {line:?}")),
     }
     let mut fields = rest.splitn(3, ' ');
     let (_mode, size, _name) = (fields.next(), fields.next(), fields.next());
@@ -546,6 +548,8 @@ mod tests {
         assert!(scp_header(&mut s, "dir").unwrap_err().contains("directory"));
         let mut s = scripted(b"");
         assert!(scp_header(&mut s, "x").unwrap_err().contains("closed"));
+        let mut s = scripted("é0644 5 x\n".as_bytes());
+        assert!(scp_header(&mut s, "x").unwrap_err().contains("unexpected"));
     }
 
     #[test]

@@ -90,7 +90,11 @@ pub fn stop_unit(tpc: &str) -> Result<(), String> {
     if !systemd_is_running() {
         return Ok(());
     }
-    systemctl(&["stop", &unit_name(tpc)])
+    match systemctl(&["stop", &unit_name(tpc)]) {
+        // Already removed (an uninstall finished by recovery): nothing to stop.
+        Err(e) if e.contains("not loaded") => Ok(()),
+        other => other,
+    }
 }
 
 /// Runs `systemctl <args>`; the error says which call failed and what it printed.
