@@ -285,6 +285,8 @@ pub(super) async fn undo_install<R: Runtime>(
     name: &str,
     j: &InstallJournal,
 ) -> Result<(), Error> {
+    // The install may have got as far as handing the TPC to systemd.
+    systemd::stop_unit(name).map_err(Error::Invalid)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     runtime.delete_container(name).await?;
     remove_unit(settings, store, name);
@@ -566,6 +568,8 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         let _lock = store.lock(name)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         require(&store, name)?;
+        // Through systemd first, so the stop is not taken for a failure (Restart=, on-failure:N).
+        systemd::stop_unit(name).map_err(Error::Invalid)?;
         runtime.stop_container(name, STOP_GRACE).await?;
     }
     start(runtime, settings, name).await
