@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian (bookworm) packages that tpcm's tests, benches and demo need, and only those
-# that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code), busybox-static
+# that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code) and
+# libprotobuf-dev (the well-known .proto files the gNOI protos import), busybox-static
 # (the fixture images are built from its /bin/busybox), skopeo (reference tool for archive checks),
 # openssl and ca-certificates (https tests), docker-registry and apache2-utils (the registry tests'
 # server and its htpasswd file), openssh-server and openssh-client (the scp/sftp tests' sshd;
@@ -18,6 +19,8 @@ missing=()
 { have_cmd containerd && have_cmd ctr && have_cmd containerd-shim-runc-v2; } || missing+=(containerd)
 have_cmd runc || missing+=(runc)
 have_cmd protoc || missing+=(protobuf-compiler)
+# The gNOI protos import protobuf's well-known types (descriptor, timestamp, any).
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 # The dynamic `busybox` package also provides /bin/busybox, but fixtures need the static one.
 have_pkg busybox-static || missing+=(busybox-static)
 have_cmd skopeo || missing+=(skopeo)

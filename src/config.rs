@@ -65,6 +65,31 @@ pub struct FileConfig {
     pub upgrade_grace_secs: Option<u64>,
     /// Longest run, in seconds, of an upgrade hook (default 300).
     pub hook_timeout_secs: Option<u64>,
+    /// `tpcm serve` (gNOI containerz) settings; its flags override them.
+    pub serve: Option<ServeConfig>,
+}
+
+/// `[serve]` in tpcm.toml: the gNOI server's settings (see `tpcm serve --help`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `address:port` to listen on.
+    pub listen: Option<String>,
+    /// Server certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA that signs client certificates (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// Authz file: identities to scopes.
+    pub authz: Option<PathBuf>,
+    /// Seconds between janitor sweeps (0: off).
+    pub janitor_interval_secs: Option<u64>,
+    /// containerd's root directory (Deploy's free-space check).
+    pub content_root: Option<PathBuf>,
+    /// Whether remote SFTP/SCP downloads trust (and record) an SSH host key they have not seen;
+    /// default false: only keys in `<store>/known_hosts` are trusted.
+    pub ssh_accept_new_host_keys: Option<bool>,
 }
 
 impl FileConfig {

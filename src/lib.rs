@@ -8,6 +8,7 @@
 //! * [`containerd`] is that runtime's only backend, and the only module that knows containerd's API;
 //! * [`manager`] holds the operations a front end asks for;
 //! * [`cli`] is the `tpcm` command line, a front end over `manager`;
+//! * [`containerz`] is the gNOI containerz server, the other front end over `manager`;
 //! * [`systemd`] writes the unit text the manager installs for each TPC;
 //! * [`crash`] lets the recovery tests kill tpcm at named points.
 
@@ -15,6 +16,7 @@ pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod containerd;
+pub mod containerz;
 pub mod crash;
 pub mod manager;
 pub mod runtime;

@@ -3,6 +3,7 @@
 
 mod images;
 mod progress;
+mod serve;
 mod source;
 mod tpc;
 
@@ -91,6 +92,10 @@ enum Command {
     /// Manage images in containerd (import, list, remove).
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Run the gNOI containerz server (mTLS, read/write scopes), its janitor and restart supervisor.
+    Serve(serve::Serve),
+    /// Remove stopped containers no TPC owns and images nothing uses (what serve's janitor does).
+    Janitor(serve::Janitor),
 }
 
 impl Cli {
@@ -120,7 +125,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging();
+    // The server logs its write calls and janitor sweeps by default (to stderr, for journald).
+    init_logging(matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
@@ -133,11 +139,15 @@ pub fn main() -> ExitCode {
 
 /// Diagnostics go to stderr when `TPCM_LOG` asks for them (e.g. `TPCM_LOG=debug` shows the
 /// import phases and their durations); by default tpcm prints only its results and errors.
-fn init_logging() {
-    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TPCM_LOG") {
+fn init_logging(serving: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TPCM_LOG")
+        .ok()
+        .or_else(|| serving.then(|| tracing_subscriber::EnvFilter::new("tpcm=info")));
+    if let Some(filter) = filter {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
 }
@@ -164,6 +174,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::UnitRun { name } => tpc::unit_run(&name, &settings).await,
         Command::UnitStop { name } => tpc::unit_stop(&name, &settings).await,
         Command::Image(cmd) => images::run(cmd, &settings).await,
+        Command::Serve(cmd) => serve::serve(cmd, &settings).await,
+        Command::Janitor(cmd) => serve::janitor(cmd, &settings).await,
     }
 }
 

@@ -109,6 +109,19 @@ impl Runtime for Containerd {
         Ok(self.remove_container(id).await?)
     }
 
+    async fn list_containers(&self) -> Result<Vec<runtime::ContainerSummary>, runtime::Error> {
+        Ok(self
+            .container_images()
+            .await?
+            .into_iter()
+            .map(|(id, image)| runtime::ContainerSummary { id, image })
+            .collect())
+    }
+
+    async fn watch_exits(&self, tx: tokio::sync::mpsc::Sender<(String, u32)>) -> Result<(), runtime::Error> {
+        Ok(self.forward_exits(tx).await?)
+    }
+
     async fn container_exists(&self, id: &str) -> Result<bool, runtime::Error> {
         Ok(self.container_record(id).await?.is_some())
     }

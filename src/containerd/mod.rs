@@ -9,6 +9,7 @@ mod backend;
 mod containers;
 mod content;
 mod detach;
+mod events;
 mod exec;
 mod export;
 mod images;

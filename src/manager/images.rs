@@ -35,9 +35,17 @@ pub enum ImageSource {
     Ssh(SshRequest),
     /// An image in a registry.
     Registry(RegistryRequest),
+    /// An image the runtime already holds, by name (gNOI: deployed beforehand). Nothing is
+    /// imported, and a TPC made from it does not own it.
+    Present(String),
 }
 
 impl ImageSource {
+    /// Whether a TPC made from this source owns the image (removes it when it goes).
+    pub fn owned(&self) -> bool {
+        !matches!(self, ImageSource::Present(_))
+    }
+
     /// Infers the kind of a location as the TPCM CLI does: an http(s) URL is downloaded, an
     /// existing file is an archive, anything else is an image reference. A location that reads
     /// as a path (`/…`, `./…`, `…​.tar`, `…​.gz`) stays a file even when missing, so a typo says
@@ -76,6 +84,7 @@ impl ImageSource {
             ImageSource::Http { url, .. } => url.clone(),
             ImageSource::Ssh(r) => r.describe(),
             ImageSource::Registry(r) => r.reference.clone(),
+            ImageSource::Present(name) => name.clone(),
         }
     }
 }
@@ -98,7 +107,9 @@ async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
             let (request, runtime) = (request.clone(), tokio::runtime::Handle::current());
             blocking(Box::new(move || source::ssh::open_ssh(&request, &runtime))).await
         }
-        ImageSource::Registry(_) => Err(Error::Invalid("a registry image is not an archive".into())),
+        ImageSource::Registry(_) | ImageSource::Present(_) => {
+            Err(Error::Invalid(format!("{} is not an archive", src.describe())))
+        }
     }
 }
 
@@ -113,6 +124,22 @@ pub async fn import_image<R: Runtime>(
     // Refuse a bad tag before reading a byte of the source.
     if let Some(t) = &tag {
         archive::normalize_reference(t).map_err(|e| Error::Invalid(e.to_string()))?;
+    }
+    if let ImageSource::Present(name) = src {
+        let normalized =
+            archive::normalize_pinned_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
+        let found = runtime
+            .list_images()
+            .await?
+            .into_iter()
+            .find(|i| i.name == normalized)
+            .ok_or_else(|| Error::NotFound(format!("no image named {normalized}; deploy it first")))?;
+        return Ok(vec![ImportedImage {
+            names: vec![normalized],
+            digest: found.digest,
+            layers: 0,
+            size: found.size,
+        }]);
     }
     let p = progress.clone();
     let counter: ByteCounter = Arc::new(move |n| p.advance(n));

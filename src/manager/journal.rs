@@ -47,6 +47,9 @@ pub struct UpgradeJournal {
     pub new_record: Option<TpcRecord>,
     /// The last step started.
     pub step: UpgradeStep,
+    /// The new image was there before the upgrade (gNOI): a rollback keeps it.
+    #[serde(default)]
+    pub keep_new_image: bool,
 }
 
 /// An install in progress.

@@ -4,12 +4,15 @@
 pub mod args;
 pub mod boot;
 mod images;
+pub mod janitor;
 pub mod journal;
 pub mod migrate;
 pub mod recovery;
 pub mod store;
+pub mod supervise;
 pub mod tpc;
 pub mod upgrade;
+pub mod volumes;
 
 pub use images::{ImageSource, Progress, import_image, list_images, remove_image};
 
@@ -28,4 +31,37 @@ pub enum Error {
     /// The request itself is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// The TPC, volume or image asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something by that name already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object is in use (or running) and the request did not force it.
+    #[error("{0}")]
+    InUse(String),
+}
+
+/// Seconds since the epoch, for records.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Eight hex digits that differ between calls, for names tpcm picks (instances, volumes).
+pub(crate) fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // RandomState is seeded randomly per process; the counter separates calls within one.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:08x}", h.finish() as u32)
 }

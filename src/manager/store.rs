@@ -32,6 +32,15 @@ pub struct TpcRecord {
     pub running: bool,
     /// When it was installed (seconds since the epoch).
     pub installed: u64,
+    /// Whether the TPC brought its image (CLI install: the image goes with the TPC) or runs one
+    /// managed on its own (gNOI: deployed and removed with Deploy / RemoveImage, kept for
+    /// rollbacks). Records written before this field existed are CLI installs.
+    #[serde(default = "owns_image_default")]
+    pub owns_image: bool,
+}
+
+fn owns_image_default() -> bool {
+    true
 }
 
 /// Errors of the store; each names the file.
@@ -246,6 +255,7 @@ mod tests {
             },
             running: true,
             installed: 1,
+            owns_image: true,
         }
     }
 

@@ -49,7 +49,7 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 }
 
 /// Parses a TPC's `--args`, refusing volumes over tpcm's own mounts.
-pub(super) fn parse_tpc_args(text: &str) -> Result<ContainerArgs, Error> {
+pub fn parse_tpc_args(text: &str) -> Result<ContainerArgs, Error> {
     let parsed = args::parse_args(text).map_err(|e| Error::Invalid(e.to_string()))?;
     if let Some(v) = parsed
         .volumes
@@ -74,7 +74,7 @@ pub(super) fn default_cpu_share(settings: &Settings) -> Result<f64, Error> {
 }
 
 /// The labels of a TPC's container: `-l` labels plus the TPC marker.
-pub(super) fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, String> {
+pub fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, String> {
     let mut labels: HashMap<String, String> = parsed.labels.clone().into_iter().collect();
     labels.insert(TPC_LABEL.to_string(), name.to_string());
     labels
@@ -158,7 +158,7 @@ pub async fn install<R: Runtime>(
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     if store.get(name)?.is_some() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::AlreadyExists(format!(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
@@ -228,8 +228,11 @@ impl InstallSteps<'_> {
                 )));
             }
         };
-        j.image = Some(image.clone());
-        journal::write(store, name, Entry::Install(j))?;
+        // An image the TPC does not own stays when the install is taken back.
+        if source.owned() {
+            j.image = Some(image.clone());
+            journal::write(store, name, Entry::Install(j))?;
+        }
         crash_point("install:imported");
 
         let config = container_config(settings, store, name, &image, self.parsed, self.cpu_share);
@@ -261,6 +264,7 @@ impl InstallSteps<'_> {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            owns_image: source.owned(),
         };
         store.put(&record)?;
         crash_point("install:recorded");
@@ -360,7 +364,7 @@ pub(super) fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
     validate_name(name)?;
     store
         .get(name)?
-        .ok_or_else(|| Error::Invalid(format!("no TPC named {name} is installed")))
+        .ok_or_else(|| Error::NotFound(format!("no TPC named {name} is installed")))
 }
 
 /// Stops and removes TPC `name`: container, writable layer, image (unless another TPC uses it),
@@ -398,7 +402,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     runtime.delete_container(name).await?;
     crash_point("uninstall:deleted");
     remove_unit(settings, store, name);
-    if !image_in_use(store, &j.record.image, name) {
+    if j.record.owns_image && !image_in_use(store, &j.record.image, name) {
         say(&format!("Removing the TPC-{name} image"));
         remove_image_if_present(runtime, &j.record.image).await?;
     }
@@ -493,7 +497,7 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
 }
 
 /// Starts the TPC's container unless it runs (an exited or half-made task is cleared first).
-async fn ensure_running<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
+pub(super) async fn ensure_running<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
     match runtime.container_state(name).await? {
         ContainerState::Running { .. } => {}
         ContainerState::Exited { .. } | ContainerState::Other { .. } => {
@@ -542,6 +546,16 @@ pub async fn unit_stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str)
 
 /// Stops a TPC and remembers that it should stay stopped (also across reboots).
 pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    stop_within(runtime, settings, name, STOP_GRACE).await
+}
+
+/// [`stop`] with SIGKILL after `grace` (zero: at once, gNOI's `force`).
+pub async fn stop_within<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    grace: Duration,
+) -> Result<(), Error> {
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
@@ -550,7 +564,7 @@ pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> R
     store.put(&record)?;
     // Through systemd when it runs the unit, so it does not restart what the operator stopped.
     systemd::stop_unit(name).map_err(Error::Invalid)?;
-    runtime.stop_container(name, STOP_GRACE).await?;
+    runtime.stop_container(name, grace).await?;
     Ok(())
 }
 

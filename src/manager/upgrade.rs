@@ -90,6 +90,7 @@ pub async fn upgrade<R: Runtime>(
         held: None,
         new_record: None,
         step: UpgradeStep::Importing,
+        keep_new_image: !request.source.owned(),
     };
     journal::write(&store, name, Entry::Upgrade(&j))?;
     // The new image may move the old one's tag: a second name keeps the old manifest (and what
@@ -195,6 +196,7 @@ pub async fn upgrade<R: Runtime>(
         args: args_text.clone(),
         container: config.clone(),
         running: true,
+        owns_image: request.source.owned(),
         ..old.clone()
     };
     j.new_record = Some(new_record.clone());
@@ -409,6 +411,7 @@ async fn finish_abort<R: Runtime>(
         }
     }
     if let Some((new_image, _)) = &j.new_image
+        && !j.keep_new_image
         && new_image != &j.old.image
         && !image_in_use(store, new_image, name)
     {
@@ -494,7 +497,8 @@ async fn finish_commit<R: Runtime>(
         remove_image_if_present(runtime, pin).await?;
     }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
-    if new_image != Some(j.old.image.as_str()) && !image_in_use(store, &j.old.image, name) {
+    if j.old.owns_image && new_image != Some(j.old.image.as_str()) && !image_in_use(store, &j.old.image, name)
+    {
         remove_image_if_present(runtime, &j.old.image).await?;
     }
     journal::remove(store, name)

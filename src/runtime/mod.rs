@@ -195,6 +195,15 @@ pub struct SavedImage {
     pub written: u64,
 }
 
+/// A container as the runtime lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// Its ID.
+    pub id: String,
+    /// The image name it was created from.
+    pub image: String,
+}
+
 /// What a container's main process is doing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
@@ -292,6 +301,16 @@ pub trait Runtime: Send + Sync {
 
     /// Deletes a stopped container and its writable layer; a missing one is fine.
     fn delete_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Every container the runtime holds (in tpcm's namespace), with the image it was made from.
+    fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, Error>> + Send;
+
+    /// Sends `(container id, exit code)` whenever a container's main process exits, until the
+    /// runtime's event stream breaks (an error) or `tx` is closed.
+    fn watch_exits(
+        &self,
+        tx: tokio::sync::mpsc::Sender<(String, u32)>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Whether a container with this ID exists (running or not).
     fn container_exists(&self, id: &str) -> impl Future<Output = Result<bool, Error>> + Send;

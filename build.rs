@@ -1,0 +1,12 @@
+//! Compiles the gNOI containerz protos in `proto/` (our own, wire-compatible with upstream) into
+//! tonic server and client code. Needs `protoc` (Debian `protobuf-compiler`, installed by
+//! `scripts/install-deps.sh`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/gnoi/containerz/containerz.proto"], &["proto"])?;
+    Ok(())
+}

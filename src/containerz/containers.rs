@@ -1,0 +1,698 @@
+//! StartContainer, StopContainer, RemoveContainer, ListContainer, UpdateContainer, Log.
+//!
+//! A gNOI container instance is a TPC whose image is managed on its own (deployed, kept for
+//! rollbacks, removed with RemoveImage). A StartContainerRequest is translated into the
+//! docker-style `--args` of `tpcm install` ([`start_args`]), so it is validated by the same
+//! parser, stored in the same record, shown by `tpcm list`, and upgraded like any TPC.
+
+use super::{Shared, on_manager, proto};
+use crate::manager::store::Store;
+use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
+use crate::manager::{self, ImageSource, tpc, volumes};
+use crate::runtime::{ContainerState, Runtime};
+use proto::list_container_response::Status as Listed;
+use proto::start_container_request::restart::Policy;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+/// ListContainer label with the outcome of the instance's last UpdateContainer (how an `async`
+/// update's result becomes visible).
+pub const UPDATE_LABEL: &str = "io.tpcm.update";
+/// ListContainer label naming the instance's image reference in full.
+pub const IMAGE_LABEL: &str = "io.tpcm.image";
+/// Default time a new version must stay up in UpdateContainer (tpcm.toml `upgrade_grace_secs`).
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// Default longest run of an upgrade hook (tpcm.toml `hook_timeout_secs`).
+const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `--args` string for a StartContainerRequest (everything but the image and the name).
+/// Errors are INVALID_ARGUMENT naming the field, or NOT_FOUND for a volume that does not exist.
+pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Result<String, Status> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |flag: &str, value: String| {
+        a.push(flag.to_string());
+        a.push(value);
+    };
+    if !r.ports.is_empty() {
+        return Err(Status::unimplemented(
+            "StartContainer: ports need a bridge network, which this tpcm does not provide yet; use the host network",
+        ));
+    }
+    match r.network.as_str() {
+        "" | "host" => {}
+        "none" => push("--network", "none".into()),
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: network {other:?} is not supported (use host or none)"
+            )));
+        }
+    }
+    let mut env: Vec<_> = r.environment.iter().collect();
+    env.sort();
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: bad environment name {k:?}"
+            )));
+        }
+        push("-e", format!("{k}={v}"));
+    }
+    for v in &r.volumes {
+        let (host, volume_ro) = volumes::host_path(store, &v.name).map_err(super::status_of)?;
+        if !v.mount_point.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: volume {}: mount_point {:?} must be an absolute path",
+                v.name, v.mount_point
+            )));
+        }
+        let ro = if v.read_only || volume_ro { ":ro" } else { "" };
+        push("-v", format!("{}:{}{ro}", host.display(), v.mount_point));
+    }
+    if let Some(cap) = &r.cap {
+        for c in &cap.add {
+            push("--cap-add", capability(c));
+        }
+        for c in &cap.remove {
+            push("--cap-drop", capability(c));
+        }
+    }
+    if let Some(restart) = &r.restart {
+        let policy = match Policy::try_from(restart.policy).unwrap_or(Policy::None) {
+            Policy::None => "no".to_string(),
+            Policy::Always => "always".to_string(),
+            Policy::UnlessStopped => "unless-stopped".to_string(),
+            Policy::OnFailure if restart.attempts > 0 => format!("on-failure:{}", restart.attempts),
+            Policy::OnFailure => "on-failure".to_string(),
+        };
+        push("--restart", policy);
+    }
+    if let Some(run_as) = &r.run_as
+        && !run_as.user.is_empty()
+    {
+        let user = if run_as.group.is_empty() {
+            run_as.user.clone()
+        } else {
+            format!("{}:{}", run_as.user, run_as.group)
+        };
+        push("-u", user);
+    }
+    let mut labels: Vec<_> = r.labels.iter().collect();
+    labels.sort();
+    for (k, v) in labels {
+        if k.starts_with("io.tpcm.") {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: label {k:?}: the io.tpcm. prefix is tpcm's own"
+            )));
+        }
+        push("-l", format!("{k}={v}"));
+    }
+    if let Some(l) = &r.limits {
+        if l.max_cpu < 0.0 || l.soft_mem_bytes < 0 || l.hard_mem_bytes < 0 {
+            return Err(Status::invalid_argument(
+                "StartContainer: limits must not be negative",
+            ));
+        }
+        if l.max_cpu > 0.0 {
+            push("--cpus", l.max_cpu.to_string());
+        }
+        if l.hard_mem_bytes > 0 {
+            push("--memory", l.hard_mem_bytes.to_string());
+        }
+        if l.soft_mem_bytes > 0 {
+            push("--memory-reservation", l.soft_mem_bytes.to_string());
+        }
+    }
+    for d in &r.devices {
+        use proto::device::Permission;
+        let mut perms = String::new();
+        for p in &d.permissions {
+            match Permission::try_from(*p).unwrap_or(Permission::Unspecified) {
+                Permission::Read => perms.push('r'),
+                Permission::Write => perms.push('w'),
+                Permission::Mknod => perms.push('m'),
+                Permission::Unspecified => {}
+            }
+        }
+        if perms.is_empty() {
+            perms = "rwm".into();
+        }
+        let dst = if d.dst_path.is_empty() {
+            &d.src_path
+        } else {
+            &d.dst_path
+        };
+        push("--device", format!("{}:{dst}:{perms}", d.src_path));
+    }
+    if !r.cmd.trim().is_empty() {
+        let words = shell_words::split(&r.cmd)
+            .map_err(|e| Status::invalid_argument(format!("StartContainer: cmd: {e}")))?;
+        a.push("--".into());
+        a.extend(words);
+    }
+    let text = shell_words::join(&a);
+    // The same checks `tpcm install --args` makes, with the field's message.
+    tpc::parse_tpc_args(&text).map_err(|e| {
+        Status::invalid_argument(format!(
+            "StartContainer: {}",
+            e.to_string().trim_start_matches("--args: ")
+        ))
+    })?;
+    Ok(text)
+}
+
+/// gNOI capability names come with or without `CAP_`; the args parser wants `CAP_X`.
+fn capability(name: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    if upper.starts_with("CAP_") || upper == "ALL" {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    }
+}
+
+/// A TPC name for an instance the client did not name: the image's last path part and a
+/// random suffix.
+fn pick_name(image_name: &str) -> String {
+    let base: String = image_name
+        .rsplit('/')
+        .next()
+        .unwrap_or("tpc")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(20)
+        .collect();
+    let base = base.trim_matches('-');
+    let base = if base.is_empty() { "tpc" } else { base };
+    format!("{base}-{}", manager::random_suffix())
+}
+
+/// StartContainer: creates and starts an instance; with only `instance_name` set, starts an
+/// existing stopped one.
+pub(super) async fn start<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::StartContainerRequest,
+) -> Result<proto::StartContainerResponse, Status> {
+    let ok = |name: String| proto::StartContainerResponse {
+        response: Some(proto::start_container_response::Response::StartOk(
+            proto::StartOk { instance_name: name },
+        )),
+    };
+    let store = Store::new(&shared.settings.root);
+    if r.image_name.is_empty() {
+        if r.instance_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "StartContainer: give image_name to create an instance, or instance_name to start one",
+            ));
+        }
+        let name = r.instance_name.clone();
+        on_manager(shared, {
+            let name = name.clone();
+            move |s| async move { tpc::start(&s.runtime, &s.settings, &name).await }
+        })
+        .await?;
+        return Ok(ok(name));
+    }
+    let reference = super::reference(&r.image_name, &r.tag)?;
+    let name = if r.instance_name.is_empty() {
+        pick_name(&r.image_name)
+    } else {
+        r.instance_name.clone()
+    };
+    tpc::validate_name(&name).map_err(super::status_of)?;
+    let args = start_args(&store, &r)?;
+    on_manager(shared, {
+        let name = name.clone();
+        move |s| async move {
+            let source = ImageSource::Present(reference);
+            let quiet: Arc<dyn manager::Progress> = Arc::new(super::images::Quiet);
+            tpc::install(&s.runtime, &s.settings, &name, &source, &args, quiet, &|m| {
+                tracing::debug!("{m}")
+            })
+            .await
+        }
+    })
+    .await?;
+    tracing::info!(instance = %name, "StartContainer started an instance");
+    Ok(ok(name))
+}
+
+/// StopContainer: graceful (SIGTERM, SIGKILL after the grace time) or, with `force`, SIGKILL at
+/// once; with `restart`, started again afterwards.
+pub(super) async fn stop<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::StopContainerRequest,
+) -> Result<proto::StopContainerResponse, Status> {
+    let grace = if r.force { Duration::ZERO } else { tpc::STOP_GRACE };
+    on_manager(shared, move |s| async move {
+        tpc::stop_within(&s.runtime, &s.settings, &r.instance_name, grace).await?;
+        if r.restart {
+            tpc::start(&s.runtime, &s.settings, &r.instance_name).await?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(proto::StopContainerResponse {})
+}
+
+/// RemoveContainer: FAILED_PRECONDITION while running unless `force` (then killed first). The
+/// instance's image stays (it is managed with RemoveImage); its `/tpc` data directory stays, as
+/// with `tpcm uninstall`.
+pub(super) async fn remove<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::RemoveContainerRequest,
+) -> Result<proto::RemoveContainerResponse, Status> {
+    let name = r.name.clone();
+    on_manager(shared, move |s| async move {
+        let store = Store::new(&s.settings.root);
+        tpc::validate_name(&r.name)?;
+        if store.get(&r.name)?.is_none() {
+            return Err(manager::Error::NotFound(format!(
+                "no container instance named {}",
+                r.name
+            )));
+        }
+        if let ContainerState::Running { .. } = s.runtime.container_state(&r.name).await? {
+            if !r.force {
+                return Err(manager::Error::InUse(format!(
+                    "container {} is running; stop it first or force",
+                    r.name
+                )));
+            }
+            tpc::stop_within(&s.runtime, &s.settings, &r.name, Duration::ZERO).await?;
+        }
+        tpc::uninstall(&s.runtime, &s.settings, &r.name, false, &|m| {
+            tracing::debug!("{m}")
+        })
+        .await
+    })
+    .await?;
+    shared.updates.lock().expect("update map").remove(&name);
+    Ok(proto::RemoveContainerResponse {})
+}
+
+/// What ListContainer reports for a TPC: RUNNING while its process runs; STOPPED once it
+/// exited or was stopped on request; PRESENT when it exists, is not running, and nobody asked
+/// it to stop (created but not started yet, e.g. before `tpcm boot`).
+fn listed_status(state: &ContainerState, wanted_running: bool) -> Listed {
+    match state {
+        ContainerState::Running { .. } => Listed::Running,
+        ContainerState::Exited { .. } => Listed::Stopped,
+        _ if !wanted_running => Listed::Stopped,
+        _ => Listed::Present,
+    }
+}
+
+/// ListContainer: every TPC (gNOI instance or CLI install). Running ones only unless `all`.
+/// Filters: `name`, `image` (familiar or full reference), `status` (RUNNING, STOPPED,
+/// PRESENT), `label` (`key` or `key=value`).
+pub(super) async fn list<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::ListContainerRequest,
+) -> Result<super::ResponseStream<proto::ListContainerResponse>, Status> {
+    super::check_filter_keys(
+        "ListContainer",
+        r.filter.iter().map(|f| f.key.as_str()),
+        &["name", "image", "status", "label"],
+    )?;
+    let updates = shared.updates.lock().expect("update map").clone();
+    let entries = on_manager(shared, |s| async move {
+        let store = Store::new(&s.settings.root);
+        let mut out = Vec::new();
+        for record in store.list()? {
+            let state = s.runtime.container_state(&record.name).await?;
+            let labels = tpc::parse_tpc_args(&record.args)
+                .map(|a| tpc::container_labels(&record.name, &a))
+                .unwrap_or_default();
+            out.push((record, state, labels));
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut out = Vec::new();
+    for (record, state, mut labels) in entries {
+        let status = listed_status(&state, record.running);
+        if !r.all && status != Listed::Running {
+            continue;
+        }
+        let (name, tag) = super::familiar(&record.image);
+        let image_name = if tag.is_empty() {
+            name.clone()
+        } else {
+            format!("{name}:{tag}")
+        };
+        labels.insert(IMAGE_LABEL.to_string(), record.image.clone());
+        if let Some(u) = updates.get(&record.name) {
+            labels.insert(UPDATE_LABEL.to_string(), u.clone());
+        }
+        let keep = r.filter.iter().all(|f| {
+            f.value.iter().any(|v| match f.key.as_str() {
+                "name" => v == &record.name,
+                "image" => v == &image_name || v == &name || v == &record.image,
+                "status" => v.eq_ignore_ascii_case(status.as_str_name()),
+                _ => match v.split_once('=') {
+                    Some((k, val)) => labels.get(k).is_some_and(|x| x == val),
+                    None => labels.contains_key(v),
+                },
+            })
+        });
+        if !keep {
+            continue;
+        }
+        let hash = record
+            .digest
+            .as_deref()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .and_then(|h| hex::decode(h).ok())
+            .map(|hash| proto::gnoi::types::HashType {
+                method: proto::gnoi::types::hash_type::HashMethod::Sha256 as i32,
+                hash,
+            });
+        out.push(Ok(proto::ListContainerResponse {
+            id: record.name.clone(),
+            name: record.name,
+            image_name,
+            status: status as i32,
+            labels,
+            hash,
+        }));
+        if r.limit > 0 && out.len() >= r.limit as usize {
+            break;
+        }
+    }
+    Ok(Box::pin(tokio_stream::iter(out)))
+}
+
+/// UpdateContainer: break before make, through `tpcm upgrade` (hooks, health gate, rollback
+/// onto the kept writable layer). The top-level `image_name`/`image_tag` win over `params`
+/// (upstream issue 315); `params`, when given, replace the instance's settings, else they are
+/// kept. With `async` the call returns once the request is checked; the outcome appears as
+/// label `io.tpcm.update` in ListContainer (`pending`, `updated`, `failed: <reason>`).
+pub(super) async fn update<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::UpdateContainerRequest,
+) -> Result<proto::UpdateContainerResponse, Status> {
+    let name = r.instance_name.clone();
+    tpc::validate_name(&name).map_err(super::status_of)?;
+    let store = Store::new(&shared.settings.root);
+    if store
+        .get(&name)
+        .map_err(|e| super::status_of(e.into()))?
+        .is_none()
+    {
+        return Err(Status::not_found(format!(
+            "UpdateContainer: no container instance named {name}"
+        )));
+    }
+    let params = r.params.clone();
+    let image_name = if !r.image_name.is_empty() {
+        r.image_name.clone()
+    } else {
+        params.as_ref().map(|p| p.image_name.clone()).unwrap_or_default()
+    };
+    let image_tag = if !r.image_tag.is_empty() {
+        r.image_tag.clone()
+    } else {
+        params.as_ref().map(|p| p.tag.clone()).unwrap_or_default()
+    };
+    let reference = super::reference(&image_name, &image_tag)?;
+    let args = params.as_ref().map(|p| start_args(&store, p)).transpose()?;
+    let present = on_manager(shared, {
+        let reference = reference.clone();
+        move |s| async move {
+            manager::list_images(&s.runtime)
+                .await
+                .map(|l| l.iter().any(|i| i.name == reference))
+        }
+    })
+    .await?;
+    if !present {
+        return Err(Status::not_found(format!(
+            "UpdateContainer: no image named {reference}; deploy it first"
+        )));
+    }
+    let config = crate::config::FileConfig::load(&shared.settings.root).map_err(Status::internal)?;
+    let grace = config
+        .upgrade_grace_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_GRACE);
+    let hook_timeout = config
+        .hook_timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_HOOK_TIMEOUT);
+    let run = {
+        let name = name.clone();
+        move |s: Arc<Shared<R>>| async move {
+            let source = ImageSource::Present(reference);
+            let request = UpgradeRequest {
+                source: &source,
+                args: args.as_deref(),
+                skip_data: false,
+                grace,
+                hook_timeout,
+            };
+            let quiet: Arc<dyn manager::Progress> = Arc::new(super::images::Quiet);
+            manager::upgrade::upgrade(&s.runtime, &s.settings, &name, &request, quiet, &|m| {
+                tracing::debug!("{m}")
+            })
+            .await
+        }
+    };
+    let ok = |is_async| proto::UpdateContainerResponse {
+        response: Some(proto::update_container_response::Response::UpdateOk(
+            proto::UpdateOk {
+                instance_name: r.instance_name.clone(),
+                is_async,
+            },
+        )),
+    };
+    let record = move |shared: &Arc<Shared<R>>, outcome: &Result<UpgradeOutcome, Status>| {
+        let text = match outcome {
+            Ok(_) => "updated".to_string(),
+            Err(e) => format!("failed: {}", e.message()),
+        };
+        tracing::info!(instance = %name, outcome = %text, "UpdateContainer finished");
+        shared
+            .updates
+            .lock()
+            .expect("update map")
+            .insert(name.clone(), text);
+    };
+    if r.r#async {
+        shared
+            .updates
+            .lock()
+            .expect("update map")
+            .insert(r.instance_name.clone(), "pending".into());
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let outcome = on_manager(&shared, run).await.map_err(rolled_back);
+            record(&shared, &outcome);
+        });
+        return Ok(ok(true));
+    }
+    let outcome = on_manager(shared, run).await.map_err(rolled_back);
+    record(shared, &outcome);
+    outcome.map(|_| ok(false))
+}
+
+/// An upgrade that failed after its checks was rolled back (the old version runs): ABORTED.
+fn rolled_back(s: Status) -> Status {
+    if s.code() == tonic::Code::InvalidArgument {
+        Status::aborted(s.message().to_string())
+    } else {
+        s
+    }
+}
+
+/// Writes whole lines of log output as LogResponse messages (one per line, newline kept).
+struct LineSink {
+    tx: mpsc::Sender<Result<proto::LogResponse, Status>>,
+    partial: Vec<u8>,
+}
+
+impl LineSink {
+    fn send(&self, line: &[u8]) -> std::io::Result<()> {
+        let msg = proto::LogResponse {
+            msg: String::from_utf8_lossy(line).into_owned(),
+        };
+        self.tx
+            .blocking_send(Ok(msg))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for LineSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            self.send(&line)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Log: the instance's output so far, line by line; with `follow`, new lines as they are
+/// written, until the client cancels.
+pub(super) async fn log<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::LogRequest,
+) -> Result<super::ResponseStream<proto::LogResponse>, Status> {
+    let target = tpc::log_target(&shared.settings, &r.instance_name).map_err(super::status_of)?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = LineSink {
+            tx: tx.clone(),
+            partial: Vec::new(),
+        };
+        let from = std::fs::metadata(&target.file).map(|m| m.len()).unwrap_or(0);
+        let mut result = crate::runtime::logs::read_tail(&target, None, &mut sink);
+        if result.is_ok() && r.follow {
+            let closed = tx.clone();
+            result = crate::runtime::logs::follow(&target, from, &mut sink, &|| closed.is_closed());
+        }
+        match result {
+            Ok(()) if !sink.partial.is_empty() => {
+                let rest = std::mem::take(&mut sink.partial);
+                let _ = sink.send(&rest);
+            }
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(format!("cannot read the log: {e}"))));
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_start_request_becomes_checked_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        volumes::create(
+            &store,
+            &volumes::VolumeRequest {
+                name: "v1".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = proto::StartContainerRequest {
+            cmd: "sh -c 'echo hi; sleep 9'".into(),
+            environment: env_map(&[("B", "2"), ("A", "x y")]),
+            volumes: vec![proto::Volume {
+                name: "v1".into(),
+                mount_point: "/data".into(),
+                read_only: true,
+            }],
+            cap: Some(proto::start_container_request::Capabilities {
+                add: vec!["net_admin".into()],
+                remove: vec!["CAP_CHOWN".into()],
+            }),
+            restart: Some(proto::start_container_request::Restart {
+                policy: Policy::OnFailure as i32,
+                attempts: 3,
+            }),
+            limits: Some(proto::start_container_request::Limits {
+                max_cpu: 0.5,
+                soft_mem_bytes: 32 << 20,
+                hard_mem_bytes: 64 << 20,
+            }),
+            labels: env_map(&[("team", "noc")]),
+            ..Default::default()
+        };
+        let text = start_args(&store, &r).unwrap();
+        let parsed = tpc::parse_tpc_args(&text).unwrap();
+        assert_eq!(parsed.env, vec!["A=x y".to_string(), "B=2".to_string()]);
+        assert_eq!(parsed.command, vec!["sh", "-c", "echo hi; sleep 9"]);
+        assert_eq!(parsed.cap_add, vec!["CAP_NET_ADMIN".to_string()]);
+        assert_eq!(parsed.cap_drop, vec!["CAP_CHOWN".to_string()]);
+        assert_eq!(parsed.cpus, Some(0.5));
+        assert_eq!(parsed.memory, Some(64 << 20));
+        assert_eq!(parsed.memory_reservation, Some(32 << 20));
+        assert!(parsed.volumes[0].read_only && parsed.volumes[0].container == "/data");
+        assert_eq!(parsed.restart.to_string(), "on-failure:3");
+        assert_eq!(parsed.labels.get("team").map(String::as_str), Some("noc"));
+
+        let missing = proto::StartContainerRequest {
+            volumes: vec![proto::Volume {
+                name: "nope".into(),
+                mount_point: "/x".into(),
+                read_only: false,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            start_args(&store, &missing).unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        let bad = proto::StartContainerRequest {
+            network: "bridge0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            start_args(&store, &bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        let bad_cap = proto::StartContainerRequest {
+            cap: Some(proto::start_container_request::Capabilities {
+                add: vec!["FLY".into()],
+                remove: vec![],
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            start_args(&store, &bad_cap).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn statuses_follow_the_documented_rules() {
+        assert_eq!(
+            listed_status(&ContainerState::Running { pid: 1 }, false),
+            Listed::Running
+        );
+        assert_eq!(
+            listed_status(&ContainerState::Exited { code: 0 }, true),
+            Listed::Stopped
+        );
+        assert_eq!(listed_status(&ContainerState::Stopped, false), Listed::Stopped);
+        assert_eq!(listed_status(&ContainerState::Stopped, true), Listed::Present);
+    }
+
+    #[test]
+    fn picked_names_are_valid_tpc_names() {
+        for image in ["busybox", "127.0.0.1:5000/Acme/My_App", "___"] {
+            let n = pick_name(image);
+            assert!(tpc::validate_name(&n).is_ok(), "{n}");
+        }
+    }
+}

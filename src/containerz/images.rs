@@ -1,0 +1,450 @@
+//! Deploy, ListImage, RemoveImage.
+//!
+//! Deploy streams the client's chunks straight into the import engine through a bounded pipe
+//! (nothing is written to a temporary file). The pipe only reports the end of the archive once
+//! ImageTransferEnd arrived and the byte count matches `image_size`; anything else makes the
+//! reader fail, so the import is taken back and nothing of it is left.
+
+use super::{Shared, on_manager, proto};
+use crate::manager::{self, ImageSource, Progress};
+use crate::runtime::{ArchiveInput, Runtime};
+use crate::source::registry::RegistryRequest;
+use crate::source::ssh::{SshProtocol, SshRequest};
+use proto::deploy_request::Request as In;
+use proto::deploy_response::Response as Out;
+use std::io::Read;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+/// Chunks in flight between the gRPC stream and the importer (bounds memory per Deploy).
+const PIPE_DEPTH: usize = 4;
+/// Free space Deploy wants per announced byte: the blob in the content store plus its
+/// unpacked snapshot.
+const SPACE_FACTOR: u64 = 2;
+
+/// What the import reads: chunks as they arrive, then EOF or the reason the transfer failed.
+struct ChunkPipe {
+    rx: mpsc::Receiver<Result<bytes::Bytes, String>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChunkPipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(reason)) => return Err(std::io::Error::other(reason)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Progress is not drawn on the server.
+pub(super) struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+fn response(r: Out) -> Result<proto::DeployResponse, Status> {
+    Ok(proto::DeployResponse { response: Some(r) })
+}
+
+/// Deploy: see the module docs.
+pub(super) async fn deploy<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    mut inbound: Streaming<proto::DeployRequest>,
+) -> Result<super::ResponseStream<proto::DeployResponse>, Status> {
+    let transfer = match inbound.message().await? {
+        Some(proto::DeployRequest {
+            request: Some(In::ImageTransfer(t)),
+        }) => t,
+        Some(_) => {
+            return Err(Status::invalid_argument(
+                "Deploy: the first message must be an ImageTransfer",
+            ));
+        }
+        None => {
+            return Err(Status::invalid_argument(
+                "Deploy: the stream ended before an ImageTransfer",
+            ));
+        }
+    };
+    if transfer.is_plugin {
+        return Err(super::plugins::unimplemented("Deploy of a plugin"));
+    }
+    let reference = super::reference(&transfer.name, &transfer.tag)?;
+    let tag = if transfer.tag.is_empty() {
+        "latest".to_string()
+    } else {
+        transfer.tag.clone()
+    };
+    let (tx, rx) = mpsc::channel(PIPE_DEPTH);
+    if let Some(remote) = transfer.remote_download.clone() {
+        let source = remote_source(shared, &remote)?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let imported = on_manager(&shared, {
+                let reference = reference.clone();
+                move |s| async move {
+                    manager::import_image(&s.runtime, &source, Some(reference), Arc::new(Quiet)).await
+                }
+            })
+            .await;
+            let result = imported.map(|images| {
+                let size = images.iter().map(|i| i.size).sum();
+                Out::ImageTransferSuccess(proto::ImageTransferSuccess {
+                    name: transfer.name,
+                    tag,
+                    image_size: size,
+                })
+            });
+            let _ = tx.send(result.and_then(response)).await;
+        });
+        return Ok(Box::pin(ReceiverStream::new(rx)));
+    }
+    check_space(&shared.content_root, transfer.image_size)?;
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        if let Err(status) = receive(&shared, transfer, tag, reference, inbound, &tx).await {
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// RESOURCE_EXHAUSTED unless the content store's filesystem has room for the image.
+fn check_space(root: &std::path::Path, size: u64) -> Result<(), Status> {
+    let stat = nix::sys::statvfs::statvfs(root)
+        .map_err(|e| Status::internal(format!("cannot read the free space of {}: {e}", root.display())))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    let needed = size.saturating_mul(SPACE_FACTOR);
+    if needed > free {
+        return Err(Status::resource_exhausted(format!(
+            "Deploy: an image of {size} bytes needs about {needed} bytes free in {}; {free} are",
+            root.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The chunked transfer: ready, chunks with progress, end, import result.
+async fn receive<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    transfer: proto::ImageTransfer,
+    tag: String,
+    reference: String,
+    mut inbound: Streaming<proto::DeployRequest>,
+    tx: &mpsc::Sender<Result<proto::DeployResponse, Status>>,
+) -> Result<(), Status> {
+    let announced = transfer.image_size;
+    let (chunks_tx, pipe_rx) = mpsc::channel(PIPE_DEPTH);
+    // Dropped (EOF) only when the transfer ended as announced.
+    let mut chunks = Some(chunks_tx);
+    let pipe = ChunkPipe {
+        rx: pipe_rx,
+        current: bytes::Bytes::new(),
+    };
+    let import = tokio::spawn({
+        let shared = shared.clone();
+        let reference = reference.clone();
+        async move {
+            on_manager(&shared, move |s| async move {
+                let input = ArchiveInput::Stream(Box::new(pipe));
+                Ok(s.runtime.import_image(input, Some(reference)).await?)
+            })
+            .await
+        }
+    });
+    let gone = |_| Status::cancelled("Deploy: the client went away");
+    tx.send(response(Out::ImageTransferReady(proto::ImageTransferReady {
+        chunk_size: super::DEPLOY_CHUNK as i32,
+    })))
+    .await
+    .map_err(gone)?;
+
+    let mut received: u64 = 0;
+    // Why the transfer failed, if it did; the import is then made to fail and awaited, so its
+    // cleanup has finished before the client hears the error.
+    let failure: Option<Status> = loop {
+        let message = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                break Some(Status::invalid_argument(
+                    "Deploy: the stream ended before ImageTransferEnd",
+                ));
+            }
+            Err(s) => break Some(s),
+        };
+        match message.request {
+            Some(In::Content(data)) => {
+                received += data.len() as u64;
+                if received > announced {
+                    break Some(Status::invalid_argument(format!(
+                        "Deploy: more data than the announced image_size of {announced} bytes"
+                    )));
+                }
+                // The importer stopped reading: it failed; its error is reported below.
+                let pipe = chunks.as_ref().expect("open until the end");
+                if pipe.send(Ok(bytes::Bytes::from(data))).await.is_err() {
+                    break None;
+                }
+                let progress = Out::ImageTransferProgress(proto::ImageTransferProgress {
+                    bytes_received: received,
+                });
+                if tx.send(response(progress)).await.is_err() {
+                    break Some(Status::cancelled("Deploy: the client went away"));
+                }
+            }
+            Some(In::ImageTransferEnd(_)) if received == announced => {
+                chunks = None;
+                break None;
+            }
+            Some(In::ImageTransferEnd(_)) => {
+                break Some(Status::invalid_argument(format!(
+                    "Deploy: {received} bytes arrived but image_size announced {announced}"
+                )));
+            }
+            Some(In::ImageTransfer(_)) | None => {
+                break Some(Status::invalid_argument(
+                    "Deploy: only content and ImageTransferEnd may follow the ImageTransfer",
+                ));
+            }
+        }
+    };
+    if let Some(status) = failure {
+        // The importer fails on this instead of reading an end, and takes its work back; the
+        // send fails at once if it already quit.
+        if let Some(pipe) = chunks.take() {
+            let _ = pipe.send(Err(status.message().to_string())).await;
+        }
+        let _ = import.await;
+        return Err(status);
+    }
+    let imported = import
+        .await
+        .map_err(|e| Status::internal(format!("import task failed: {e}")))??;
+    tracing::info!(image = %reference, bytes = received, "Deploy imported an image");
+    let size = imported.iter().map(|i| i.size).sum::<u64>().max(received);
+    tx.send(response(Out::ImageTransferSuccess(proto::ImageTransferSuccess {
+        name: transfer.name,
+        tag,
+        image_size: size,
+    })))
+    .await
+    .map_err(gone)?;
+    Ok(())
+}
+
+/// The image source a RemoteDownload names. HTTP(S) take a URL (the scheme may be left out);
+/// SFTP and SCP take `host[:port]:/path` (upstream's `host:/path`); UNKNOWN with an image
+/// reference pulls from a registry.
+fn remote_source<R>(
+    shared: &Shared<R>,
+    remote: &crate::containerz::proto::gnoi::common::RemoteDownload,
+) -> Result<ImageSource, Status> {
+    use crate::containerz::proto::gnoi::common::remote_download::Protocol;
+    use crate::containerz::proto::gnoi::types::credentials::Password;
+    if !remote.source_address.is_empty() || !remote.source_vrf.is_empty() {
+        return Err(Status::unimplemented(
+            "Deploy: source_address and source_vrf are not supported; the download uses the default route",
+        ));
+    }
+    let credentials = match &remote.credentials {
+        None => None,
+        Some(c) => match &c.password {
+            Some(Password::Cleartext(p)) => Some((c.username.clone(), p.clone())),
+            None => Some((c.username.clone(), String::new())),
+            Some(Password::Hashed(_)) => {
+                return Err(Status::invalid_argument(
+                    "Deploy: a hashed password cannot log in to a download server; send it in cleartext over this TLS channel",
+                ));
+            }
+        },
+    };
+    let config = crate::config::FileConfig::load(&shared.settings.root).map_err(Status::internal)?;
+    let path = remote.path.trim();
+    if path.is_empty() {
+        return Err(Status::invalid_argument("Deploy: remote_download.path is empty"));
+    }
+    let protocol = Protocol::try_from(remote.protocol).unwrap_or(Protocol::Unknown);
+    match protocol {
+        Protocol::Http | Protocol::Https => {
+            let scheme = if protocol == Protocol::Http {
+                "http"
+            } else {
+                "https"
+            };
+            let url = if path.contains("://") {
+                path.to_string()
+            } else {
+                format!("{scheme}://{path}")
+            };
+            if credentials.is_some() {
+                return Err(Status::unimplemented(
+                    "Deploy: credentials for HTTP(S) downloads are not supported",
+                ));
+            }
+            Ok(ImageSource::Http {
+                url,
+                timeouts: config.timeouts(),
+            })
+        }
+        Protocol::Sftp | Protocol::Scp => {
+            let (server, file) = split_ssh_path(path)
+                .ok_or_else(|| Status::invalid_argument(format!("Deploy: {path:?} is not host:/path")))?;
+            let (username, password) = credentials.ok_or_else(|| {
+                Status::invalid_argument("Deploy: SFTP and SCP need credentials (a user name)")
+            })?;
+            let accept = shared.ssh_accept_new_host_keys;
+            Ok(ImageSource::Ssh(SshRequest {
+                protocol: if protocol == Protocol::Sftp {
+                    SshProtocol::Sftp
+                } else {
+                    SshProtocol::Scp
+                },
+                server,
+                username,
+                password: (!password.is_empty()).then_some(password),
+                identity: None,
+                path: file,
+                known_hosts: vec![shared.settings.root.join("known_hosts")],
+                accept_host_key: Arc::new(move |_| accept),
+                ask_password: None,
+                timeouts: config.timeouts(),
+            }))
+        }
+        Protocol::Unknown => {
+            if !crate::source::registry::is_image_reference(path) {
+                return Err(Status::invalid_argument(format!(
+                    "Deploy: {path:?} with protocol UNKNOWN must be an image reference (a registry pull)"
+                )));
+            }
+            Ok(ImageSource::Registry(RegistryRequest {
+                reference: path.to_string(),
+                credentials,
+                timeouts: config.timeouts(),
+                insecure_registries: config.insecure_registries,
+            }))
+        }
+    }
+}
+
+/// `host:/path`, `host:port:/path`, `[v6]:port:/path` → (server, path).
+fn split_ssh_path(path: &str) -> Option<(String, String)> {
+    let i = path.find(":/")?;
+    let (server, file) = (&path[..i], &path[i + 1..]);
+    (!server.is_empty()).then(|| (server.to_string(), file.to_string()))
+}
+
+/// ListImage: every image as name, tag and manifest digest. Filters: `name` (familiar or full
+/// name), `tag`, `id` (digest); values of one key are alternatives, keys must all match.
+pub(super) async fn list<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    request: proto::ListImageRequest,
+) -> Result<super::ResponseStream<proto::ListImageResponse>, Status> {
+    super::check_filter_keys(
+        "ListImage",
+        request.filter.iter().map(|f| f.key.as_str()),
+        &["name", "tag", "id"],
+    )?;
+    let images = on_manager(shared, |s| async move { manager::list_images(&s.runtime).await }).await?;
+    let mut out = Vec::new();
+    for image in images {
+        let (name, tag) = super::familiar(&image.name);
+        let matches = request.filter.iter().all(|f| {
+            f.value.iter().any(|v| match f.key.as_str() {
+                "name" => v == &name || v == &image.name,
+                "tag" => v == &tag,
+                _ => v == &image.digest,
+            })
+        });
+        if !matches {
+            continue;
+        }
+        out.push(Ok(proto::ListImageResponse {
+            id: image.digest,
+            image_name: name,
+            tag,
+        }));
+        if request.limit > 0 && out.len() >= request.limit as usize {
+            break;
+        }
+    }
+    Ok(Box::pin(tokio_stream::iter(out)))
+}
+
+/// RemoveImage: FAILED_PRECONDITION while a container uses the image, unless `force` (the
+/// containers keep running on their snapshots); NOT_FOUND when there is no such image.
+pub(super) async fn remove<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    request: proto::RemoveImageRequest,
+) -> Result<proto::RemoveImageResponse, Status> {
+    let reference = super::reference(&request.name, &request.tag)?;
+    on_manager(shared, move |s| async move {
+        let store = manager::store::Store::new(&s.settings.root);
+        let mut users: Vec<String> = store
+            .list()?
+            .into_iter()
+            .filter(|r| r.image == reference)
+            .map(|r| r.name)
+            .collect();
+        for c in s.runtime.list_containers().await? {
+            if c.image == reference && !users.contains(&c.id) {
+                users.push(c.id);
+            }
+        }
+        if !users.is_empty() && !request.force {
+            return Err(manager::Error::InUse(format!(
+                "image {reference} is used by {}; remove those containers first or force",
+                users.join(", ")
+            )));
+        }
+        s.runtime.remove_image(&reference).await?;
+        tracing::info!(image = %reference, "RemoveImage removed an image");
+        Ok(())
+    })
+    .await?;
+    Ok(proto::RemoveImageResponse {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_paths_split_at_the_first_colon_slash() {
+        assert_eq!(split_ssh_path("h:/a/b"), Some(("h".into(), "/a/b".into())));
+        assert_eq!(
+            split_ssh_path("127.0.0.1:2222:/x.tar"),
+            Some(("127.0.0.1:2222".into(), "/x.tar".into()))
+        );
+        assert_eq!(split_ssh_path("/x.tar"), None);
+        assert_eq!(split_ssh_path(":/x"), None);
+    }
+
+    #[test]
+    fn the_pipe_ends_only_as_told() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut pipe = ChunkPipe {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        tx.try_send(Ok(bytes::Bytes::from_static(b"abc"))).unwrap();
+        tx.try_send(Err("cut".into())).unwrap();
+        let mut buf = [0u8; 2];
+        assert_eq!(pipe.read(&mut buf).unwrap(), 2);
+        assert_eq!(pipe.read(&mut buf).unwrap(), 1);
+        assert_eq!(pipe.read(&mut buf).unwrap_err().to_string(), "cut");
+        drop(tx);
+        assert_eq!(pipe.read(&mut buf).unwrap(), 0);
+    }
+}

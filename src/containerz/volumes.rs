@@ -1,0 +1,107 @@
+//! CreateVolume, RemoveVolume, ListVolume over [`crate::manager::volumes`] (the local driver:
+//! bind mounts of directories under the TPCM store, or of an existing directory).
+
+use super::{Shared, on_manager, proto};
+use crate::manager::store::Store;
+use crate::manager::volumes::{self, VolumeRequest};
+use crate::runtime::Runtime;
+use proto::create_volume_request::Options;
+use std::sync::Arc;
+use tonic::Status;
+
+/// CreateVolume: DS_LOCAL (or unspecified) only; DS_CUSTOM is UNIMPLEMENTED (no plugins).
+pub(super) async fn create<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::CreateVolumeRequest,
+) -> Result<proto::CreateVolumeResponse, Status> {
+    match proto::Driver::try_from(r.driver).unwrap_or(proto::Driver::DsUnspecified) {
+        proto::Driver::DsCustom => {
+            return Err(Status::unimplemented(
+                "CreateVolume: custom volume drivers are Docker plugins, which containerd does not have; use DS_LOCAL",
+            ));
+        }
+        proto::Driver::DsLocal | proto::Driver::DsUnspecified => {}
+    }
+    let mut request = VolumeRequest {
+        name: r.name.clone(),
+        labels: r.labels.into_iter().collect(),
+        ..Default::default()
+    };
+    match r.options {
+        None => {}
+        Some(Options::CustomOptions(_)) => {
+            return Err(Status::unimplemented(
+                "CreateVolume: custom_options need a custom driver, which is not supported",
+            ));
+        }
+        Some(Options::LocalMountOptions(o)) => {
+            request.options = o.options;
+            if !o.mountpoint.is_empty() {
+                request.mountpoint = Some(o.mountpoint.into());
+            }
+        }
+    }
+    let volume = on_manager(shared, move |s| async move {
+        volumes::create(&Store::new(&s.settings.root), &request)
+    })
+    .await?;
+    tracing::info!(volume = %volume.name, "CreateVolume created a volume");
+    Ok(proto::CreateVolumeResponse { name: volume.name })
+}
+
+/// RemoveVolume: FAILED_PRECONDITION while a container binds it, unless `force`.
+pub(super) async fn remove<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::RemoveVolumeRequest,
+) -> Result<proto::RemoveVolumeResponse, Status> {
+    on_manager(shared, move |s| async move {
+        volumes::remove(&Store::new(&s.settings.root), &r.name, r.force)
+    })
+    .await?;
+    Ok(proto::RemoveVolumeResponse {})
+}
+
+/// ListVolume. Filters: `name`, `driver`, `label` (`key` or `key=value`).
+pub(super) async fn list<R: Runtime + 'static>(
+    shared: &Arc<Shared<R>>,
+    r: proto::ListVolumeRequest,
+) -> Result<super::ResponseStream<proto::ListVolumeResponse>, Status> {
+    super::check_filter_keys(
+        "ListVolume",
+        r.filter.iter().map(|f| f.key.as_str()),
+        &["name", "driver", "label"],
+    )?;
+    let all = on_manager(
+        shared,
+        |s| async move { volumes::list(&Store::new(&s.settings.root)) },
+    )
+    .await?;
+    let out: Vec<_> = all
+        .into_iter()
+        .filter(|v| {
+            r.filter.iter().all(|f| {
+                f.value.iter().any(|x| match f.key.as_str() {
+                    "name" => x == &v.name,
+                    "driver" => x == &v.driver,
+                    _ => match x.split_once('=') {
+                        Some((k, val)) => v.labels.get(k).is_some_and(|l| l == val),
+                        None => v.labels.contains_key(x),
+                    },
+                })
+            })
+        })
+        .map(|v| {
+            Ok(proto::ListVolumeResponse {
+                name: v.name,
+                created: Some(prost_types::Timestamp {
+                    seconds: v.created as i64,
+                    nanos: 0,
+                }),
+                driver: v.driver,
+                options: v.options.into_iter().collect(),
+                labels: v.labels.into_iter().collect(),
+            })
+        })
+        .collect();
+    Ok(Box::pin(tokio_stream::iter(out)))
+}

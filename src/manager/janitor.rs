@@ -1,0 +1,112 @@
+//! The janitor (containerz R-CLEAN): removes what nothing owns, so a fleet's switches do not
+//! fill up with leftovers. It runs periodically in `tpcm serve` and once with `tpcm janitor`.
+//!
+//! What it removes, and what it never touches:
+//! - a container that no TPC record (CLI or gNOI instance) owns and whose process is not
+//!   running — never a TPC, so a container the operator stopped on purpose stays;
+//! - an image that no TPC and no container uses, once it was found unused by two sweeps in a
+//!   row (an image deployed over gNOI a moment before its StartContainer is not swept away);
+//! - nothing at all while any journal is open: an install, upgrade or uninstall in flight holds
+//!   images and containers that look unowned.
+
+use super::store::Store;
+use super::{Error, journal, tpc};
+use crate::config::Settings;
+use crate::runtime::{ContainerState, Runtime};
+use std::collections::BTreeSet;
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sweep {
+    /// Containers removed.
+    pub containers: Vec<String>,
+    /// Images removed.
+    pub images: Vec<String>,
+    /// Why the sweep did nothing, when it skipped.
+    pub skipped: Option<String>,
+}
+
+/// Images seen unused by the previous sweep: an image is removed when it is still unused now.
+#[derive(Debug, Default)]
+pub struct Suspects(BTreeSet<String>);
+
+impl Suspects {
+    /// With `first_sight_counts`, an image unused now is removed at once (`tpcm janitor`, which
+    /// an operator runs on purpose); otherwise only on its second unused sweep.
+    pub fn new(first_sight_counts: bool) -> Suspects {
+        if first_sight_counts {
+            Suspects(BTreeSet::from(["*".to_string()]))
+        } else {
+            Suspects::default()
+        }
+    }
+
+    fn seen(&self, image: &str) -> bool {
+        self.0.contains("*") || self.0.contains(image)
+    }
+}
+
+/// Runs one sweep. `suspects` carries the unused images from one sweep to the next.
+pub async fn sweep<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    suspects: &mut Suspects,
+) -> Result<Sweep, Error> {
+    let store = Store::new(&settings.root);
+    let mut out = Sweep::default();
+    let pending = journal::pending(&store);
+    if !pending.is_empty() {
+        out.skipped = Some(format!("operations in flight on {}", pending.join(", ")));
+        return Ok(out);
+    }
+    let owned: BTreeSet<String> = store.list()?.into_iter().map(|r| r.name).collect();
+    let containers = runtime.list_containers().await?;
+    for c in &containers {
+        if owned.contains(&c.id) {
+            continue;
+        }
+        // A TPC being installed has its container before its record: its lock says so.
+        let _lock = match tpc::validate_name(&c.id) {
+            Ok(()) => match store.lock(&c.id) {
+                Ok(lock) => Some(lock),
+                Err(_) => continue,
+            },
+            Err(_) => None,
+        };
+        if store.get(&c.id).ok().flatten().is_some() {
+            continue;
+        }
+        if matches!(
+            runtime.container_state(&c.id).await?,
+            ContainerState::Running { .. }
+        ) {
+            continue;
+        }
+        runtime.stop_container(&c.id, tpc::STOP_GRACE).await?;
+        runtime.delete_container(&c.id).await?;
+        tracing::info!(container = %c.id, "janitor removed a stopped container no TPC owns");
+        out.containers.push(c.id.clone());
+    }
+
+    let mut used: BTreeSet<String> = store.list()?.into_iter().map(|r| r.image).collect();
+    used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
+    let mut unused = BTreeSet::new();
+    for image in runtime.list_images().await? {
+        if used.contains(&image.name) {
+            continue;
+        }
+        if suspects.seen(&image.name) {
+            match runtime.remove_image(&image.name).await {
+                Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => {
+                    tracing::info!(image = %image.name, "janitor removed an image nothing uses");
+                    out.images.push(image.name);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            unused.insert(image.name);
+        }
+    }
+    suspects.0 = unused;
+    Ok(out)
+}

@@ -1,0 +1,77 @@
+//! Restart policies without systemd (containerz: "supervised from containerd exit events").
+//! When systemd runs the TPC units, their `Restart=` does this; when it does not (a gNOI
+//! server in a container, or a test machine), `tpcm serve` feeds every container exit here.
+
+use super::args::RestartPolicy;
+use super::store::Store;
+use super::{Error, tpc};
+use crate::config::Settings;
+use crate::runtime::{ContainerState, Runtime};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A container that ran at least this long before exiting starts a new failure streak
+/// (docker's rule for `on-failure:N` counts).
+const STREAK_RESET: Duration = Duration::from_secs(10);
+/// Longest wait for a command that holds the TPC's lock (an upgrade's hooks and health gate).
+const LOCK_PATIENCE: Duration = Duration::from_secs(900);
+
+/// Restart counts per TPC, for `on-failure:N`.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    streaks: HashMap<String, (u32, Instant)>,
+}
+
+impl Supervisor {
+    /// Handles one exit of container `id` with `code`; returns whether it was restarted.
+    pub async fn on_exit<R: Runtime>(
+        &mut self,
+        runtime: &R,
+        settings: &Settings,
+        id: &str,
+        code: u32,
+    ) -> Result<bool, Error> {
+        if crate::systemd::systemd_is_running() || tpc::validate_name(id).is_err() {
+            return Ok(false);
+        }
+        let store = Store::new(&settings.root);
+        // A command working on the TPC (install, stop, upgrade, uninstall) may have caused this
+        // exit or may still be starting it: wait for it, then judge by what it left.
+        let _lock = store.lock_waiting(id, LOCK_PATIENCE)?;
+        let Some(record) = store.get(id)? else {
+            return Ok(false);
+        };
+        if !record.running || super::journal::pending(&store).iter().any(|n| n == id) {
+            return Ok(false);
+        }
+        if let ContainerState::Running { .. } = runtime.container_state(id).await? {
+            // Restarted already (an upgrade's new version, a rollback, `tpcm start`).
+            return Ok(false);
+        }
+        let policy = tpc::parse_tpc_args(&record.args)?.restart;
+        let (count, since) = self.streaks.entry(id.to_string()).or_insert((0, Instant::now()));
+        if since.elapsed() >= STREAK_RESET {
+            *count = 0;
+        }
+        let restart = match policy {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure { max_retries } => {
+                code != 0 && max_retries.is_none_or(|max| *count < max)
+            }
+        };
+        if !restart {
+            return Ok(false);
+        }
+        *count += 1;
+        *since = Instant::now();
+        tracing::info!(
+            tpc = id,
+            code,
+            restarts = *count,
+            "restarting per its restart policy ({policy})"
+        );
+        tpc::ensure_running(runtime, &store, id).await?;
+        Ok(true)
+    }
+}

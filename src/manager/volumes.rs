@@ -1,0 +1,270 @@
+//! Named volumes (gNOI CreateVolume / RemoveVolume / ListVolume): host directories a container
+//! binds by name. containerd has no volume concept, so tpcm keeps them itself, docker's `local`
+//! driver style: `<store>/volumes/<name>.json` describes the volume, and its data lives in
+//! `<store>/volumes/<name>/data` — or, when the volume was created with a mountpoint, in that
+//! existing host directory (docker's `type=none,o=bind,device=<dir>`). Both are under `/host`
+//! on a switch, so volumes survive a SONiC image upgrade with the TPCs that use them.
+
+use super::Error;
+use super::store::{Store, write_atomic};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// mount(8) options the local driver accepts: every volume is a bind mount, and `ro` makes the
+/// volume read-only for every container that mounts it.
+const ACCEPTED_OPTIONS: &[&str] = &["bind", "rbind", "ro", "rw"];
+
+/// A volume as stored and listed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Volume {
+    /// Its name (`[a-z0-9][a-z0-9_.-]{0,63}`).
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub created: u64,
+    /// The driver (always `local`).
+    pub driver: String,
+    /// The driver options as given (`type`, `o`, `device`), as docker lists them.
+    pub options: BTreeMap<String, String>,
+    /// Labels given at creation.
+    pub labels: BTreeMap<String, String>,
+    /// The host directory a container binds.
+    pub host_path: PathBuf,
+    /// Whether the volume was created read-only (option `ro`).
+    pub read_only: bool,
+    /// Whether tpcm made the directory (and removes it with the volume).
+    pub owned_dir: bool,
+}
+
+/// What CreateVolume asks for.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeRequest {
+    /// Name; empty = tpcm picks one.
+    pub name: String,
+    /// mount(8) `-o` options.
+    pub options: Vec<String>,
+    /// An existing host directory to bind instead of one tpcm makes.
+    pub mountpoint: Option<PathBuf>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+fn volumes_dir(store: &Store) -> PathBuf {
+    store.root().join("volumes")
+}
+
+fn record_path(store: &Store, name: &str) -> PathBuf {
+    volumes_dir(store).join(format!("{name}.json"))
+}
+
+/// Checks a volume name (it becomes a file and directory name).
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && matches!(b, b'_' | b'-' | b'.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid volume name {name:?}: use 1 to 64 of a-z, 0-9, '_', '-' and '.', starting with a letter or digit"
+        )))
+    }
+}
+
+/// Creates a volume; returns it. An existing name is ALREADY_EXISTS.
+pub fn create(store: &Store, request: &VolumeRequest) -> Result<Volume, Error> {
+    let name = if request.name.is_empty() {
+        format!("vol-{}", super::random_suffix())
+    } else {
+        request.name.clone()
+    };
+    validate_name(&name)?;
+    let mut read_only = false;
+    for o in &request.options {
+        if !ACCEPTED_OPTIONS.contains(&o.as_str()) {
+            return Err(Error::Invalid(format!(
+                "volume {name}: mount option {o:?} is not supported (the local driver binds a directory; use {})",
+                ACCEPTED_OPTIONS.join(", ")
+            )));
+        }
+        read_only = match o.as_str() {
+            "ro" => true,
+            "rw" => false,
+            _ => read_only,
+        };
+    }
+    let _lock = store.lock(&format!("volume-{name}"))?;
+    if get(store, &name)?.is_some() {
+        return Err(Error::AlreadyExists(format!("volume {name} already exists")));
+    }
+    let (host_path, owned_dir) = match &request.mountpoint {
+        Some(dir) => {
+            if !dir.is_absolute() || !dir.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "volume {name}: mountpoint {} is not an existing absolute directory",
+                    dir.display()
+                )));
+            }
+            (dir.clone(), false)
+        }
+        None => (volumes_dir(store).join(&name).join("data"), true),
+    };
+    let mut options = BTreeMap::new();
+    options.insert("type".to_string(), "none".to_string());
+    if !request.options.is_empty() {
+        options.insert("o".to_string(), request.options.join(","));
+    }
+    if let Some(dir) = &request.mountpoint {
+        options.insert("device".to_string(), dir.display().to_string());
+    }
+    let volume = Volume {
+        name: name.clone(),
+        created: super::now_secs(),
+        driver: "local".into(),
+        options,
+        labels: request.labels.clone(),
+        host_path,
+        read_only,
+        owned_dir,
+    };
+    if owned_dir {
+        std::fs::create_dir_all(&volume.host_path)
+            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", volume.host_path.display())))?;
+    }
+    let bytes = serde_json::to_vec_pretty(&volume).expect("volumes serialize");
+    if let Err(e) = write_atomic(&record_path(store, &name), &bytes) {
+        if owned_dir {
+            let _ = std::fs::remove_dir_all(volumes_dir(store).join(&name));
+        }
+        return Err(e.into());
+    }
+    Ok(volume)
+}
+
+/// The volume by that name, if any.
+pub fn get(store: &Store, name: &str) -> Result<Option<Volume>, Error> {
+    validate_name(name)?;
+    let path = record_path(store, name);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{} is corrupt: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Invalid(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// Every volume, by name.
+pub fn list(store: &Store) -> Result<Vec<Volume>, Error> {
+    let dir = volumes_dir(store);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(Error::Invalid(format!("cannot read {}: {e}", dir.display()))),
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let Some(name) = file.strip_suffix(".json")
+            && validate_name(name).is_ok()
+            && let Some(v) = get(store, name)?
+        {
+            out.push(v);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The TPCs whose container binds this volume's directory.
+pub fn users(store: &Store, volume: &Volume) -> Result<Vec<String>, Error> {
+    Ok(store
+        .list()?
+        .into_iter()
+        .filter(|r| r.container.mounts.iter().any(|m| m.host == volume.host_path))
+        .map(|r| r.name)
+        .collect())
+}
+
+/// Removes a volume: FAILED_PRECONDITION while a container uses it, unless `force` (the
+/// containers keep their bind until they are recreated). A directory tpcm made goes with it.
+pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
+    let _lock = store.lock(&format!("volume-{name}"))?;
+    let volume = get(store, name)?.ok_or_else(|| Error::NotFound(format!("no volume named {name}")))?;
+    let users = users(store, &volume)?;
+    if !users.is_empty() && !force {
+        return Err(Error::InUse(format!(
+            "volume {name} is used by {}; remove those containers first or force",
+            users.join(", ")
+        )));
+    }
+    let path = record_path(store, name);
+    std::fs::remove_file(&path)
+        .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", path.display())))?;
+    if volume.owned_dir {
+        let dir = volumes_dir(store).join(name);
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Where a volume's data is on the host, for a container's bind mount.
+pub fn host_path(store: &Store, name: &str) -> Result<(PathBuf, bool), Error> {
+    let v = get(store, name)?
+        .ok_or_else(|| Error::NotFound(format!("no volume named {name}; create it first")))?;
+    Ok((v.host_path, v.read_only))
+}
+
+/// Whether `path` is the data directory of some volume (the janitor never touches those).
+pub fn is_volume_path(store: &Store, path: &Path) -> bool {
+    list(store)
+        .map(|l| l.iter().any(|v| v.host_path == path))
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_are_created_listed_and_removed_with_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let v = create(
+            &store,
+            &VolumeRequest {
+                name: "data1".into(),
+                options: vec!["bind".into(), "ro".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(v.read_only && v.host_path.is_dir());
+        assert_eq!(v.options.get("o").map(String::as_str), Some("bind,ro"));
+        assert!(matches!(
+            create(
+                &store,
+                &VolumeRequest {
+                    name: "data1".into(),
+                    ..Default::default()
+                }
+            ),
+            Err(Error::AlreadyExists(_))
+        ));
+        let bad = VolumeRequest {
+            name: "x".into(),
+            options: vec!["nosuid".into()],
+            ..Default::default()
+        };
+        assert!(matches!(create(&store, &bad), Err(Error::Invalid(_))));
+        assert!(get(&store, "x").unwrap().is_none());
+        let auto = create(&store, &VolumeRequest::default()).unwrap();
+        assert!(auto.name.starts_with("vol-"));
+        assert_eq!(list(&store).unwrap().len(), 2);
+        remove(&store, "data1", false).unwrap();
+        assert!(!v.host_path.exists());
+        assert!(matches!(remove(&store, "data1", false), Err(Error::NotFound(_))));
+    }
+}

@@ -1,0 +1,807 @@
+//! The gNOI containerz server (`tpcm serve`) through a real mutual-TLS gRPC connection against a
+//! private containerd: authentication and scopes, Deploy of every archive format with its error
+//! codes, the container lifecycle with Log follow, UpdateContainer with rollback, volumes,
+//! plugins, the janitor, restart policies, and a server restart that leaves containers running.
+
+#[path = "../fixtures/builder.rs"]
+mod builder;
+mod common;
+#[path = "support/gnoi.rs"]
+mod gnoi;
+
+use builder::{Entry, Layer};
+use common::{Containerd, assert_ok, tpcm};
+use gnoi::{ContainerzClient, Server, containers, deploy, eventually, proto, status_of};
+use proto::list_container_response::Status as Listed;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `tpcm-fixture/app:<version>`: busybox plus `/etc/version`.
+fn app_archive(dir: &Path, version: &str, format: builder::ArchiveFormat, gzip: bool) -> PathBuf {
+    let mut spec = builder::busybox_image(&[&format!("tpcm-fixture/app:{version}")]);
+    spec.layers.push(Layer::new(vec![
+        Entry::dir("etc", 0o755),
+        Entry::file("etc/version", 0o644, format!("{version}\n")),
+    ]));
+    spec.gzip_layers = gzip;
+    let path = dir.join(format!("app-{version}-{format:?}-{gzip}.tar"));
+    builder::write_archive(&spec, format, gzip, &path).unwrap();
+    path
+}
+
+fn docker_archive(dir: &Path, version: &str) -> PathBuf {
+    app_archive(dir, version, builder::ArchiveFormat::DockerV12, false)
+}
+
+/// A service that prints its version and ticks, and ends on SIGTERM.
+const SERVICE: &str = "sh -c 'echo version $(cat /etc/version) mode=$MODE; trap \"exit 0\" TERM; \
+    i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'";
+
+fn start_request(image: &str, tag: &str, instance: &str, cmd: &str) -> proto::StartContainerRequest {
+    proto::StartContainerRequest {
+        image_name: image.into(),
+        tag: tag.into(),
+        instance_name: instance.into(),
+        cmd: cmd.into(),
+        ..Default::default()
+    }
+}
+
+async fn images(client: &mut ContainerzClient<Channel>) -> Vec<proto::ListImageResponse> {
+    let mut s = client
+        .list_image(proto::ListImageRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+async fn log_text(client: &mut ContainerzClient<Channel>, name: &str) -> String {
+    let mut s = client
+        .log(proto::LogRequest {
+            instance_name: name.into(),
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = String::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.push_str(&m.msg);
+    }
+    out
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn clients_need_a_trusted_certificate_a_known_identity_and_the_scope() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        // No client certificate: the TLS handshake fails, so no call gets through.
+        let outcome = match gnoi::connect(&server.addr, &server.pki_dir, None).await {
+            Err(_) => None,
+            Ok(mut c) => Some(c.list_image(proto::ListImageRequest::default()).await.map(|_| ())),
+        };
+        assert!(
+            !matches!(outcome, Some(Ok(()))),
+            "a call without a client certificate succeeded"
+        );
+        // A certificate from a CA the server does not trust, even with a known name.
+        let outcome = match server.client("rogue").await {
+            Err(_) => None,
+            Ok(mut c) => Some(c.list_image(proto::ListImageRequest::default()).await.map(|_| ())),
+        };
+        assert!(
+            !matches!(outcome, Some(Ok(()))),
+            "a rogue CA's certificate was accepted"
+        );
+
+        let mut stranger = server.client("stranger").await.unwrap();
+        let e = stranger
+            .list_image(proto::ListImageRequest::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains("stranger"), "{}", e.message());
+
+        let mut dashboard = server.client("dashboard").await.unwrap();
+        assert!(images(&mut dashboard).await.is_empty());
+        assert!(containers(&mut dashboard).await.is_empty());
+        let e = dashboard
+            .start_container(start_request("app", "1", "x", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(e.message().contains("write"), "{}", e.message());
+        let archive = docker_archive(cd.dir(), "1");
+        let e = deploy(&mut dashboard, &archive, "app", "1", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        let e = dashboard
+            .remove_volume(proto::RemoveVolumeRequest {
+                name: "v".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+    });
+    assert!(cd.images().is_empty(), "a refused Deploy left an image");
+}
+
+#[test]
+fn deploy_streams_every_archive_format_and_refuses_bad_transfers() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        use builder::ArchiveFormat::*;
+        for (i, (format, gzip)) in [
+            (DockerV12, false),
+            (Moby25, false),
+            (OciLayout, false),
+            (OciLayout, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let archive = app_archive(cd.dir(), &format!("f{i}"), format, gzip);
+            let size = std::fs::metadata(&archive).unwrap().len();
+            let answers = deploy(&mut c, &archive, "fleet/app", &format!("f{i}"), None)
+                .await
+                .unwrap();
+            use proto::deploy_response::Response as Out;
+            let Some(Out::ImageTransferReady(ready)) = &answers[0].response else {
+                panic!("first answer is not ImageTransferReady: {answers:?}")
+            };
+            assert!(ready.chunk_size > 0 && ready.chunk_size <= 4 << 20);
+            let progress: Vec<u64> = answers
+                .iter()
+                .filter_map(|a| match &a.response {
+                    Some(Out::ImageTransferProgress(p)) => Some(p.bytes_received),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                progress.len() as u64,
+                size.div_ceil(1 << 20),
+                "one progress message per chunk"
+            );
+            assert_eq!(progress.last(), Some(&size));
+            let Some(Out::ImageTransferSuccess(done)) = &answers.last().unwrap().response else {
+                panic!("last answer is not ImageTransferSuccess: {answers:?}")
+            };
+            assert_eq!(
+                (done.name.as_str(), done.tag.as_str()),
+                ("fleet/app", format!("f{i}").as_str())
+            );
+        }
+        let listed = images(&mut c).await;
+        assert_eq!(listed.len(), 4, "{listed:?}");
+        assert!(
+            listed
+                .iter()
+                .all(|i| i.image_name == "fleet/app" && i.id.starts_with("sha256:"))
+        );
+        // The deployed image runs under ctr: containerd accepts what Deploy made.
+        let out = cd.ctr(&[
+            "run",
+            "--rm",
+            "docker.io/fleet/app:f3",
+            "probe",
+            "cat",
+            "/etc/version",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "f3",
+            "{}",
+            common::describe(&out)
+        );
+
+        // Filters and limit.
+        let mut s = c
+            .list_image(proto::ListImageRequest {
+                limit: 0,
+                filter: vec![proto::list_image_request::Filter {
+                    key: "tag".into(),
+                    value: vec!["f1".into(), "f2".into()],
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut tags = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            tags.push(m.tag);
+        }
+        tags.sort();
+        assert_eq!(tags, vec!["f1", "f2"]);
+        let e = c
+            .list_image(proto::ListImageRequest {
+                limit: 0,
+                filter: vec![proto::list_image_request::Filter {
+                    key: "colour".into(),
+                    value: vec![],
+                }],
+            })
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::InvalidArgument);
+    });
+    let before = (cd.images(), cd.snapshots(), cd.content());
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        let archive = docker_archive(cd.dir(), "bad");
+        let size = std::fs::metadata(&archive).unwrap().len();
+        // More data than announced.
+        let e = deploy(&mut c, &archive, "bad", "1", Some(size / 2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("more data"), "{}", e.message());
+        // Less data than announced.
+        let e = deploy(&mut c, &archive, "bad", "1", Some(size + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // Over the disk budget.
+        let e = deploy(&mut c, &archive, "bad", "1", Some(1 << 60))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        // Content before the ImageTransfer.
+        let e = gnoi::deploy_messages(
+            &mut c,
+            vec![proto::DeployRequest {
+                request: Some(proto::deploy_request::Request::Content(vec![0; 10])),
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        // A broken archive.
+        let broken = cd.dir().join("broken.tar");
+        std::fs::write(&broken, vec![7u8; 4096]).unwrap();
+        let e = deploy(&mut c, &broken, "bad", "1", None).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // A plugin.
+        let e = gnoi::deploy_messages(
+            &mut c,
+            vec![proto::DeployRequest {
+                request: Some(proto::deploy_request::Request::ImageTransfer(
+                    proto::ImageTransfer {
+                        name: "p".into(),
+                        is_plugin: true,
+                        ..Default::default()
+                    },
+                )),
+            }],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+    });
+    // Refused transfers leave nothing behind (the lease is gone, so nothing half-made stays).
+    common::wait_until(WAIT, "refused deploys to leave no lease", || {
+        cd.leases().is_empty()
+    });
+    assert_eq!((cd.images(), cd.snapshots(), cd.content()), before);
+}
+
+#[test]
+fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let archive = docker_archive(cd.dir(), "1.0");
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &archive, "app", "1.0", None).await.unwrap();
+        let mut r = start_request("app", "1.0", "web", SERVICE);
+        r.environment.insert("MODE".into(), "prod".into());
+        r.labels.insert("team".into(), "noc".into());
+        r.limits = Some(proto::start_container_request::Limits {
+            max_cpu: 0.5,
+            soft_mem_bytes: 0,
+            hard_mem_bytes: 64 << 20,
+        });
+        let started = c.start_container(r.clone()).await.unwrap().into_inner();
+        let Some(proto::start_container_response::Response::StartOk(ok)) = started.response else {
+            panic!("{started:?}")
+        };
+        assert_eq!(ok.instance_name, "web");
+        let e = c.start_container(r.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        let e = c
+            .start_container(start_request("nosuch", "1", "x", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+        let listed = containers(&mut c).await;
+        let web = listed.iter().find(|l| l.name == "web").expect("web listed");
+        assert_eq!(web.status(), Listed::Running);
+        assert_eq!(web.image_name, "app:1.0");
+        assert_eq!(web.labels.get("team").map(String::as_str), Some("noc"));
+        let hash = web.hash.as_ref().expect("image hash");
+        assert_eq!(hash.hash.len(), 32, "a sha256 digest");
+        let quota = std::fs::read_to_string(cd.cgroup_file("cpu", "web", "cpu.cfs_quota_us")).unwrap();
+        assert_eq!(quota.trim(), "50000", "max_cpu 0.5 is half of a 100 ms period");
+
+        // The CLI sees the gNOI instance.
+        let list = assert_ok(&tpcm(&cd, &["list", "--json"]));
+        assert!(list.contains("\"web\"") && list.contains("app:1.0"), "{list}");
+
+        eventually(WAIT, "the first lines of output", || {
+            let mut c = c.clone();
+            async move { log_text(&mut c, "web").await.contains("tick 1\n") }
+        })
+        .await;
+        let text = log_text(&mut c, "web").await;
+        assert!(text.starts_with("version 1.0 mode=prod\n"), "{text}");
+        // Follow: the lines already written, then new ones as they come; every message is a line.
+        let mut follow = c
+            .log(proto::LogRequest {
+                instance_name: "web".into(),
+                follow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let already = text.lines().count();
+        let mut seen = 0;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while seen <= already + 3 {
+            let m = tokio::time::timeout_at(deadline, follow.message())
+                .await
+                .expect("followed log lines within the deadline")
+                .unwrap()
+                .expect("the follow stream stays open");
+            assert!(
+                m.msg.ends_with('\n') && m.msg.matches('\n').count() == 1,
+                "{:?}",
+                m.msg
+            );
+            seen += 1;
+        }
+        drop(follow);
+
+        // In use: the image cannot go, a running container cannot be removed without force.
+        let e = c
+            .remove_image(proto::RemoveImageRequest {
+                name: "app".into(),
+                tag: "1.0".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        let e = c
+            .remove_container(proto::RemoveContainerRequest {
+                name: "web".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "web".into(),
+            force: false,
+            restart: false,
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&mut c, "web").await, Listed::Stopped);
+        let running_only = c
+            .list_container(proto::ListContainerRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+        assert!(running_only.is_none(), "a stopped container listed without `all`");
+        // Only the name: the stopped instance starts again.
+        c.start_container(start_request("", "", "web", "")).await.unwrap();
+        assert_eq!(status_of(&mut c, "web").await, Listed::Running);
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "web".into(),
+            force: true,
+            restart: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&mut c, "web").await, Listed::Running);
+        let e = c
+            .stop_container(proto::StopContainerRequest {
+                instance_name: "nosuch".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+
+        c.remove_container(proto::RemoveContainerRequest {
+            name: "web".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(status_of(&mut c, "web").await, Listed::NotFound);
+        // The image was managed apart from the container: it is still there.
+        assert_eq!(images(&mut c).await.len(), 1);
+        c.remove_image(proto::RemoveImageRequest {
+            name: "app".into(),
+            tag: "1.0".into(),
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(images(&mut c).await.is_empty());
+        let e = c
+            .remove_image(proto::RemoveImageRequest {
+                name: "app".into(),
+                tag: "1.0".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    });
+    assert!(cd.containers().is_empty(), "{:?}", cd.containers());
+
+    // A CLI install shows in ListContainer.
+    let archive = docker_archive(cd.dir(), "2.0");
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "install",
+            "cli-app",
+            archive.to_str().unwrap(),
+            "--args",
+            &format!("-- {SERVICE}"),
+            "-y",
+        ],
+    ));
+    rt().block_on(async {
+        let mut c = server.client("dashboard").await.unwrap();
+        assert_eq!(status_of(&mut c, "cli-app").await, Listed::Running);
+    });
+}
+
+#[test]
+fn update_container_replaces_the_version_and_rolls_back_a_failing_one() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let store = cd.store_dir();
+    std::fs::create_dir_all(&store).unwrap();
+    // A short health gate keeps the test quick; the rule is the same.
+    std::fs::write(store.join("tpcm.toml"), "upgrade_grace_secs = 2\n").unwrap();
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        for v in ["1", "2", "3"] {
+            deploy(&mut c, &docker_archive(cd.dir(), v), "app", v, None)
+                .await
+                .unwrap();
+        }
+        c.start_container(start_request("app", "1", "svc", SERVICE))
+            .await
+            .unwrap();
+
+        // The top-level image wins over params; params replace the settings.
+        let mut params = start_request("app", "ignored", "svc", SERVICE);
+        params.environment.insert("MODE".into(), "two".into());
+        let done = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "svc".into(),
+                image_name: "app".into(),
+                image_tag: "2".into(),
+                params: Some(params),
+                r#async: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(
+            done.response,
+            Some(proto::update_container_response::Response::UpdateOk(_))
+        ));
+        let listed = containers(&mut c).await;
+        assert_eq!(listed[0].image_name, "app:2");
+        assert_eq!(listed[0].status(), Listed::Running);
+        eventually(WAIT, "version 2 output", || {
+            let mut c = c.clone();
+            async move { log_text(&mut c, "svc").await.contains("version 2 mode=two") }
+        })
+        .await;
+
+        // A version that exits at once fails the health gate: rolled back, version 2 runs on.
+        let crash = start_request("app", "3", "svc", "sh -c 'echo crashing; exit 3'");
+        let e = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "svc".into(),
+                image_name: "app".into(),
+                image_tag: "3".into(),
+                params: Some(crash.clone()),
+                r#async: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Aborted, "{e:?}");
+        assert!(e.message().contains("rolled back"), "{}", e.message());
+        let listed = containers(&mut c).await;
+        assert_eq!(
+            (listed[0].image_name.as_str(), listed[0].status()),
+            ("app:2", Listed::Running)
+        );
+
+        // Async: the call returns at once; the outcome shows as a label.
+        let done = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "svc".into(),
+                image_name: "app".into(),
+                image_tag: "3".into(),
+                params: Some(crash),
+                r#async: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(proto::update_container_response::Response::UpdateOk(ok)) = done.response else {
+            panic!("{done:?}")
+        };
+        assert!(ok.is_async);
+        eventually(WAIT, "the async update's outcome", || {
+            let mut c = c.clone();
+            async move {
+                containers(&mut c).await[0]
+                    .labels
+                    .get("io.tpcm.update")
+                    .is_some_and(|l| l.starts_with("failed: "))
+            }
+        })
+        .await;
+        let listed = containers(&mut c).await;
+        assert_eq!(
+            (listed[0].image_name.as_str(), listed[0].status()),
+            ("app:2", Listed::Running)
+        );
+
+        let e = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "svc".into(),
+                image_name: "app".into(),
+                image_tag: "9".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        // Every deployed version is kept for the next rollback.
+        assert_eq!(images(&mut c).await.len(), 3);
+    });
+}
+
+#[test]
+fn volumes_bind_into_containers_and_plugins_are_unimplemented() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        let created = c
+            .create_volume(proto::CreateVolumeRequest {
+                name: "shared".into(),
+                driver: proto::Driver::DsLocal as i32,
+                labels: [("tier".to_string(), "gold".to_string())].into(),
+                options: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(created.name, "shared");
+        let e = c
+            .create_volume(proto::CreateVolumeRequest {
+                name: "shared".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists);
+        let e = c
+            .create_volume(proto::CreateVolumeRequest {
+                name: "c".into(),
+                driver: proto::Driver::DsCustom as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+        let mut s = c
+            .list_volume(proto::ListVolumeRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let v = s.message().await.unwrap().expect("one volume");
+        assert_eq!((v.name.as_str(), v.driver.as_str()), ("shared", "local"));
+        assert_eq!(v.labels.get("tier").map(String::as_str), Some("gold"));
+
+        deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None)
+            .await
+            .unwrap();
+        let mut r = start_request(
+            "app",
+            "1",
+            "writer",
+            "sh -c 'echo from-container > /data/out; trap \"exit 0\" TERM; sleep 1000 & wait'",
+        );
+        r.volumes.push(proto::Volume {
+            name: "shared".into(),
+            mount_point: "/data".into(),
+            read_only: false,
+        });
+        c.start_container(r).await.unwrap();
+        let out = cd.store_dir().join("volumes/shared/data/out");
+        common::wait_until(WAIT, "the container to write into the volume", || {
+            std::fs::read_to_string(&out).is_ok_and(|t| t == "from-container\n")
+        });
+        let e = c
+            .remove_volume(proto::RemoveVolumeRequest {
+                name: "shared".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        c.remove_container(proto::RemoveContainerRequest {
+            name: "writer".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+        c.remove_volume(proto::RemoveVolumeRequest {
+            name: "shared".into(),
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(!out.exists());
+
+        let e = c
+            .list_plugins(proto::ListPluginsRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+        assert!(e.message().contains("containerd"), "{}", e.message());
+        let e = c
+            .start_plugin(proto::StartPluginRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented);
+    });
+}
+
+#[test]
+fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running() {
+    let cd = Containerd::start();
+    let mut server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None)
+            .await
+            .unwrap();
+        // Fails at once, twice restarted, then left stopped: three runs in all.
+        let mut r = start_request("app", "1", "flaky", "sh -c 'echo run; exit 1'");
+        r.restart = Some(proto::start_container_request::Restart {
+            policy: proto::start_container_request::restart::Policy::OnFailure as i32,
+            attempts: 2,
+        });
+        c.start_container(r).await.unwrap();
+        eventually(WAIT, "three runs of the flaky container", || {
+            let mut c = c.clone();
+            async move { log_text(&mut c, "flaky").await.matches("run\n").count() == 3 }
+        })
+        .await;
+        eventually(WAIT, "the flaky container to stay stopped", || {
+            let mut c = c.clone();
+            async move { status_of(&mut c, "flaky").await == Listed::Stopped }
+        })
+        .await;
+
+        let mut r = start_request("app", "1", "steady", SERVICE);
+        r.restart = Some(proto::start_container_request::Restart {
+            policy: proto::start_container_request::restart::Policy::Always as i32,
+            attempts: 0,
+        });
+        c.start_container(r).await.unwrap();
+        assert_eq!(status_of(&mut c, "steady").await, Listed::Running);
+    });
+    let pid_before = cd.tasks().into_iter().find(|t| t.0 == "steady").map(|t| t.1);
+    server.kill();
+    // The manager is gone; the container is not.
+    assert!(
+        cd.tasks().iter().any(|t| t.0 == "steady" && t.2 == "RUNNING"),
+        "{:?}",
+        cd.tasks()
+    );
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("dashboard").await.unwrap();
+        assert_eq!(status_of(&mut c, "steady").await, Listed::Running);
+    });
+    let pid_after = cd.tasks().into_iter().find(|t| t.0 == "steady").map(|t| t.1);
+    assert_eq!(
+        pid_before, pid_after,
+        "the container was restarted with the server"
+    );
+    // The restarted server supervises again: a kill of the always-restarted container is undone.
+    let killed = cd.ctr(&["tasks", "kill", "-s", "KILL", "steady"]);
+    assert!(killed.status.success(), "{}", common::describe(&killed));
+    common::wait_until(WAIT, "the always policy to restart the container", || {
+        cd.tasks()
+            .iter()
+            .any(|t| t.0 == "steady" && t.2 == "RUNNING" && Some(t.1) != pid_after)
+    });
+}
+
+#[test]
+fn the_janitor_removes_only_what_nothing_owns() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &["--janitor-interval", "1"]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        for v in ["kept", "stopped", "unused"] {
+            deploy(&mut c, &docker_archive(cd.dir(), v), "app", v, None)
+                .await
+                .unwrap();
+        }
+        c.start_container(start_request("app", "kept", "kept", SERVICE))
+            .await
+            .unwrap();
+        c.start_container(start_request("app", "stopped", "paused", SERVICE))
+            .await
+            .unwrap();
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "paused".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    // A container nobody owns, made by hand and never started.
+    let made = cd.ctr(&["containers", "create", "docker.io/library/app:unused", "stray"]);
+    assert!(made.status.success(), "{}", common::describe(&made));
+    common::wait_until(
+        WAIT,
+        "the janitor to remove the stray container and the unused image",
+        || {
+            !cd.containers().contains(&"stray".to_string())
+                && !cd.images().iter().any(|i| i.ends_with("app:unused"))
+        },
+    );
+    assert!(server.log().contains("janitor removed"), "{}", server.log());
+    let left = cd.containers();
+    assert!(
+        left.contains(&"kept".to_string()) && left.contains(&"paused".to_string()),
+        "{left:?}"
+    );
+    assert_eq!(cd.images().len(), 2, "{:?}", cd.images());
+}
