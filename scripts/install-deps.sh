@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian (bookworm) packages that tpcm's tests, benches and demo need, and only those
-# that are missing: containerd, runc, protobuf-compiler (protoc, for the gRPC code) and
+# that are missing: containerd, runc, containernetworking-plugins, iptables and iproute2 (the
+# bridge network for published ports), protobuf-compiler (protoc, for the gRPC code) and
 # libprotobuf-dev (the well-known .proto files the gNOI protos import), busybox-static
 # (the fixture images are built from its /bin/busybox), skopeo (reference tool for archive checks),
 # openssl and ca-certificates (https tests), docker-registry and apache2-utils (the registry tests'
@@ -18,6 +19,11 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok
 missing=()
 { have_cmd containerd && have_cmd ctr && have_cmd containerd-shim-runc-v2; } || missing+=(containerd)
 have_cmd runc || missing+=(runc)
+# Published ports (gNOI StartContainer ports, --args -p) use the CNI bridge, host-local, loopback
+# and portmap plugins; portmap drives iptables, namespaces are made with ip netns.
+[ -x /usr/lib/cni/portmap ] || missing+=(containernetworking-plugins)
+have_cmd iptables || missing+=(iptables)
+have_cmd ip || missing+=(iproute2)
 have_cmd protoc || missing+=(protobuf-compiler)
 # The gNOI protos import protobuf's well-known types (descriptor, timestamp, any).
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)

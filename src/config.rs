@@ -67,6 +67,23 @@ pub struct FileConfig {
     pub hook_timeout_secs: Option<u64>,
     /// `tpcm serve` (gNOI containerz) settings; its flags override them.
     pub serve: Option<ServeConfig>,
+    /// `tpcm client` settings; its flags override them.
+    pub client: Option<ClientConfig>,
+}
+
+/// `[client]` in tpcm.toml: the devices `tpcm client` talks to and its TLS files.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// `host:port` of each device's containerz server.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    /// CA certificate (PEM) the devices' certificates chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
 }
 
 /// `[serve]` in tpcm.toml: the gNOI server's settings (see `tpcm serve --help`).

@@ -805,3 +805,192 @@ fn the_janitor_removes_only_what_nothing_owns() {
     );
     assert_eq!(cd.images().len(), 2, "{:?}", cd.images());
 }
+
+/// Serves `body` at every path over HTTP/1.1 on 127.0.0.1 until the test ends; returns the port.
+fn serve_http(body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            // The request line and headers end at the first empty line.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&body));
+        }
+    });
+    port
+}
+
+#[test]
+fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use() {
+    use proto::gnoi::common::{RemoteDownload, remote_download::Protocol};
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let archive = docker_archive(cd.dir(), "web");
+    let port = serve_http(std::fs::read(&archive).unwrap());
+    let transfer = |remote: RemoteDownload| {
+        vec![proto::DeployRequest {
+            request: Some(proto::deploy_request::Request::ImageTransfer(
+                proto::ImageTransfer {
+                    name: "fetched".into(),
+                    tag: "1".into(),
+                    remote_download: Some(remote),
+                    ..Default::default()
+                },
+            )),
+        }]
+    };
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        let answers = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: format!("127.0.0.1:{port}/app.tar"),
+                protocol: Protocol::Http as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(
+                answers.last().and_then(|a| a.response.as_ref()),
+                Some(proto::deploy_response::Response::ImageTransferSuccess(_))
+            ),
+            "{answers:?}"
+        );
+        assert!(
+            images(&mut c)
+                .await
+                .iter()
+                .any(|i| i.image_name == "fetched" && i.tag == "1")
+        );
+        // Nothing listens here: UNAVAILABLE, and nothing is imported.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: format!("http://127.0.0.1:{dead}/app.tar"),
+                protocol: Protocol::Http as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: "127.0.0.1:/x.tar".into(),
+                protocol: Protocol::Sftp as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "SFTP without credentials: {e:?}");
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: format!("127.0.0.1:{port}/app.tar"),
+                protocol: Protocol::Http as i32,
+                source_vrf: "mgmt".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    });
+    assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn published_ports_reach_the_container_through_the_cni_bridge() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let external = free_port();
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None).await.unwrap();
+        let web = "sh -c 'mkdir -p /www; echo hello-from-$(hostname) > /www/index.html; exec httpd -f -p 8080 -h /www'";
+        let mut r = start_request("app", "1", "web", web);
+        r.ports.push(proto::start_container_request::Port {
+            internal: 8080,
+            external: external as u32,
+        });
+        c.start_container(r.clone()).await.unwrap();
+        common::wait_until(WAIT, "the published port to answer", || {
+            http_get(external).is_some_and(|a| a.contains("hello-from-web"))
+        });
+
+        // The same host port for another instance: UNAVAILABLE, and nothing is made.
+        let mut again = r.clone();
+        again.instance_name = "web2".into();
+        let e = c.start_container(again).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("web"), "{}", e.message());
+        // A port something on the host listens on: UNAVAILABLE.
+        let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let mut busy = r.clone();
+        busy.instance_name = "web3".into();
+        busy.ports[0].external = taken.local_addr().unwrap().port() as u32;
+        let e = c.start_container(busy).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(containers(&mut c).await.len(), 1);
+        // Ports on the host network are refused.
+        let mut host = r.clone();
+        host.instance_name = "web4".into();
+        host.network = "host".into();
+        let e = c.start_container(host).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+        c.remove_container(proto::RemoveContainerRequest {
+            name: "web".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+    });
+    let netns = PathBuf::from(format!("/run/netns/tpcm-{}-web", cd.namespace()));
+    assert!(!netns.exists(), "{} was left behind", netns.display());
+    assert!(
+        http_get(external).is_none_or(|a| !a.contains("hello-from-web")),
+        "the port is still forwarded"
+    );
+}

@@ -1,6 +1,7 @@
 //! The `tpcm` command line: clap definitions, dispatch, and how errors reach the user (one line
 //! on stderr, a non-zero exit code; see `docs/cli.md`).
 
+mod client;
 mod images;
 mod progress;
 mod serve;
@@ -96,6 +97,8 @@ enum Command {
     Serve(serve::Serve),
     /// Remove stopped containers no TPC owns and images nothing uses (what serve's janitor does).
     Janitor(serve::Janitor),
+    /// Drive gNOI containerz servers (tpcm serve on other switches): one or many at once.
+    Client(Box<client::ClientArgs>),
 }
 
 impl Cli {
@@ -176,6 +179,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Image(cmd) => images::run(cmd, &settings).await,
         Command::Serve(cmd) => serve::serve(cmd, &settings).await,
         Command::Janitor(cmd) => serve::janitor(cmd, &settings).await,
+        Command::Client(cmd) => client::run(*cmd, &settings).await,
     }
 }
 

@@ -75,8 +75,16 @@ impl Runtime for Containerd {
                     .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
                 config.user = Some(resolved);
             }
-            let spec = spec::build(&config, &image_config, self.namespace())
+            let mut spec = spec::build(&config, &image_config, self.namespace())
                 .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+            let mut labels = labels;
+            if let Some(ports) = &config.bridge {
+                super::cni::join_netns(&mut spec, self.namespace(), &config.id);
+                labels.insert(
+                    super::cni::NETWORK_LABEL.to_string(),
+                    serde_json::to_string(ports).expect("ports serialize"),
+                );
+            }
             self.make_container(&lease, &config.id, &config.image, &top, &spec, labels)
                 .await
                 .map_err(runtime::Error::from)
@@ -90,6 +98,7 @@ impl Runtime for Containerd {
     async fn start_container(&self, id: &str, log: &LogTarget) -> Result<u32, runtime::Error> {
         let exe = std::env::current_exe()
             .map_err(|e| runtime::Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
+        self.attach_network(id).await?;
         Ok(self.start_task(id, &log.driver_uri(&exe)).await?)
     }
 
@@ -106,7 +115,8 @@ impl Runtime for Containerd {
     }
 
     async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
-        Ok(self.remove_container(id).await?)
+        self.remove_container(id).await?;
+        Ok(self.detach_network(id).await?)
     }
 
     async fn list_containers(&self) -> Result<Vec<runtime::ContainerSummary>, runtime::Error> {
@@ -144,7 +154,9 @@ impl Runtime for Containerd {
     }
 
     async fn detach_container(&self, held: &DetachedContainer) -> Result<(), runtime::Error> {
-        Ok(self.detach(held).await?)
+        self.detach(held).await?;
+        // The ports go with the container: its successor (or itself, restored) attaches anew.
+        Ok(self.detach_network(&held.id).await?)
     }
 
     async fn save_container(
@@ -209,5 +221,40 @@ impl Containerd {
                 detail: e.to_string(),
             })?;
         Ok(bytes.len() as u64 + m.config().size() + m.layers().iter().map(|l| l.size()).sum::<u64>())
+    }
+}
+
+impl Containerd {
+    /// Puts a bridged container (one with the network label) on the bridge before its task
+    /// starts; the plugins run on a thread that may block.
+    async fn attach_network(&self, id: &str) -> Result<(), Error> {
+        let Some(record) = self.container_record(id).await? else {
+            return Ok(());
+        };
+        let Some(ports) = record.labels.get(super::cni::NETWORK_LABEL) else {
+            return Ok(());
+        };
+        let ports: Vec<spec::PortMapping> = serde_json::from_str(ports).map_err(|e| Error::Unexpected {
+            op: format!("container {id}"),
+            detail: format!("bad {} label: {e}", super::cni::NETWORK_LABEL),
+        })?;
+        let (ns, id) = (self.namespace().to_string(), id.to_string());
+        tokio::task::spawn_blocking(move || super::cni::attach(&ns, &id, &ports))
+            .await
+            .map_err(|e| Error::Unexpected {
+                op: "bridge network".into(),
+                detail: e.to_string(),
+            })?
+    }
+
+    /// Takes a container off the bridge (nothing to do for one that never was on it).
+    async fn detach_network(&self, id: &str) -> Result<(), Error> {
+        let (ns, id) = (self.namespace().to_string(), id.to_string());
+        tokio::task::spawn_blocking(move || super::cni::detach(&ns, &id))
+            .await
+            .map_err(|e| Error::Unexpected {
+                op: "bridge network".into(),
+                detail: e.to_string(),
+            })?
     }
 }

@@ -6,6 +6,7 @@
 //! half-imported objects (design §4).
 
 mod backend;
+mod cni;
 mod containers;
 mod content;
 mod detach;

@@ -37,19 +37,35 @@ pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Res
         a.push(flag.to_string());
         a.push(value);
     };
-    if !r.ports.is_empty() {
-        return Err(Status::unimplemented(
-            "StartContainer: ports need a bridge network, which this tpcm does not provide yet; use the host network",
-        ));
-    }
-    match r.network.as_str() {
-        "" | "host" => {}
-        "none" => push("--network", "none".into()),
-        other => {
+    // Ports need the container's own network: with ports and no network named, the bridge is
+    // chosen (upstream's default, host, would silently publish nothing).
+    match (r.network.as_str(), r.ports.is_empty()) {
+        ("" | "host", true) => {}
+        ("" | "bridge", false) | ("bridge", true) => push("--network", "bridge".into()),
+        ("none", true) => push("--network", "none".into()),
+        ("host" | "none", false) => {
             return Err(Status::invalid_argument(format!(
-                "StartContainer: network {other:?} is not supported (use host or none)"
+                "StartContainer: ports need network bridge (or none given), not {:?}",
+                r.network
             )));
         }
+        (other, _) => {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: network {other:?} is not supported (use host, none or bridge)"
+            )));
+        }
+    }
+    for p in &r.ports {
+        let valid = |n: u32| (1..=u16::MAX as u32).contains(&n);
+        if !valid(p.internal) || !valid(p.external) {
+            return Err(Status::invalid_argument(format!(
+                "StartContainer: port {}:{} is not a pair of ports 1 to 65535",
+                p.external, p.internal
+            )));
+        }
+        // The proto's Port has no protocol: each is forwarded for TCP and UDP.
+        push("-p", format!("{}:{}/tcp", p.external, p.internal));
+        push("-p", format!("{}:{}/udp", p.external, p.internal));
     }
     let mut env: Vec<_> = r.environment.iter().collect();
     env.sort();

@@ -9,6 +9,7 @@
 //! supervisor. Conformance per RPC and field: `docs/containerz.md`.
 
 pub mod auth;
+pub mod client;
 mod containers;
 mod images;
 mod plugins;
@@ -34,6 +35,10 @@ pub const DEPLOY_CHUNK: usize = 1 << 20;
 /// Largest message the server decodes: a chunk of the most upstream allows, with room to spare,
 /// for clients that ignore the announced chunk size.
 pub const MAX_MESSAGE: usize = 8 << 20;
+
+/// HTTP/2 flow-control window per stream (the connection gets twice this): a few Deploy
+/// chunks in flight.
+pub const FLOW_WINDOW: u32 = 8 << 20;
 
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -114,6 +119,7 @@ pub(crate) fn status_of(e: manager::Error) -> Status {
         M::NotFound(_) => Status::not_found(msg),
         M::AlreadyExists(_) => Status::already_exists(msg),
         M::InUse(_) => Status::failed_precondition(msg),
+        M::PortInUse(_) => Status::unavailable(msg),
         M::Store(manager::store::StoreError::Busy(_)) => Status::unavailable(msg),
         M::Store(_) => Status::internal(msg),
         M::Source(_) => Status::unavailable(msg),

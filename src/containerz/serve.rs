@@ -8,7 +8,7 @@ use super::auth::Authz;
 use super::{Containerz, Shared};
 use crate::config::Settings;
 use crate::manager::janitor::{self, Suspects};
-use crate::manager::supervise::Supervisor;
+use crate::manager::supervise::{self, Supervisor};
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +89,10 @@ pub async fn serve<R: Runtime + Clone + 'static>(
     eprintln!("tpcm serve: listening on {local}");
     tracing::info!(%local, "gNOI containerz listening");
     Server::builder()
+        // HTTP/2's default 64 KiB windows make a Deploy wait for a window update every 64 KiB;
+        // windows of a few chunks let the client stream at disk speed.
+        .initial_stream_window_size(Some(super::FLOW_WINDOW))
+        .initial_connection_window_size(Some(2 * super::FLOW_WINDOW))
         .tls_config(tls)
         .map_err(|e| format!("TLS configuration: {e}"))?
         .add_service(service.into_server())
@@ -165,6 +169,17 @@ fn spawn_supervisor<R: Runtime + Clone + 'static>(runtime: R, settings: Settings
     tokio::task::spawn_blocking(move || {
         handle.block_on(async move {
             let mut supervisor = Supervisor::default();
+            // Exits while no server watched are handled first (the subscription may already
+            // report some of them again; a restarted container is then left alone).
+            let missed = supervise::exited(&runtime, &settings).await.unwrap_or_else(|e| {
+                tracing::warn!("restart supervisor: cannot list exited containers: {e}");
+                Vec::new()
+            });
+            for (id, code) in missed {
+                if let Err(e) = supervisor.on_exit(&runtime, &settings, &id, code).await {
+                    tracing::warn!(container = %id, "restart supervisor: {e}");
+                }
+            }
             while let Some((id, code)) = rx.recv().await {
                 if let Err(e) = supervisor.on_exit(&runtime, &settings, &id, code).await {
                     tracing::warn!(container = %id, "restart supervisor: {e}");

@@ -110,8 +110,12 @@ pub struct ContainerArgs {
     pub entrypoint: Option<Vec<String>>,
     /// `-h/--hostname`: only with `--network none` (on the host network the name is the host's).
     pub hostname: Option<String>,
-    /// `--network`: `host` (default: a SONiC container sees the switch's interfaces) or `none`.
+    /// `--network`: `host` (default: a SONiC container sees the switch's interfaces), `none`,
+    /// or `bridge` (its own namespace on tpcm's CNI bridge; needed for `-p`).
     pub network: Network,
+    /// `-p/--publish [ip:]host:container[/tcp|udp]`: host ports forwarded to the container
+    /// (bridge network only); `(host, container, protocol)` are unique per host port+protocol.
+    pub ports: Vec<PortMapping>,
     /// `--device host[:container[:permissions]]`, in order.
     pub devices: Vec<DeviceMapping>,
     /// `-l/--label key[=value]`: container labels; a later value for a key wins.
@@ -147,6 +151,8 @@ pub struct DeviceMapping {
     pub permissions: String,
 }
 
+pub use crate::runtime::spec::PortMapping;
+
 /// `--network`: which network namespace the container gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +162,9 @@ pub enum Network {
     Host,
     /// A new network namespace with only loopback.
     None,
+    /// A new network namespace attached to tpcm's bridge (CNI `bridge` + `portmap`), with
+    /// outbound NAT and the `-p` ports forwarded.
+    Bridge,
 }
 
 /// A health check: what `tpcm upgrade` runs or probes before it keeps a new version.
@@ -196,6 +205,7 @@ impl fmt::Display for Network {
         f.write_str(match self {
             Network::Host => "host",
             Network::None => "none",
+            Network::Bridge => "bridge",
         })
     }
 }
@@ -208,7 +218,8 @@ impl FromStr for Network {
         match s {
             "host" => Ok(Network::Host),
             "none" => Ok(Network::None),
-            _ => Err(format!("{s:?} is not supported (use host or none)")),
+            "bridge" => Ok(Network::Bridge),
+            _ => Err(format!("{s:?} is not supported (use host, none or bridge)")),
         }
     }
 }
@@ -421,6 +432,8 @@ struct RawArgs {
     hostname: Option<String>,
     #[arg(long = "network", alias = "net", allow_hyphen_values = true)]
     network: Option<String>,
+    #[arg(short = 'p', long = "publish", allow_hyphen_values = true)]
+    publish: Vec<String>,
     #[arg(long = "device", allow_hyphen_values = true)]
     device: Vec<String>,
     #[arg(short = 'l', long = "label", allow_hyphen_values = true)]
@@ -461,8 +474,8 @@ const REFUSED: &[(&[&str], &str)] = &[
     ),
     (&["--name"], "the TPC's name is the argument of tpcm install"),
     (
-        &["-p", "--publish", "-P", "--publish-all", "--expose"],
-        "a TPC shares the host's network or has none: there are no ports to publish",
+        &["-P", "--publish-all", "--expose"],
+        "publish each port with -p host:container (and --network bridge)",
     ),
     (&["--mount"], "use -v host:container[:ro]"),
     (
@@ -470,6 +483,45 @@ const REFUSED: &[(&[&str], &str)] = &[
         "use --cpus",
     ),
 ];
+
+/// Parses one `-p [ip:]host:container[/tcp|udp]`; only all addresses (`0.0.0.0`, or none) are
+/// supported as the host address.
+fn parse_port(p: &str) -> Result<PortMapping, ArgsError> {
+    let bad = || {
+        invalid(
+            "--publish",
+            format!("{p:?} is not host:container[/tcp|udp] (e.g. 8080:80 or 5353:53/udp)"),
+        )
+    };
+    let (ports, protocol) = match p.rsplit_once('/') {
+        Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
+        None => (p, "tcp".to_string()),
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(invalid(
+            "--publish",
+            format!("{p:?}: protocol {protocol:?} is not tcp or udp"),
+        ));
+    }
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (host, container) = match parts.as_slice() {
+        [h, c] => (*h, *c),
+        ["0.0.0.0", h, c] => (*h, *c),
+        [ip, _, _] => {
+            return Err(invalid(
+                "--publish",
+                format!("{p:?}: binding to {ip} is not supported; ports are forwarded on every address"),
+            ));
+        }
+        _ => return Err(bad()),
+    };
+    let port = |s: &str| s.parse::<u16>().ok().filter(|&n| n > 0).ok_or_else(bad);
+    Ok(PortMapping {
+        host: port(host)?,
+        container: port(container)?,
+        protocol,
+    })
+}
 
 /// Parses with `lookup` standing for tpcm's environment (tests give their own).
 fn parse_args_with(
@@ -594,12 +646,32 @@ fn build(raw: RawArgs, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Cont
     let hostname = raw.hostname.filter(|h| !h.is_empty());
     if let Some(h) = &hostname {
         check_hostname(h)?;
-        if network != Network::None {
+        if network == Network::Host {
             return Err(invalid(
                 "--hostname",
-                "needs --network none (on the host network a container has the host's name)",
+                "needs --network none or bridge (on the host network a container has the host's name)",
             ));
         }
+    }
+    let mut ports: Vec<PortMapping> = Vec::new();
+    for p in &raw.publish {
+        let mapping = parse_port(p)?;
+        if ports
+            .iter()
+            .any(|q| q.host == mapping.host && q.protocol == mapping.protocol)
+        {
+            return Err(invalid(
+                "--publish",
+                format!("host port {}/{} is given twice", mapping.host, mapping.protocol),
+            ));
+        }
+        ports.push(mapping);
+    }
+    if !ports.is_empty() && network != Network::Bridge {
+        return Err(invalid(
+            "--publish",
+            "needs --network bridge (the host network has no ports to forward)",
+        ));
     }
 
     let devices = raw
@@ -655,6 +727,7 @@ fn build(raw: RawArgs, lookup: &dyn Fn(&str) -> Option<OsString>) -> Result<Cont
         entrypoint,
         hostname,
         network,
+        ports,
         devices,
         labels,
         restart,
@@ -1434,11 +1507,11 @@ mod tests {
         assert_eq!(ok("--hostname ''").hostname, None);
         assert_eq!(
             err("--hostname tpc"),
-            "--args: --hostname: needs --network none (on the host network a container has the host's name)"
+            "--args: --hostname: needs --network none or bridge (on the host network a container has the host's name)"
         );
         assert_eq!(
             err("--hostname tpc --network host"),
-            "--args: --hostname: needs --network none (on the host network a container has the host's name)"
+            "--args: --hostname: needs --network none or bridge (on the host network a container has the host's name)"
         );
         for bad in ["-a", "a-", "a..b", "a_b", "'a b'", &"a".repeat(65)] {
             assert!(
@@ -1454,13 +1527,35 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_need_the_bridge_and_are_checked() {
+        let a = ok("--network bridge -p 8080:80 -p 0.0.0.0:5353:53/udp");
+        assert_eq!(a.network, Network::Bridge);
+        let p = |host, container, protocol: &str| PortMapping {
+            host,
+            container,
+            protocol: protocol.into(),
+        };
+        assert_eq!(a.ports, vec![p(8080, 80, "tcp"), p(5353, 53, "udp")]);
+        assert!(err("--network bridge -p 80").contains("is not host:container"));
+        assert!(err("--network bridge -p 0:80").contains("is not host:container"));
+        assert!(err("--network bridge -p 80:80/sctp").contains("not tcp or udp"));
+        assert!(err("--network bridge -p 10.0.0.1:80:80").contains("not supported"));
+        assert!(err("--network bridge -p 80:80 -p 80:81").contains("given twice"));
+        assert_eq!(ok("--network bridge -p 80:80 -p 80:80/udp").ports.len(), 2);
+        assert_eq!(
+            ok("--network bridge --hostname web").hostname.as_deref(),
+            Some("web")
+        );
+    }
+
+    #[test]
     fn network() {
         assert_eq!(ok("--network host").network, Network::Host);
         assert_eq!(ok("--network=none").network, Network::None);
         assert_eq!(ok("--net none").network, Network::None);
         assert_eq!(
-            err("--network bridge"),
-            r#"--args: --network: "bridge" is not supported (use host or none)"#
+            err("--network bridgeX"),
+            r#"--args: --network: "bridgeX" is not supported (use host, none or bridge)"#
         );
         assert!(err("--network container:x").contains("is not supported"));
         assert!(err("--network ''").contains("is not supported"));
@@ -1667,8 +1762,12 @@ mod tests {
             "--args: unknown flag -i (a TPC runs without a terminal or standard input)"
         );
         assert_eq!(
+            err("-P"),
+            "--args: unknown flag -P (publish each port with -p host:container (and --network bridge))"
+        );
+        assert_eq!(
             err("-p 80:80"),
-            "--args: unknown flag -p (a TPC shares the host's network or has none: there are no ports to publish)"
+            "--args: --publish: needs --network bridge (the host network has no ports to forward)"
         );
         assert_eq!(
             err("--name x"),
@@ -1735,6 +1834,7 @@ mod tests {
             entrypoint: Some(strings(&["/usr/bin/app"])),
             hostname: Some("app1".into()),
             network: Network::None,
+            ports: vec![],
             devices: vec![DeviceMapping {
                 host: "/dev/net/tun".into(),
                 container: "/dev/net/tun".into(),
@@ -1764,6 +1864,6 @@ mod tests {
         assert_eq!(old.env, strings(&["A=1"]));
         assert_eq!(old.restart, RestartPolicy::No);
         assert!(serde_json::from_str::<ContainerArgs>(r#"{"restart":"sometimes"}"#).is_err());
-        assert!(serde_json::from_str::<ContainerArgs>(r#"{"network":"bridge"}"#).is_err());
+        assert!(serde_json::from_str::<ContainerArgs>(r#"{"network":"bridge0"}"#).is_err());
     }
 }

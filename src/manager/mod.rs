@@ -40,6 +40,9 @@ pub enum Error {
     /// The object is in use (or running) and the request did not force it.
     #[error("{0}")]
     InUse(String),
+    /// A host port the container would publish is taken.
+    #[error("{0}")]
+    PortInUse(String),
 }
 
 /// Seconds since the epoch, for records.

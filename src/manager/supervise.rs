@@ -13,8 +13,34 @@ use std::time::{Duration, Instant};
 /// A container that ran at least this long before exiting starts a new failure streak
 /// (docker's rule for `on-failure:N` counts).
 const STREAK_RESET: Duration = Duration::from_secs(10);
+/// First delay before restarting a container that failed again within [`STREAK_RESET`]; it
+/// doubles per restart in the streak up to [`MAX_BACKOFF`] (docker's back-off), so a
+/// container that exits at once does not spin.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest wait for a command that holds the TPC's lock (an upgrade's hooks and health gate).
 const LOCK_PATIENCE: Duration = Duration::from_secs(900);
+
+/// The `always` and `unless-stopped` TPCs whose container exited while nobody watched (e.g.
+/// while `tpcm serve` was down), with their exit codes: what to feed [`Supervisor::on_exit`]
+/// once watching starts. `on-failure` ones are left, as docker leaves them when its daemon
+/// starts: their retry count was spent or is unknown.
+pub async fn exited<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<(String, u32)>, Error> {
+    let mut out = Vec::new();
+    for record in Store::new(&settings.root).list()? {
+        let policy = tpc::parse_tpc_args(&record.args)
+            .map(|a| a.restart)
+            .unwrap_or_default();
+        if !matches!(policy, RestartPolicy::Always | RestartPolicy::UnlessStopped) {
+            continue;
+        }
+        if let ContainerState::Exited { code } = runtime.container_state(&record.name).await? {
+            out.push((record.name, code));
+        }
+    }
+    Ok(out)
+}
 
 /// Restart counts per TPC, for `on-failure:N`.
 #[derive(Debug, Default)]
@@ -63,7 +89,13 @@ impl Supervisor {
         if !restart {
             return Ok(false);
         }
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1 << (*count).min(16))
+            .min(MAX_BACKOFF);
         *count += 1;
+        if *count > 1 {
+            tokio::time::sleep(backoff).await;
+        }
         *since = Instant::now();
         tracing::info!(
             tpc = id,

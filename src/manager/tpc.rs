@@ -80,6 +80,45 @@ pub fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, S
     labels
 }
 
+/// Refuses host ports that another TPC publishes or that something on the host listens on
+/// (ports TPC `name` itself publishes already are its own). Checked before anything changes.
+pub(super) fn check_ports(
+    store: &Store,
+    name: &str,
+    ports: &[crate::runtime::spec::PortMapping],
+) -> Result<(), Error> {
+    let records = store.list()?;
+    let published = |r: &TpcRecord, p: &crate::runtime::spec::PortMapping| {
+        r.container
+            .bridge
+            .as_ref()
+            .is_some_and(|own| own.iter().any(|q| q.host == p.host && q.protocol == p.protocol))
+    };
+    for p in ports {
+        if let Some(other) = records.iter().find(|r| r.name != name && published(r, p)) {
+            return Err(Error::PortInUse(format!(
+                "host port {}/{} is published by TPC {}; choose another",
+                p.host, p.protocol, other.name
+            )));
+        }
+        if records.iter().any(|r| r.name == name && published(r, p)) {
+            continue;
+        }
+        let free = if p.protocol == "udp" {
+            std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok()
+        } else {
+            std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok()
+        };
+        if !free {
+            return Err(Error::PortInUse(format!(
+                "host port {}/{} is in use on this host; choose another",
+                p.host, p.protocol
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The host's CPU count, for the default cap.
 fn online_cpus() -> f64 {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64
@@ -129,6 +168,7 @@ pub(super) fn container_config(
         command: a.command.clone(),
         hostname: a.hostname.clone(),
         host_network: a.network == Network::Host,
+        bridge: (a.network == Network::Bridge).then(|| a.ports.clone()),
         devices: a
             .devices
             .iter()
@@ -162,6 +202,7 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
+    check_ports(&store, name, &parsed.ports)?;
 
     let mut j = InstallJournal { image: None };
     journal::write(&store, name, Entry::Install(&j))?;

@@ -77,6 +77,7 @@ pub async fn upgrade<R: Runtime>(
     let args_text = request.args.unwrap_or(&old.args).to_string();
     let parsed = parse_tpc_args(&args_text)?;
     let cpu_share = default_cpu_share(settings)?;
+    super::tpc::check_ports(&store, name, &parsed.ports)?;
 
     let mut j = UpgradeJournal {
         // An image named by its digest already pins itself.

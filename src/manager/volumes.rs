@@ -190,6 +190,7 @@ pub fn users(store: &Store, volume: &Volume) -> Result<Vec<String>, Error> {
 /// Removes a volume: FAILED_PRECONDITION while a container uses it, unless `force` (the
 /// containers keep their bind until they are recreated). A directory tpcm made goes with it.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
+    validate_name(name)?;
     let _lock = store.lock(&format!("volume-{name}"))?;
     let volume = get(store, name)?.ok_or_else(|| Error::NotFound(format!("no volume named {name}")))?;
     let users = users(store, &volume)?;

@@ -107,6 +107,17 @@ pub struct Device {
     pub permissions: String,
 }
 
+/// A host port forwarded into a container on a bridge network.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortMapping {
+    /// Port on the host (on every address).
+    pub host: u16,
+    /// Port inside the container.
+    pub container: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
 /// Everything about a container that is not in its image: the runtime-neutral settings a backend
 /// turns into its own configuration (containerd: this spec).
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -143,6 +154,11 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     /// Use the host's network (and UTS) namespace.
     pub host_network: bool,
+    /// Attach the container's own network namespace to the runtime's bridge, with these host
+    /// ports forwarded (`None`: no bridge; only loopback unless `host_network`). Records
+    /// written before bridges existed read as `None`.
+    #[serde(default)]
+    pub bridge: Option<Vec<PortMapping>>,
     /// Devices.
     pub devices: Vec<Device>,
 }
@@ -317,7 +333,7 @@ pub fn build(
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    if config.host_network {
+    if config.host_network || config.bridge.is_some() {
         // The default fresh, read-only sysfs is kept: mounted from within the host's network
         // namespace it already shows the host's interfaces. (A bind of the host's /sys would be
         // read-only only at its top and expose every cgroup's limits to the container.)

@@ -258,6 +258,8 @@ pub async fn connect(
         .unwrap()
         .tls_config(tls)?
         .connect_timeout(Duration::from_secs(10))
+        .initial_stream_window_size(Some(tpcm::containerz::FLOW_WINDOW))
+        .initial_connection_window_size(Some(2 * tpcm::containerz::FLOW_WINDOW))
         .connect()
         .await?;
     Ok(ContainerzClient::new(channel)
@@ -265,8 +267,10 @@ pub async fn connect(
         .max_encoding_message_size(8 << 20))
 }
 
-/// Deploys an archive file in `chunk`-byte pieces announcing `announced` bytes (the file's size
-/// when `None`); returns the server's messages, or the status the stream ended with.
+/// Deploys an archive file announcing `announced` bytes (the file's size when `None`), as a
+/// client should: the ImageTransfer, then — once the server said ImageTransferReady — the file
+/// read from disk in pieces of the chunk size it asked for, then ImageTransferEnd. Returns
+/// every server message, or the status the stream ended with.
 pub async fn deploy(
     client: &mut ContainerzClient<Channel>,
     archive: &Path,
@@ -275,25 +279,71 @@ pub async fn deploy(
     announced: Option<u64>,
 ) -> Result<Vec<proto::DeployResponse>, tonic::Status> {
     use proto::deploy_request::Request as In;
-    let data = std::fs::read(archive).unwrap();
-    let size = announced.unwrap_or(data.len() as u64);
-    let mut messages = vec![proto::DeployRequest {
+    use proto::deploy_response::Response as Out;
+    use tokio::io::AsyncReadExt;
+    let size = announced.unwrap_or(std::fs::metadata(archive).unwrap().len());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(proto::DeployRequest {
         request: Some(In::ImageTransfer(proto::ImageTransfer {
             name: name.into(),
             tag: tag.into(),
             image_size: size,
             ..Default::default()
         })),
-    }];
-    for chunk in data.chunks(1 << 20) {
-        messages.push(proto::DeployRequest {
-            request: Some(In::Content(chunk.to_vec())),
-        });
-    }
-    messages.push(proto::DeployRequest {
-        request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
+    })
+    .await
+    .unwrap();
+    let mut answers = client
+        .deploy(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    let ready = answers.message().await?.expect("an answer to the ImageTransfer");
+    let Some(Out::ImageTransferReady(r)) = &ready.response else {
+        panic!("the first answer is not ImageTransferReady: {ready:?}")
+    };
+    let chunk = r.chunk_size as usize;
+    out.push(ready);
+    let mut file = tokio::fs::File::open(archive).await.unwrap();
+    let sender = tokio::spawn(async move {
+        loop {
+            let mut buf = vec![0u8; chunk];
+            let mut filled = 0;
+            while filled < chunk {
+                let n = file.read(&mut buf[filled..]).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            if tx
+                .send(proto::DeployRequest {
+                    request: Some(In::Content(buf)),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let end = proto::DeployRequest {
+            request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
+        };
+        let _ = tx.send(end).await;
     });
-    deploy_messages(client, messages).await
+    let result = async {
+        while let Some(m) = answers.message().await? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+    .await;
+    sender.abort();
+    result
 }
 
 /// Sends these Deploy messages and collects the answers until the stream ends.

@@ -1,0 +1,284 @@
+//! Bridge networking for containers that publish ports, through the standard CNI plugins
+//! (Debian `containernetworking-plugins`): `loopback`, `bridge` with `host-local` addresses and
+//! outbound NAT, and `portmap` for the published ports (DNAT, including from 127.0.0.1).
+//!
+//! containerd 1.6 does not network containers itself (only its CRI plugin does), so the backend
+//! drives the plugins as the CNI specification describes: each is an executable that gets
+//! `CNI_*` variables and its JSON configuration on stdin, and answers with a JSON result. We
+//! invoke them directly: the Rust CNI client crates we looked at read configuration from fixed
+//! system directories and drop plugin errors, and an error here must reach the user.
+//!
+//! Lifetimes: the network namespace (`/run/netns/tpcm-<namespace>-<id>`), its addresses and
+//! forwarding rules exist from the container's first start until it is deleted or detached
+//! for an upgrade; all of it lives under `/run`, so a reboot clears it and the next start makes
+//! it anew. A state file per container remembers the ports, so a teardown needs nothing else.
+
+use super::Error;
+use crate::runtime::spec::PortMapping;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Where Debian installs the plugins; `TPCM_CNI_PATH` overrides it.
+const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/cni";
+/// The Linux bridge every bridged container is attached to.
+const BRIDGE: &str = "tpcm0";
+/// Addresses handed out on the bridge (the gateway is its first address).
+const SUBNET: &str = "10.213.0.0/16";
+/// Where the host-local plugin records its allocations, and tpcm its state files.
+const RUN_DIR: &str = "/run/tpcm/cni";
+/// The CNI specification version of our configurations.
+const CNI_VERSION: &str = "1.0.0";
+/// Network name in the configurations (also part of portmap's iptables chain names).
+const NETWORK: &str = "tpcm";
+/// Container label that marks a bridged container; its value is the JSON list of ports.
+pub(crate) const NETWORK_LABEL: &str = "io.tpcm.network.ports";
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("TPCM_CNI_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_PLUGIN_DIR.into())
+}
+
+/// The network namespace name of container `id` in containerd namespace `namespace`.
+fn netns_name(namespace: &str, id: &str) -> String {
+    format!("tpcm-{namespace}-{id}")
+}
+
+/// The path a bridged container's spec joins.
+pub(crate) fn netns_path(namespace: &str, id: &str) -> PathBuf {
+    Path::new("/run/netns").join(netns_name(namespace, id))
+}
+
+fn state_path(namespace: &str, id: &str) -> PathBuf {
+    Path::new(RUN_DIR)
+        .join("state")
+        .join(format!("{}.json", netns_name(namespace, id)))
+}
+
+fn network_error(id: &str, what: impl std::fmt::Display) -> Error {
+    Error::Unexpected {
+        op: format!("bridge network for {id}"),
+        detail: what.to_string(),
+    }
+}
+
+/// Runs `ip netns <args>`.
+fn ip_netns(id: &str, args: &[&str]) -> Result<(), Error> {
+    let out = Command::new("ip")
+        .arg("netns")
+        .args(args)
+        .output()
+        .map_err(|e| network_error(id, format!("cannot run ip (iproute2): {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(network_error(
+            id,
+            format!(
+                "ip netns {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ))
+    }
+}
+
+/// The CNI variables and stdin for one plugin call.
+struct Call<'a> {
+    command: &'a str,
+    container_id: String,
+    netns: PathBuf,
+    config: serde_json::Value,
+}
+
+/// Runs one plugin; returns its result JSON (empty for DEL).
+fn invoke(id: &str, call: &Call<'_>) -> Result<serde_json::Value, Error> {
+    let plugin = call.config["type"].as_str().unwrap_or_default().to_string();
+    let exe = plugin_dir().join(&plugin);
+    let mut child = Command::new(&exe)
+        .env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", &call.container_id)
+        .env("CNI_NETNS", &call.netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", plugin_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            network_error(
+                id,
+                format!(
+                    "cannot run the CNI plugin {} ({e}); install containernetworking-plugins",
+                    exe.display()
+                ),
+            )
+        })?;
+    let input = serde_json::to_vec(&call.config).expect("JSON serializes");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&input);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| network_error(id, format!("CNI plugin {plugin}: {e}")))?;
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    if out.status.success() {
+        return Ok(parsed);
+    }
+    let msg = parsed["msg"].as_str().map(str::to_string).unwrap_or_else(|| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let outp = String::from_utf8_lossy(&out.stdout);
+        format!("{} {}", outp.trim(), err.trim())
+    });
+    Err(network_error(
+        id,
+        format!("CNI plugin {plugin} {} failed: {}", call.command, msg.trim()),
+    ))
+}
+
+fn loopback_config() -> serde_json::Value {
+    serde_json::json!({"cniVersion": CNI_VERSION, "name": NETWORK, "type": "loopback"})
+}
+
+fn bridge_config() -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK,
+        "type": "bridge",
+        "bridge": BRIDGE,
+        "isGateway": true,
+        "ipMasq": true,
+        "hairpinMode": true,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": SUBNET}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": format!("{RUN_DIR}/ipam"),
+        },
+    })
+}
+
+fn portmap_config(ports: &[PortMapping], prev: Option<serde_json::Value>) -> serde_json::Value {
+    let maps: Vec<_> = ports
+        .iter()
+        .map(
+            |p| serde_json::json!({"hostPort": p.host, "containerPort": p.container, "protocol": p.protocol}),
+        )
+        .collect();
+    let mut c = serde_json::json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK,
+        "type": "portmap",
+        "capabilities": {"portMappings": true},
+        "snat": true,
+        "runtimeConfig": {"portMappings": maps},
+    });
+    if let Some(prev) = prev {
+        c["prevResult"] = prev;
+    }
+    c
+}
+
+/// Gives container `id` its network namespace on the bridge with `ports` forwarded, unless it
+/// has it already. Nothing is left when it fails.
+pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result<(), Error> {
+    let state = state_path(namespace, id);
+    if state.exists() && netns_path(namespace, id).exists() {
+        return Ok(());
+    }
+    // A state file without its namespace is what a reboot leaves: clear its remains first.
+    detach(namespace, id)?;
+    std::fs::create_dir_all(state.parent().expect("state files live in a directory"))
+        .map_err(|e| network_error(id, format!("cannot create {RUN_DIR}: {e}")))?;
+    ip_netns(id, &["add", &netns_name(namespace, id)])?;
+    let attached = (|| {
+        // Written first, so a failure halfway is torn down like a finished attach.
+        let bytes = serde_json::to_vec(ports).expect("ports serialize");
+        std::fs::write(&state, bytes).map_err(|e| network_error(id, format!("{}: {e}", state.display())))?;
+        let call = |config| Call {
+            command: "ADD",
+            container_id: format!("{namespace}-{id}"),
+            netns: netns_path(namespace, id),
+            config,
+        };
+        invoke(id, &call(loopback_config()))?;
+        let result = invoke(id, &call(bridge_config()))?;
+        if !ports.is_empty() {
+            invoke(id, &call(portmap_config(ports, Some(result))))?;
+        }
+        Ok(())
+    })();
+    if attached.is_err() {
+        let _ = detach(namespace, id);
+    }
+    attached
+}
+
+/// Takes container `id` off the bridge: forwarding rules, address, interfaces, namespace.
+/// Idempotent; a container that never had a bridge is fine.
+pub(crate) fn detach(namespace: &str, id: &str) -> Result<(), Error> {
+    let state = state_path(namespace, id);
+    let netns = netns_path(namespace, id);
+    let ports: Option<Vec<PortMapping>> = std::fs::read(&state)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(ports) = &ports {
+        let call = |config| Call {
+            command: "DEL",
+            container_id: format!("{namespace}-{id}"),
+            netns: netns.clone(),
+            config,
+        };
+        // In the reverse order of ADD; DEL must succeed on a half-made attach, so an error here
+        // is real (iptables or the namespace refused).
+        if !ports.is_empty() {
+            invoke(id, &call(portmap_config(ports, None)))?;
+        }
+        invoke(id, &call(bridge_config()))?;
+        invoke(id, &call(loopback_config()))?;
+    }
+    if netns.exists() {
+        ip_netns(id, &["delete", &netns_name(namespace, id)])?;
+    }
+    match std::fs::remove_file(&state) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(network_error(id, format!("{}: {e}", state.display()))),
+    }
+}
+
+/// Sets the network namespace of a spec to container `id`'s bridge namespace.
+pub(crate) fn join_netns(spec: &mut oci_spec::runtime::Spec, namespace: &str, id: &str) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let path = netns_path(namespace, id);
+    if let Some(linux) = spec.linux_mut()
+        && let Some(namespaces) = linux.namespaces_mut()
+    {
+        for ns in namespaces.iter_mut() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(path.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_portmap_configuration_carries_the_ports_and_the_previous_result() {
+        let ports = vec![PortMapping {
+            host: 8080,
+            container: 80,
+            protocol: "tcp".into(),
+        }];
+        let c = portmap_config(&ports, Some(serde_json::json!({"ips": []})));
+        assert_eq!(c["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+        assert_eq!(c["runtimeConfig"]["portMappings"][0]["containerPort"], 80);
+        assert_eq!(c["prevResult"]["ips"], serde_json::json!([]));
+        assert!(portmap_config(&ports, None).get("prevResult").is_none());
+        assert_eq!(netns_path("tpcm", "web"), Path::new("/run/netns/tpcm-tpcm-web"));
+    }
+}
