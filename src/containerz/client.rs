@@ -568,7 +568,13 @@ impl Client {
                 Some(c)
                     if c.status() == proto::list_container_response::Status::Running
                         && c.image_name == wanted => {}
-                Some(c) => break format!("the new version is {:?} on {}", c.status(), c.image_name),
+                Some(c) => {
+                    break format!(
+                        "the new version is {} on {}",
+                        c.status().as_str_name(),
+                        c.image_name
+                    );
+                }
                 None => break "the instance disappeared".to_string(),
             }
             if tokio::time::Instant::now() >= deadline {
