@@ -181,7 +181,7 @@ fn deploy_streams_every_archive_format_and_refuses_bad_transfers() {
                 .collect();
             assert_eq!(
                 progress.len() as u64,
-                size.div_ceil(1 << 20),
+                size.div_ceil(ready.chunk_size as u64),
                 "one progress message per chunk"
             );
             assert_eq!(progress.last(), Some(&size));

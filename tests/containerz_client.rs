@@ -8,6 +8,8 @@ mod builder;
 mod common;
 #[path = "support/gnoi.rs"]
 mod gnoi;
+#[path = "support/registry.rs"]
+mod registry;
 
 use builder::{Entry, Layer};
 use common::{Containerd, run_with_timeout};
@@ -137,7 +139,7 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
     assert!(out.status.success(), "{}", common::describe(&out));
     for t in &targets {
         assert!(
-            stdout(&out).contains(&format!("{t}: deployed fleet/app:1 as app, running")),
+            stdout(&out).contains(&format!("{t}: deployed fleet/app:1 as app, started")),
             "{}",
             stdout(&out)
         );
@@ -266,7 +268,7 @@ fn one_target_down_does_not_stop_the_others_and_bad_certificates_are_named() {
     assert!(!out.status.success(), "{}", common::describe(&out));
     let text = stdout(&out);
     assert!(
-        text.contains(&format!("{live}: deployed fleet/app:1 as app, running")),
+        text.contains(&format!("{live}: deployed fleet/app:1 as app, started")),
         "{text}"
     );
     assert!(
@@ -281,6 +283,35 @@ fn one_target_down_does_not_stop_the_others_and_bad_certificates_are_named() {
     assert_eq!(
         fleet.states("app")[0],
         ("fleet/app:1".to_string(), "RUNNING".to_string())
+    );
+
+    // Logs and volumes on one device.
+    let live_only = std::slice::from_ref(&live);
+    common::wait_until(Duration::from_secs(30), "the instance's first output", || {
+        stdout(&fleet.client(live_only, "dashboard", &["container", "logs", "app"]))
+            .contains(&format!("{live}: version 1"))
+    });
+    let out = fleet.client(
+        live_only,
+        "ops-robot",
+        &["volume", "create", "cfg", "-o", "o=bind,ro"],
+    );
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let out = fleet.client(live_only, "dashboard", &["volume", "list"]);
+    assert!(
+        stdout(&out).contains(&format!("{live}: cfg local")),
+        "{}",
+        common::describe(&out)
+    );
+    let out = fleet.client(
+        live_only,
+        "ops-robot",
+        &["volume", "create", "bad", "-o", "size=1g"],
+    );
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("size=1g"),
+        "{}",
+        common::describe(&out)
     );
 
     // Listings across the fleet, as JSON.
@@ -337,4 +368,64 @@ fn one_target_down_does_not_stop_the_others_and_bad_certificates_are_named() {
         "{}",
         common::describe(&out)
     );
+}
+
+#[test]
+fn devices_pull_from_a_registry_with_the_credentials_given() {
+    let fleet = Fleet::start();
+    let reg = registry::Registry::start(Some(("fleet", "s3cret")));
+    let v1 = app(fleet._dir.path(), "1", SERVICE);
+    reg.push("docker-archive", &v1, "fleet/app:1");
+    let reference = reg.reference("fleet/app:1");
+    let targets = fleet.targets();
+    let out = fleet.client(
+        &targets,
+        "ops-robot",
+        &[
+            "image",
+            "pull",
+            &reference,
+            "--username",
+            "fleet",
+            "--password",
+            "s3cret",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::describe(&out));
+    assert_eq!(
+        stdout(&out)
+            .matches(&format!("pulled {}:1", reg.reference("fleet/app")))
+            .count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    let out = fleet.client(&targets, "dashboard", &["image", "list"]);
+    assert_eq!(
+        stdout(&out)
+            .matches(&format!("{}:1 sha256:", reg.reference("fleet/app")))
+            .count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    // A wrong password fails on every device and imports nothing more.
+    let out = fleet.client(
+        &targets,
+        "ops-robot",
+        &[
+            "image",
+            "pull",
+            &reg.reference("fleet/app:1"),
+            "--username",
+            "fleet",
+            "--password",
+            "wrong",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out).matches("FAILED").count(), 2, "{}", stdout(&out));
+    for (cd, _) in &fleet.devices {
+        assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
+    }
 }

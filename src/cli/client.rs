@@ -190,7 +190,8 @@ enum VolumeCommand {
     Create {
         /// Volume name.
         name: String,
-        /// Driver option: o=bind,ro (mount options) or device=/host/dir (bind that directory).
+        /// Driver option: o=bind,ro (mount options) or device=/dir (bind that existing directory
+        /// of the device).
         #[arg(short = 'o', long = "opt")]
         options: Vec<String>,
     },
@@ -314,6 +315,25 @@ impl StartArgs {
     }
 }
 
+/// `-o` options of `volume create`: docker's `o=…` (mount options), `device=…` (an existing
+/// directory of the device) and `type=none`.
+fn volume_options(options: &[String]) -> Result<(Vec<String>, Option<String>), String> {
+    let (mut mount, mut device) = (Vec::new(), None);
+    for o in options {
+        match o.split_once('=') {
+            Some(("o", v)) => mount.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_string)),
+            Some(("device", d)) if d.starts_with('/') => device = Some(d.to_string()),
+            Some(("type", "none")) => {}
+            _ => {
+                return Err(format!(
+                    "-o {o:?}: use o=<mount options>, device=/dir or type=none"
+                ));
+            }
+        }
+    }
+    Ok((mount, device))
+}
+
 /// One target's outcome: lines for people, a value for `--json`.
 struct Outcome {
     lines: Vec<String>,
@@ -407,6 +427,9 @@ pub(super) async fn run(args: ClientArgs, settings: &Settings) -> Result<(), Str
         }
         _ => None,
     };
+    if let ClientCommand::Volume(VolumeCommand::Create { options, .. }) = &args.command {
+        volume_options(options)?;
+    }
     let credentials = match &args.command {
         ClientCommand::Image(ImageCommand::Pull {
             username: Some(user),
@@ -487,7 +510,11 @@ pub(super) async fn run(args: ClientArgs, settings: &Settings) -> Result<(), Str
                         println!("{target}: {l}");
                     }
                 }
-                Err(e) => println!("{target}: FAILED: {e}"),
+                // Errors name their device; the line already does.
+                Err(e) => println!(
+                    "{target}: FAILED: {}",
+                    e.strip_prefix(&format!("{target}: ")).unwrap_or(e)
+                ),
             }
         }
     }
@@ -567,7 +594,7 @@ async fn on_target(
             Ok(Outcome {
                 lines: list
                     .iter()
-                    .map(|l| format!("{} {} {:?}", l.name, l.image_name, l.status()))
+                    .map(|l| format!("{} {} {}", l.name, l.image_name, l.status().as_str_name()))
                     .collect(),
                 json: serde_json::json!(
                     list.iter()
@@ -590,11 +617,18 @@ async fn on_target(
             Ok(Outcome::line(format!("removed {instance}")))
         }
         ClientCommand::Container(ContainerCommand::Logs { instance, follow }) => {
-            // One device: lines as they come, to stdout; several: collected per device.
-            if follow_single {
-                c.logs(instance, *follow, &mut |l| {
-                    print!("{l}");
-                    true
+            // Following: lines as they come (prefixed with the device when there are several);
+            // otherwise collected per device like every other result.
+            if *follow {
+                use std::io::Write;
+                c.logs(instance, true, &mut |l| {
+                    let mut out = std::io::stdout().lock();
+                    let written = if follow_single {
+                        write!(out, "{l}")
+                    } else {
+                        write!(out, "{target}: {l}")
+                    };
+                    written.and_then(|()| out.flush()).is_ok()
                 })
                 .await?;
                 return Ok(Outcome {
@@ -627,19 +661,8 @@ async fn on_target(
             }))
         }
         ClientCommand::Volume(VolumeCommand::Create { name, options }) => {
-            let mut mount = Vec::new();
-            for o in options {
-                match o.split_once('=') {
-                    Some(("o", v)) => mount.extend(v.split(',').map(str::to_string)),
-                    Some(("type", "none")) => {}
-                    _ => {
-                        return Err(ClientError::Config(format!(
-                            "-o {o:?}: use o=<mount options> (device= is set on the device's own config)"
-                        )));
-                    }
-                }
-            }
-            let created = c.create_volume(name, mount).await?;
+            let (mount, device) = volume_options(options).map_err(ClientError::Config)?;
+            let created = c.create_volume(name, mount, device).await?;
             Ok(Outcome::line(format!("created volume {created}")))
         }
         ClientCommand::Volume(VolumeCommand::List) => {
@@ -670,7 +693,7 @@ async fn on_target(
                     progress.as_ref(),
                 )
                 .await
-                .map(|instance| Outcome::line(format!("deployed {name}:{tag} as {instance}, running")));
+                .map(|instance| Outcome::line(format!("deployed {name}:{tag} as {instance}, started")));
             with_bar(r, bar)
         }
         ClientCommand::Upgrade {

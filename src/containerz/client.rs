@@ -256,6 +256,12 @@ impl Client {
                 Err(status) => break Err(self.rpc("Deploy")(status)),
             }
         };
+        // The device is done with the stream: stop reading the file (a sender blocked on a full
+        // channel would otherwise wait for a reader that is gone).
+        drop(answers);
+        if outcome.is_err() {
+            sender.abort();
+        }
         let read = sender.await;
         match (outcome, read) {
             (Ok(s), _) => Ok(s),
@@ -296,8 +302,12 @@ impl Client {
             .map_err(self.rpc("Deploy"))?
             .into_inner();
         while let Some(m) = answers.message().await.map_err(self.rpc("Deploy"))? {
-            if let Some(Out::ImageTransferSuccess(s)) = m.response {
-                return Ok(s);
+            match m.response {
+                Some(Out::ImageTransferSuccess(s)) => return Ok(s),
+                Some(Out::ImageTransferError(e)) => {
+                    return Err(self.rpc("Deploy")(tonic::Status::new(e.code.into(), e.message)));
+                }
+                _ => {}
             }
         }
         Err(self.protocol("Deploy", "the device ended the pull without a result"))
@@ -459,14 +469,21 @@ impl Client {
         Ok(())
     }
 
-    /// Creates a local volume; returns its name.
-    pub async fn create_volume(&mut self, name: &str, options: Vec<String>) -> Result<String, ClientError> {
+    /// Creates a local volume with mount `options`, binding the device's existing directory
+    /// `mountpoint` if given; returns its name.
+    pub async fn create_volume(
+        &mut self,
+        name: &str,
+        options: Vec<String>,
+        mountpoint: Option<String>,
+    ) -> Result<String, ClientError> {
         let request = proto::CreateVolumeRequest {
             name: name.into(),
             driver: proto::Driver::DsLocal as i32,
-            options: (!options.is_empty()).then(|| {
+            options: (!options.is_empty() || mountpoint.is_some()).then(|| {
                 proto::create_volume_request::Options::LocalMountOptions(proto::LocalDriverOptions {
                     options,
+                    mountpoint: mountpoint.unwrap_or_default(),
                     ..Default::default()
                 })
             }),
@@ -564,18 +581,21 @@ impl Client {
         let wanted = familiar(name, tag);
         let deadline = tokio::time::Instant::now() + health_timeout;
         let failure = loop {
-            match self.container(instance).await? {
-                Some(c)
+            match self.container(instance).await {
+                Ok(Some(c))
                     if c.status() == proto::list_container_response::Status::Running
                         && c.image_name == wanted => {}
-                Some(c) => {
+                Ok(Some(c)) => {
                     break format!(
                         "the new version is {} on {}",
                         c.status().as_str_name(),
                         c.image_name
                     );
                 }
-                None => break "the instance disappeared".to_string(),
+                Ok(None) => break "the instance disappeared".to_string(),
+                // Unwatched is not kept: a device that cannot say how the new version does gets
+                // the previous one back (if it can still be reached).
+                Err(e) => break format!("the new version could not be watched ({e})"),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(previous);
