@@ -22,3 +22,16 @@ pub mod manager;
 pub mod runtime;
 pub mod source;
 pub mod systemd;
+
+/// An error and its sources as one line (`outer: inner: innermost`): transport errors (TLS,
+/// connect) say what went wrong only in their sources.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

@@ -181,26 +181,13 @@ impl Drop for SystemCa {
     }
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        common::describe(&out)
-    );
-}
-
 #[test]
 fn https_trusts_a_ca_added_to_the_system_store_and_nothing_else() {
     let cd = Containerd::start();
     let dir = cd.dir().join("tls");
     std::fs::create_dir_all(&dir).unwrap();
     fixture(&dir);
-    openssl(
+    common::openssl(
         &dir,
         &[
             "req",
@@ -218,7 +205,7 @@ fn https_trusts_a_ca_added_to_the_system_store_and_nothing_else() {
             "ca.crt",
         ],
     );
-    openssl(
+    common::openssl(
         &dir,
         &[
             "req",
@@ -234,7 +221,7 @@ fn https_trusts_a_ca_added_to_the_system_store_and_nothing_else() {
         ],
     );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(
+    common::openssl(
         &dir,
         &[
             "x509",

@@ -19,6 +19,7 @@ mod leases;
 mod snapshots;
 mod users;
 
+use crate::error_chain;
 use containerd_client::services::v1::{
     content_client::ContentClient, images_client::ImagesClient, leases_client::LeasesClient,
     snapshots::snapshots_client::SnapshotsClient, version_client::VersionClient,
@@ -143,15 +144,4 @@ impl Containerd {
     fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }

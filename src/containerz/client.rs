@@ -7,6 +7,7 @@
 
 use super::proto::containerz_client::ContainerzClient;
 use super::proto::{self, deploy_request::Request as In, deploy_response::Response as Out};
+use crate::error_chain;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -105,17 +106,6 @@ pub struct Client {
     target: String,
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
-}
-
 /// The host part of `host:port` or `[v6]:port`.
 fn host_of(target: &str) -> &str {
     let host = match target.rsplit_once(':') {
@@ -136,11 +126,14 @@ impl Client {
         let endpoint = Endpoint::from_shared(format!("https://{target}"))
             .map_err(|e| connect_error(format!("not host:port ({e})")))?
             .tls_config(tls.config(host_of(target))?)
-            .map_err(|e| connect_error(chain(&e)))?
+            .map_err(|e| connect_error(error_chain(&e)))?
             .connect_timeout(CONNECT_TIMEOUT)
             .initial_stream_window_size(Some(super::FLOW_WINDOW))
             .initial_connection_window_size(Some(2 * super::FLOW_WINDOW));
-        let channel = endpoint.connect().await.map_err(|e| connect_error(chain(&e)))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| connect_error(error_chain(&e)))?;
         let client = Client {
             inner: ContainerzClient::new(channel)
                 .max_decoding_message_size(super::MAX_MESSAGE)
@@ -182,7 +175,7 @@ impl Client {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<proto::ImageTransferSuccess, ClientError> {
         let io = |e: std::io::Error| ClientError::Io(format!("cannot read {}: {e}", archive.display()));
-        let mut file = tokio::fs::File::open(archive).await.map_err(io)?;
+        let file = tokio::fs::File::open(archive).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let transfer = proto::DeployRequest {
@@ -209,36 +202,7 @@ impl Client {
             }
         };
         // Reading the file and sending run beside the answers, so neither waits for the other.
-        let sender = tokio::spawn(async move {
-            loop {
-                let mut buf = vec![0u8; chunk];
-                let mut filled = 0;
-                while filled < chunk {
-                    match file.read(&mut buf[filled..]).await? {
-                        0 => break,
-                        n => filled += n,
-                    }
-                }
-                if filled == 0 {
-                    break;
-                }
-                buf.truncate(filled);
-                if tx
-                    .send(proto::DeployRequest {
-                        request: Some(In::Content(buf)),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            let end = proto::DeployRequest {
-                request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
-            };
-            let _ = tx.send(end).await;
-            Ok::<(), std::io::Error>(())
-        });
+        let sender = tokio::spawn(send_file(file, chunk, tx));
         let outcome = loop {
             match answers.message().await {
                 Ok(Some(proto::DeployResponse { response: Some(r) })) => match r {
@@ -616,6 +580,41 @@ impl Client {
         matches!(self.container(instance).await, Ok(Some(c))
             if c.status() == proto::list_container_response::Status::Running && c.image_name == image)
     }
+}
+
+/// Sends `file` as Deploy content messages of `chunk` bytes, then ImageTransferEnd; stops early
+/// (without error) when the receiving side is gone. The one piece of a chunked Deploy that is
+/// the same for every client.
+pub async fn send_file(
+    mut file: tokio::fs::File,
+    chunk: usize,
+    tx: tokio::sync::mpsc::Sender<proto::DeployRequest>,
+) -> std::io::Result<()> {
+    loop {
+        let mut buf = vec![0u8; chunk];
+        let mut filled = 0;
+        while filled < chunk {
+            match file.read(&mut buf[filled..]).await? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        let content = proto::DeployRequest {
+            request: Some(In::Content(buf)),
+        };
+        if tx.send(content).await.is_err() {
+            return Ok(());
+        }
+    }
+    let end = proto::DeployRequest {
+        request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
+    };
+    let _ = tx.send(end).await;
+    Ok(())
 }
 
 /// `name:tag` as ListContainer shows it.

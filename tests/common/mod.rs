@@ -545,6 +545,20 @@ pub fn tpcm_cmd(cd: &Containerd) -> Command {
     cmd
 }
 
+/// Runs `openssl <args>` in `dir` (the tests' certificates); panics with its output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        describe(&out)
+    );
+}
+
 /// Runs `tpcm <args>` against `cd` (≤ [`CMD_TIMEOUT`]).
 pub fn tpcm(cd: &Containerd, args: &[&str]) -> Output {
     run_with_timeout(tpcm_cmd(cd).args(args), CMD_TIMEOUT)

@@ -7,7 +7,7 @@
 use super::common::{self, Containerd};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -16,19 +16,6 @@ pub use tpcm::containerz::proto::containerz_client::ContainerzClient;
 
 /// Identities the test authz file knows: `ops-robot` may read and write, `dashboard` may read.
 pub const AUTHZ: &str = "[scopes]\n\"ops-robot\" = [\"read\", \"write\"]\n\"dashboard\" = [\"read\"]\n";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        common::describe(&out)
-    );
-}
 
 /// A CA and certificates signed by it, in a directory.
 pub struct Pki {
@@ -43,7 +30,7 @@ impl Pki {
     pub fn new(dir: &Path, clients: &[&str]) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let ca = |name: &str| {
-            openssl(
+            common::openssl(
                 dir,
                 &[
                     "req",
@@ -98,7 +85,7 @@ impl Pki {
 
     fn sign(&self, file: &str, ca: &str, cn: &str, ext: &str) {
         let dir = &self.dir;
-        openssl(
+        common::openssl(
             dir,
             &[
                 "req",
@@ -116,7 +103,7 @@ impl Pki {
             ],
         );
         std::fs::write(dir.join(format!("{file}.ext")), ext).unwrap();
-        openssl(
+        common::openssl(
             dir,
             &[
                 "x509",
@@ -280,7 +267,6 @@ pub async fn deploy(
 ) -> Result<Vec<proto::DeployResponse>, tonic::Status> {
     use proto::deploy_request::Request as In;
     use proto::deploy_response::Response as Out;
-    use tokio::io::AsyncReadExt;
     let size = announced.unwrap_or(std::fs::metadata(archive).unwrap().len());
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(proto::DeployRequest {
@@ -304,37 +290,8 @@ pub async fn deploy(
     };
     let chunk = r.chunk_size as usize;
     out.push(ready);
-    let mut file = tokio::fs::File::open(archive).await.unwrap();
-    let sender = tokio::spawn(async move {
-        loop {
-            let mut buf = vec![0u8; chunk];
-            let mut filled = 0;
-            while filled < chunk {
-                let n = file.read(&mut buf[filled..]).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                filled += n;
-            }
-            if filled == 0 {
-                break;
-            }
-            buf.truncate(filled);
-            if tx
-                .send(proto::DeployRequest {
-                    request: Some(In::Content(buf)),
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let end = proto::DeployRequest {
-            request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
-        };
-        let _ = tx.send(end).await;
-    });
+    let file = tokio::fs::File::open(archive).await.unwrap();
+    let sender = tokio::spawn(tpcm::containerz::client::send_file(file, chunk, tx));
     let result = async {
         while let Some(m) = answers.message().await? {
             out.push(m);
