@@ -41,6 +41,19 @@ fn docker_archive(dir: &Path, version: &str) -> PathBuf {
 const SERVICE: &str = "sh -c 'echo version $(cat /etc/version) mode=$MODE; trap \"exit 0\" TERM; \
     i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'";
 
+/// Like [`SERVICE`], and keeps a random ID in its writable layer (made once, printed at every
+/// start): a rollback onto the kept layer prints the same ID again, a fresh layer another.
+const STATEFUL: &str = "sh -c '[ -f /etc/state ] || cat /proc/sys/kernel/random/uuid > /etc/state; \
+    echo version $(cat /etc/version) mode=$MODE state $(cat /etc/state); trap \"exit 0\" TERM; \
+    i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done'";
+
+/// The IDs a [`STATEFUL`] container printed, one per start.
+fn states(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once(" state ").map(|(_, s)| s.to_string()))
+        .collect()
+}
+
 fn start_request(image: &str, tag: &str, instance: &str, cmd: &str) -> proto::StartContainerRequest {
     proto::StartContainerRequest {
         image_name: image.into(),
@@ -439,6 +452,25 @@ fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
+        // A name that is a path is refused before anything touches the store.
+        let escape = format!("../../{}", cd.dir().join("escaped").display());
+        for name in [escape.as_str(), "../x", "Web"] {
+            let e = c
+                .stop_container(proto::StopContainerRequest {
+                    instance_name: name.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+            let e = c
+                .start_container(start_request("", "", name, ""))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+        }
+        assert!(!cd.dir().join("escaped.lock").exists());
+        assert!(!cd.store_dir().join("x.lock").exists());
 
         c.remove_container(proto::RemoveContainerRequest {
             name: "web".into(),
@@ -508,7 +540,7 @@ fn update_container_replaces_the_version_and_rolls_back_a_failing_one() {
             .unwrap();
 
         // The top-level image wins over params; params replace the settings.
-        let mut params = start_request("app", "ignored", "svc", SERVICE);
+        let mut params = start_request("app", "ignored", "svc", STATEFUL);
         params.environment.insert("MODE".into(), "two".into());
         let done = c
             .update_container(proto::UpdateContainerRequest {
@@ -548,6 +580,14 @@ fn update_container_replaces_the_version_and_rolls_back_a_failing_one() {
             .unwrap_err();
         assert_eq!(e.code(), Code::Aborted, "{e:?}");
         assert!(e.message().contains("rolled back"), "{}", e.message());
+        // The old version came back on its own writable layer: it prints the ID it made.
+        eventually(WAIT, "the restored version's output", || {
+            let mut c = c.clone();
+            async move { states(&log_text(&mut c, "svc").await).len() == 2 }
+        })
+        .await;
+        let ids = states(&log_text(&mut c, "svc").await);
+        assert_eq!(ids[0], ids[1], "the rollback did not keep the writable layer");
         let listed = containers(&mut c).await;
         assert_eq!(
             (listed[0].image_name.as_str(), listed[0].status()),
@@ -720,11 +760,12 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
             async move { log_text(&mut c, "flaky").await.matches("run\n").count() == 3 }
         })
         .await;
-        eventually(WAIT, "the flaky container to stay stopped", || {
-            let mut c = c.clone();
-            async move { status_of(&mut c, "flaky").await == Listed::Stopped }
-        })
-        .await;
+        // The supervisor says when it gives up; only then is "three runs" final.
+        common::wait_until(WAIT, "the restart limit to be reached", || {
+            server.log().contains("restart limit reached")
+        });
+        assert_eq!(log_text(&mut c, "flaky").await.matches("run\n").count(), 3);
+        assert_eq!(status_of(&mut c, "flaky").await, Listed::Stopped);
 
         let mut r = start_request("app", "1", "steady", SERVICE);
         r.restart = Some(proto::start_container_request::Restart {
@@ -752,6 +793,32 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
         pid_before, pid_after,
         "the container was restarted with the server"
     );
+    // SIGTERM with a followed log open: the server ends the stream and exits; containers stay.
+    let mut server = server;
+    rt().block_on(async {
+        let mut c = server.client("dashboard").await.unwrap();
+        let mut follow = c
+            .log(proto::LogRequest {
+                instance_name: "steady".into(),
+                follow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        follow.message().await.unwrap().expect("a first line");
+        assert!(
+            server.terminate(WAIT),
+            "tpcm serve did not stop on SIGTERM:\n{}",
+            server.log()
+        );
+    });
+    assert!(
+        cd.tasks().iter().any(|t| t.0 == "steady" && t.2 == "RUNNING"),
+        "{:?}",
+        cd.tasks()
+    );
+    let server = Server::start(&cd, &[]);
+    let _ = &server;
     // The restarted server supervises again: a kill of the always-restarted container is undone.
     let killed = cd.ctr(&["tasks", "kill", "-s", "KILL", "steady"]);
     assert!(killed.status.success(), "{}", common::describe(&killed));
@@ -973,6 +1040,11 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         let e = c.start_container(busy).await.unwrap_err();
         assert_eq!(e.code(), Code::Unavailable, "{e:?}");
         assert_eq!(containers(&mut c).await.len(), 1);
+        assert_eq!(cd.containers(), vec!["web".to_string()], "a refused start left a container");
+        for refused in ["web2", "web3"] {
+            let netns = PathBuf::from(format!("/run/netns/tpcm-{}-{refused}", cd.namespace()));
+            assert!(!netns.exists(), "a refused start left {}", netns.display());
+        }
         // Ports on the host network are refused.
         let mut host = r.clone();
         host.instance_name = "web4".into();
@@ -989,8 +1061,14 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
     });
     let netns = PathBuf::from(format!("/run/netns/tpcm-{}-web", cd.namespace()));
     assert!(!netns.exists(), "{} was left behind", netns.display());
+    // The forwarding rules went with the container.
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&nat.stdout);
     assert!(
-        http_get(external).is_none_or(|a| !a.contains("hello-from-web")),
-        "the port is still forwarded"
+        !rules.contains(&format!("--dport {external} ")),
+        "DNAT rules for {external} are left:\n{rules}"
     );
 }

@@ -393,9 +393,8 @@ pub(super) fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
     let target = tpc::log_target(settings, &cmd.name).map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let shown = |e: std::io::Error| format!("cannot read the logs of {}: {e}", cmd.name);
-    crate::runtime::logs::read_tail(&target, cmd.tail, &mut out).map_err(shown)?;
+    let from = crate::runtime::logs::read_tail(&target, cmd.tail, &mut out).map_err(shown)?;
     if cmd.follow {
-        let from = std::fs::metadata(&target.file).map(|m| m.len()).unwrap_or(0);
         crate::runtime::logs::follow(&target, from, &mut out, &|| false).map_err(shown)?;
     }
     Ok(())

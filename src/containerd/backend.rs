@@ -128,8 +128,12 @@ impl Runtime for Containerd {
             .collect())
     }
 
-    async fn watch_exits(&self, tx: tokio::sync::mpsc::Sender<(String, u32)>) -> Result<(), runtime::Error> {
-        Ok(self.forward_exits(tx).await?)
+    async fn watch_exits(
+        &self,
+        tx: tokio::sync::mpsc::Sender<(String, u32)>,
+        subscribed: tokio::sync::oneshot::Sender<()>,
+    ) -> Result<(), runtime::Error> {
+        Ok(self.forward_exits(tx, subscribed).await?)
     }
 
     async fn container_exists(&self, id: &str) -> Result<bool, runtime::Error> {

@@ -14,9 +14,11 @@ const TASK_EXIT: &str = "/tasks/exit";
 impl Containerd {
     /// Sends `(container id, exit status)` for every main-process exit in this namespace until
     /// the stream breaks (containerd restarted: the error says so) or `tx` is closed (`Ok`).
+    /// `subscribed` is told once the subscription stands.
     pub(crate) async fn forward_exits(
         &self,
         tx: tokio::sync::mpsc::Sender<(String, u32)>,
+        subscribed: tokio::sync::oneshot::Sender<()>,
     ) -> Result<(), Error> {
         let filter = format!("namespace=={:?},topic=={TASK_EXIT:?}", self.namespace);
         let mut stream = EventsClient::new(self.channel.clone())
@@ -26,6 +28,7 @@ impl Containerd {
             .await
             .map_err(Error::rpc("events subscribe"))?
             .into_inner();
+        let _ = subscribed.send(());
         loop {
             let envelope = match stream.message().await {
                 Ok(Some(e)) => e,

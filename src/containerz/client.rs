@@ -525,6 +525,14 @@ impl Client {
             .await?
             .ok_or_else(|| self.protocol("ListContainer", format!("no instance named {instance}")))?;
         let previous = before.image_name.clone();
+        let wanted = familiar(name, tag);
+        if previous == wanted || previous.is_empty() {
+            // Updating back to the same name:tag would not restore anything.
+            return Err(self.protocol(
+                "UpdateContainer",
+                format!("{instance} runs {wanted:?} already; give the new version a tag of its own, so a rollback has something to go back to"),
+            ));
+        }
         self.push_image(archive, name, tag, progress).await?;
         let target = self.target.clone();
         let rolled_back = |reason: String, restored: bool| ClientError::RolledBack {
@@ -542,7 +550,6 @@ impl Client {
             }
             Err(e) => return Err(e),
         }
-        let wanted = familiar(name, tag);
         let deadline = tokio::time::Instant::now() + health_timeout;
         let failure = loop {
             match self.container(instance).await {

@@ -97,7 +97,13 @@ pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Res
         }
     }
     if let Some(restart) = &r.restart {
-        let policy = match Policy::try_from(restart.policy).unwrap_or(Policy::None) {
+        let policy = Policy::try_from(restart.policy).map_err(|_| {
+            Status::invalid_argument(format!(
+                "StartContainer: restart policy {} is not one of the proto's",
+                restart.policy
+            ))
+        })?;
+        let policy = match policy {
             Policy::None => "no".to_string(),
             Policy::Always => "always".to_string(),
             Policy::UnlessStopped => "unless-stopped".to_string(),
@@ -146,7 +152,13 @@ pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Res
         use proto::device::Permission;
         let mut perms = String::new();
         for p in &d.permissions {
-            match Permission::try_from(*p).unwrap_or(Permission::Unspecified) {
+            let known = Permission::try_from(*p).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "StartContainer: device {}: permission {p} is not one of the proto's",
+                    d.src_path
+                ))
+            })?;
+            match known {
                 Permission::Read => perms.push('r'),
                 Permission::Write => perms.push('w'),
                 Permission::Mknod => perms.push('m'),
@@ -510,24 +522,17 @@ pub(super) async fn update<R: Runtime + 'static>(
             .expect("update map")
             .insert(r.instance_name.clone(), "pending".into());
         let shared = shared.clone();
+        let running = shared.updates_running.clone().read_owned().await;
         tokio::spawn(async move {
-            let outcome = on_manager(&shared, run).await.map_err(rolled_back);
+            let _running = running;
+            let outcome = on_manager(&shared, run).await;
             record(&shared, &outcome);
         });
         return Ok(ok(true));
     }
-    let outcome = on_manager(shared, run).await.map_err(rolled_back);
+    let outcome = on_manager(shared, run).await;
     record(shared, &outcome);
     outcome.map(|_| ok(false))
-}
-
-/// An upgrade that failed after its checks was rolled back (the old version runs): ABORTED.
-fn rolled_back(s: Status) -> Status {
-    if s.code() == tonic::Code::InvalidArgument {
-        Status::aborted(s.message().to_string())
-    } else {
-        s
-    }
 }
 
 /// Writes whole lines of log output as LogResponse messages (one per line, newline kept).
@@ -569,24 +574,42 @@ pub(super) async fn log<R: Runtime + 'static>(
     r: proto::LogRequest,
 ) -> Result<super::ResponseStream<proto::LogResponse>, Status> {
     let target = tpc::log_target(&shared.settings, &r.instance_name).map_err(super::status_of)?;
+    let record = Store::new(&shared.settings.root).record_path(&r.instance_name);
+    let shutdown = shared.shutdown.clone();
+    // Each follow holds a thread while it waits for output: a bounded number of them, so
+    // clients cannot take every thread the server has.
+    let permit = if r.follow {
+        Some(shared.follows.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "Log: {} followed logs are open already; close one first",
+                super::MAX_FOLLOWS
+            ))
+        })?)
+    } else {
+        None
+    };
     let (tx, rx) = mpsc::channel(64);
     tokio::task::spawn_blocking(move || {
         let mut sink = LineSink {
             tx: tx.clone(),
             partial: Vec::new(),
         };
-        let from = std::fs::metadata(&target.file).map(|m| m.len()).unwrap_or(0);
         let mut result = crate::runtime::logs::read_tail(&target, None, &mut sink);
-        if result.is_ok() && r.follow {
+        if let Ok(from) = result
+            && r.follow
+        {
             let closed = tx.clone();
-            result = crate::runtime::logs::follow(&target, from, &mut sink, &|| closed.is_closed());
+            // Ends when the client goes, the server stops, or the instance is removed.
+            let stop = || closed.is_closed() || shutdown.is_cancelled() || !record.exists();
+            result = crate::runtime::logs::follow(&target, from, &mut sink, &stop).map(|()| 0);
         }
+        drop(permit);
         match result {
-            Ok(()) if !sink.partial.is_empty() => {
+            Ok(_) if !sink.partial.is_empty() => {
                 let rest = std::mem::take(&mut sink.partial);
                 let _ = sink.send(&rest);
             }
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
                 let _ = tx.blocking_send(Err(Status::internal(format!("cannot read the log: {e}"))));

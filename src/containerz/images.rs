@@ -275,7 +275,12 @@ fn remote_source<R>(
     if path.is_empty() {
         return Err(Status::invalid_argument("Deploy: remote_download.path is empty"));
     }
-    let protocol = Protocol::try_from(remote.protocol).unwrap_or(Protocol::Unknown);
+    let protocol = Protocol::try_from(remote.protocol).map_err(|_| {
+        Status::invalid_argument(format!(
+            "Deploy: download protocol {} is not one of the proto's",
+            remote.protocol
+        ))
+    })?;
     match protocol {
         Protocol::Http | Protocol::Https => {
             let scheme = if protocol == Protocol::Http {

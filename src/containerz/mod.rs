@@ -41,6 +41,9 @@ pub const MAX_MESSAGE: usize = 8 << 20;
 /// chunks in flight.
 pub const FLOW_WINDOW: u32 = 8 << 20;
 
+/// Most followed logs open at once (each holds a blocking thread while it waits for output).
+pub const MAX_FOLLOWS: usize = 64;
+
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -58,6 +61,36 @@ pub struct Shared<R> {
     pub ssh_accept_new_host_keys: bool,
     /// The outcome of the last UpdateContainer per instance, shown as a ListContainer label.
     pub updates: Mutex<HashMap<String, String>>,
+    /// Cancelled when the server stops: followed logs end, so the graceful stop can finish.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Followed logs open at once (each holds a thread), at most [`MAX_FOLLOWS`].
+    pub follows: Arc<tokio::sync::Semaphore>,
+    /// Held (shared) by every asynchronous UpdateContainer while it runs; the server takes it
+    /// exclusively before it exits, so no upgrade is cut off halfway.
+    pub updates_running: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl<R> Shared<R> {
+    /// The shared state for `runtime` with the rest at its defaults.
+    pub fn new(
+        runtime: R,
+        settings: Settings,
+        authz: Authz,
+        content_root: std::path::PathBuf,
+        ssh_accept_new_host_keys: bool,
+    ) -> Shared<R> {
+        Shared {
+            runtime,
+            settings,
+            authz,
+            content_root,
+            ssh_accept_new_host_keys,
+            updates: Mutex::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            follows: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)),
+            updates_running: Arc::default(),
+        }
+    }
 }
 
 /// The containerz service over a runtime.
@@ -79,6 +112,11 @@ impl<R: Runtime + 'static> Containerz<R> {
         Containerz {
             shared: Arc::new(shared),
         }
+    }
+
+    /// The state every RPC shares (the server's shutdown uses it).
+    pub fn shared(&self) -> Arc<Shared<R>> {
+        self.shared.clone()
     }
 
     /// The tonic service, with the message size Deploy needs.
@@ -121,6 +159,8 @@ pub(crate) fn status_of(e: manager::Error) -> Status {
         M::AlreadyExists(_) => Status::already_exists(msg),
         M::InUse(_) => Status::failed_precondition(msg),
         M::PortInUse(_) => Status::unavailable(msg),
+        M::RolledBack(_) => Status::aborted(msg),
+        M::RollbackFailed(_) => Status::internal(msg),
         M::Store(manager::store::StoreError::Busy(_)) => Status::unavailable(msg),
         M::Store(_) => Status::internal(msg),
         M::Source(_) => Status::unavailable(msg),

@@ -22,6 +22,9 @@ pub const DEFAULT_JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LISTEN: &str = "[::]:9339";
 /// Where containerd keeps content on a switch (Deploy checks its free space).
 pub const DEFAULT_CONTENT_ROOT: &str = "/var/lib/containerd";
+/// How often an idle connection is probed, and how long an answer may take.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before re-subscribing to containerd's events after the stream broke.
 const RESUBSCRIBE: Duration = Duration::from_secs(2);
 
@@ -64,14 +67,14 @@ pub async fn serve<R: Runtime + Clone + 'static>(
     let tls = ServerTlsConfig::new()
         .identity(identity)
         .client_ca_root(Certificate::from_pem(read(&options.client_ca, "client CA")?));
-    let service = Containerz::new(Shared {
-        runtime: runtime.clone(),
-        settings: settings.clone(),
+    let service = Containerz::new(Shared::new(
+        runtime.clone(),
+        settings.clone(),
         authz,
-        content_root: options.content_root.clone(),
-        ssh_accept_new_host_keys: options.ssh_accept_new_host_keys,
-        updates: Default::default(),
-    });
+        options.content_root.clone(),
+        options.ssh_accept_new_host_keys,
+    ));
+    let shared = service.shared();
     if !options.janitor_interval.is_zero() {
         tokio::spawn(run_janitor(
             runtime.clone(),
@@ -88,7 +91,19 @@ pub async fn serve<R: Runtime + Clone + 'static>(
     // Tests and scripts wait for this line (the port is known even when 0 was asked for).
     eprintln!("tpcm serve: listening on {local}");
     tracing::info!(%local, "gNOI containerz listening");
-    Server::builder()
+    let stopping = {
+        let shared = shared.clone();
+        async move {
+            shutdown().await;
+            // Followed logs never end by themselves; the graceful stop waits for every stream.
+            shared.shutdown.cancel();
+        }
+    };
+    let served = Server::builder()
+        // A client that vanished without closing (a switch rebooting, a cable pulled) is
+        // noticed, so its streams end and free what they hold.
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // HTTP/2's default 64 KiB windows make a Deploy wait for a window update every 64 KiB;
         // windows of a few chunks let the client stream at disk speed.
         .initial_stream_window_size(Some(super::FLOW_WINDOW))
@@ -96,12 +111,12 @@ pub async fn serve<R: Runtime + Clone + 'static>(
         .tls_config(tls)
         .map_err(|e| format!("TLS configuration: {e}"))?
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown(),
-        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopping)
         .await
-        .map_err(|e| format!("gRPC server: {e}"))
+        .map_err(|e| format!("gRPC server: {e}"));
+    // Asynchronous updates still running are finished (or rolled back) before the process ends.
+    let _all_done = shared.updates_running.write().await;
+    served
 }
 
 async fn shutdown() {
@@ -152,39 +167,55 @@ async fn run_janitor<R: Runtime + 'static>(runtime: R, settings: Settings, inter
 /// The restart supervisor: exits from containerd's event stream (re-subscribed when it
 /// breaks) are handled one at a time on one blocking thread.
 fn spawn_supervisor<R: Runtime + Clone + 'static>(runtime: R, settings: Settings) {
+    let supervisor = Arc::new(Supervisor::default());
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, u32)>(64);
-    let watcher = runtime.clone();
+    // Each exit is handled on its own blocking thread (the manager's I/O blocks), so a TPC
+    // whose lock is held by a long upgrade delays no other TPC's restart.
+    let handle = {
+        let (runtime, settings, supervisor) = (runtime.clone(), settings.clone(), supervisor.clone());
+        move |id: String, code: u32| {
+            let (runtime, settings, supervisor) = (runtime.clone(), settings.clone(), supervisor.clone());
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = rt.block_on(supervisor.on_exit(&runtime, &settings, &id, code)) {
+                    tracing::warn!(container = %id, "restart supervisor: {e}");
+                }
+            });
+        }
+    };
+    let catch_up = {
+        let (runtime, settings, handle) = (runtime.clone(), settings.clone(), handle.clone());
+        move || {
+            let (runtime, settings, handle) = (runtime.clone(), settings.clone(), handle.clone());
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(
+                move || match rt.block_on(supervise::exited(&runtime, &settings)) {
+                    Ok(missed) => missed.into_iter().for_each(|(id, code)| handle(id, code)),
+                    Err(e) => tracing::warn!("restart supervisor: cannot list exited containers: {e}"),
+                },
+            );
+        }
+    };
     tokio::spawn(async move {
         loop {
-            if let Err(e) = watcher.watch_exits(tx.clone()).await {
+            let (subscribed, watching) = tokio::sync::oneshot::channel();
+            let catch_up = catch_up.clone();
+            // Exits from before the subscription (the server was down, or the stream broke)
+            // are looked up once it stands; one reported twice finds its container running.
+            tokio::spawn(async move {
+                if watching.await.is_ok() {
+                    catch_up();
+                }
+            });
+            if let Err(e) = runtime.watch_exits(tx.clone(), subscribed).await {
                 tracing::warn!("restart supervisor: {e}; subscribing again");
-            }
-            if tx.is_closed() {
-                return;
             }
             tokio::time::sleep(RESUBSCRIBE).await;
         }
     });
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        handle.block_on(async move {
-            let mut supervisor = Supervisor::default();
-            // Exits while no server watched are handled first (the subscription may already
-            // report some of them again; a restarted container is then left alone).
-            let missed = supervise::exited(&runtime, &settings).await.unwrap_or_else(|e| {
-                tracing::warn!("restart supervisor: cannot list exited containers: {e}");
-                Vec::new()
-            });
-            for (id, code) in missed {
-                if let Err(e) = supervisor.on_exit(&runtime, &settings, &id, code).await {
-                    tracing::warn!(container = %id, "restart supervisor: {e}");
-                }
-            }
-            while let Some((id, code)) = rx.recv().await {
-                if let Err(e) = supervisor.on_exit(&runtime, &settings, &id, code).await {
-                    tracing::warn!(container = %id, "restart supervisor: {e}");
-                }
-            }
-        })
+    tokio::spawn(async move {
+        while let Some((id, code)) = rx.recv().await {
+            handle(id, code);
+        }
     });
 }

@@ -14,7 +14,13 @@ pub(super) async fn create<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     r: proto::CreateVolumeRequest,
 ) -> Result<proto::CreateVolumeResponse, Status> {
-    match proto::Driver::try_from(r.driver).unwrap_or(proto::Driver::DsUnspecified) {
+    let driver = proto::Driver::try_from(r.driver).map_err(|_| {
+        Status::invalid_argument(format!(
+            "CreateVolume: driver {} is not one of the proto's",
+            r.driver
+        ))
+    })?;
+    match driver {
         proto::Driver::DsCustom => {
             return Err(Status::unimplemented(
                 "CreateVolume: custom volume drivers are Docker plugins, which containerd does not have; use DS_LOCAL",

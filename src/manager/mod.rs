@@ -43,6 +43,12 @@ pub enum Error {
     /// A host port the container would publish is taken.
     #[error("{0}")]
     PortInUse(String),
+    /// An upgrade failed after it had changed something, and the old version was restored.
+    #[error("{0}")]
+    RolledBack(String),
+    /// An upgrade failed and so did restoring the old version (the next command retries).
+    #[error("{0}")]
+    RollbackFailed(String),
 }
 
 /// Seconds since the epoch, for records.

@@ -98,7 +98,8 @@ impl Store {
         &self.root
     }
 
-    fn record_path(&self, name: &str) -> PathBuf {
+    /// The record file of TPC `name` (whether it exists says whether the TPC is installed).
+    pub fn record_path(&self, name: &str) -> PathBuf {
         self.root.join("tpcs").join(format!("{name}.json"))
     }
 
@@ -139,7 +140,17 @@ impl Store {
     /// Takes the TPC's lock without waiting: a second command on the same TPC is refused at once
     /// rather than queued behind a long upgrade.
     pub fn lock(&self, name: &str) -> Result<TpcLock, StoreError> {
+        // Callers validate names; this keeps a missed check from naming a file elsewhere.
         let dir = self.root.join("locks");
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(StoreError::Io {
+                path: dir,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name:?} is not a valid name"),
+                ),
+            });
+        }
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{name}.lock"));
         let file = OpenOptions::new()

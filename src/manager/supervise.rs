@@ -42,16 +42,33 @@ pub async fn exited<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<
     Ok(out)
 }
 
-/// Restart counts per TPC, for `on-failure:N`.
+/// Restart counts per TPC, for `on-failure:N` and the back-off. Shared by the tasks that handle
+/// exits, one task per exit, so a TPC that waits (for its lock, or its back-off) delays no other.
 #[derive(Debug, Default)]
 pub struct Supervisor {
-    streaks: HashMap<String, (u32, Instant)>,
+    /// Restarts in the current streak and when the last one was made.
+    streaks: std::sync::Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// The delay before the restart after `restarts` restarts in a streak (none before the first).
+fn backoff(restarts: u32) -> Duration {
+    if restarts == 0 {
+        return Duration::ZERO;
+    }
+    FIRST_BACKOFF
+        .saturating_mul(1 << restarts.min(16))
+        .min(MAX_BACKOFF)
 }
 
 impl Supervisor {
+    fn streak(&self, id: &str) -> (u32, Instant) {
+        let streaks = self.streaks.lock().expect("streaks");
+        streaks.get(id).copied().unwrap_or((0, Instant::now()))
+    }
+
     /// Handles one exit of container `id` with `code`; returns whether it was restarted.
     pub async fn on_exit<R: Runtime>(
-        &mut self,
+        &self,
         runtime: &R,
         settings: &Settings,
         id: &str,
@@ -61,6 +78,15 @@ impl Supervisor {
             return Ok(false);
         }
         let store = Store::new(&settings.root);
+        // The back-off is waited out before the lock is taken: a backing-off TPC blocks nothing.
+        let (restarts, since) = self.streak(id);
+        let in_streak = since.elapsed() < STREAK_RESET;
+        let delay = if in_streak {
+            backoff(restarts)
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::sleep(delay).await;
         // A command working on the TPC (install, stop, upgrade, uninstall) may have caused this
         // exit or may still be starting it: wait for it, then judge by what it left.
         let _lock = store.lock_waiting(id, LOCK_PATIENCE)?;
@@ -75,32 +101,34 @@ impl Supervisor {
             return Ok(false);
         }
         let policy = tpc::parse_tpc_args(&record.args)?.restart;
-        let (count, since) = self.streaks.entry(id.to_string()).or_insert((0, Instant::now()));
-        if since.elapsed() >= STREAK_RESET {
-            *count = 0;
-        }
+        let restarts = if in_streak { restarts } else { 0 };
         let restart = match policy {
             RestartPolicy::No => false,
             RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
             RestartPolicy::OnFailure { max_retries } => {
-                code != 0 && max_retries.is_none_or(|max| *count < max)
+                let allowed = max_retries.is_none_or(|max| restarts < max);
+                if code != 0 && !allowed {
+                    tracing::info!(
+                        tpc = id,
+                        code,
+                        restarts,
+                        "restart limit reached ({policy}); leaving it stopped"
+                    );
+                }
+                code != 0 && allowed
             }
         };
         if !restart {
             return Ok(false);
         }
-        let backoff = FIRST_BACKOFF
-            .saturating_mul(1 << (*count).min(16))
-            .min(MAX_BACKOFF);
-        *count += 1;
-        if *count > 1 {
-            tokio::time::sleep(backoff).await;
-        }
-        *since = Instant::now();
+        self.streaks
+            .lock()
+            .expect("streaks")
+            .insert(id.to_string(), (restarts + 1, Instant::now()));
         tracing::info!(
             tpc = id,
             code,
-            restarts = *count,
+            restarts = restarts + 1,
             "restarting per its restart policy ({policy})"
         );
         tpc::ensure_running(runtime, &store, id).await?;

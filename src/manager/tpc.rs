@@ -80,6 +80,23 @@ pub fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, S
     labels
 }
 
+/// The store-wide lock that makes "check the ports, then record them" one step for TPCs that
+/// publish ports (its name cannot be a TPC's: those start with a letter or digit).
+const PORTS_LOCK: &str = "_ports";
+/// How long an install or upgrade that publishes ports waits for another one to record its own.
+const PORTS_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Takes [`PORTS_LOCK`] when `ports` is not empty; held until the TPC's record is written.
+pub(super) fn lock_ports(
+    store: &Store,
+    ports: &[crate::runtime::spec::PortMapping],
+) -> Result<Option<super::store::TpcLock>, Error> {
+    if ports.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(store.lock_waiting(PORTS_LOCK, PORTS_PATIENCE)?))
+}
+
 /// Refuses host ports that another TPC publishes or that something on the host listens on
 /// (ports TPC `name` itself publishes already are its own). Checked before anything changes.
 pub(super) fn check_ports(
@@ -202,6 +219,7 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
+    let _ports = lock_ports(&store, &parsed.ports)?;
     check_ports(&store, name, &parsed.ports)?;
 
     let mut j = InstallJournal { image: None };
@@ -417,6 +435,7 @@ pub async fn uninstall<R: Runtime>(
     clean_data: bool,
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
+    validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
@@ -525,6 +544,7 @@ fn process_uptime(pid: u32) -> Option<u64> {
 
 /// Starts a stopped TPC (a running one is left alone) and remembers that it should run.
 pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
@@ -561,6 +581,7 @@ pub async fn unit_run<R: Runtime>(
     settings: &Settings,
     name: &str,
 ) -> Result<Option<u32>, Error> {
+    validate_name(name)?;
     let store = Store::new(&settings.root);
     {
         // systemd starts this while the command that asked for it may still hold the lock.
@@ -597,6 +618,7 @@ pub async fn stop_within<R: Runtime>(
     name: &str,
     grace: Duration,
 ) -> Result<(), Error> {
+    validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
@@ -618,6 +640,7 @@ pub fn log_target(settings: &Settings, name: &str) -> Result<crate::runtime::log
 
 /// Stops then starts a TPC.
 pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    validate_name(name)?;
     {
         let store = Store::new(&settings.root);
         let _lock = store.lock(name)?;

@@ -77,6 +77,7 @@ pub async fn upgrade<R: Runtime>(
     let args_text = request.args.unwrap_or(&old.args).to_string();
     let parsed = parse_tpc_args(&args_text)?;
     let cpu_share = default_cpu_share(settings)?;
+    let _ports = super::tpc::lock_ports(&store, &parsed.ports)?;
     super::tpc::check_ports(&store, name, &parsed.ports)?;
 
     let mut j = UpgradeJournal {
@@ -85,7 +86,9 @@ pub async fn upgrade<R: Runtime>(
             .digest
             .as_ref()
             .map(|d| pin_name(&old.image, d))
-            .filter(|pin| pin != &old.image && !image_in_use(&store, pin, name)),
+            .filter(|pin| pin != &old.image && !image_in_use(&store, pin, name))
+            // An image already present is not imported: no tag moves, so nothing to pin.
+            .filter(|_| request.source.owned()),
         old: old.clone(),
         new_image: None,
         held: None,
@@ -435,7 +438,7 @@ async fn roll_back<R: Runtime>(
 ) -> Error {
     say(&format!("Upgrade failed: {cause}; rolling back"));
     match restore_old(runtime, settings, store, name, j).await {
-        Ok(()) => Error::Invalid(format!(
+        Ok(()) => Error::RolledBack(format!(
             "upgrade of TPC {name} failed: {cause}; rolled back, the old version is {}",
             if j.old.running {
                 "running again"
@@ -443,7 +446,7 @@ async fn roll_back<R: Runtime>(
                 "back (stopped, as before)"
             }
         )),
-        Err(e) => Error::Invalid(format!(
+        Err(e) => Error::RollbackFailed(format!(
             "upgrade of TPC {name} failed: {cause}; ROLLBACK FAILED: {e}; run any tpcm command on {name} to retry it"
         )),
     }

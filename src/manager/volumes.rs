@@ -94,7 +94,7 @@ pub fn create(store: &Store, request: &VolumeRequest) -> Result<Volume, Error> {
             _ => read_only,
         };
     }
-    let _lock = store.lock(&format!("volume-{name}"))?;
+    let _lock = store.lock(&format!("_volume-{name}"))?;
     if get(store, &name)?.is_some() {
         return Err(Error::AlreadyExists(format!("volume {name} already exists")));
     }
@@ -191,7 +191,7 @@ pub fn users(store: &Store, volume: &Volume) -> Result<Vec<String>, Error> {
 /// containers keep their bind until they are recreated). A directory tpcm made goes with it.
 pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
     validate_name(name)?;
-    let _lock = store.lock(&format!("volume-{name}"))?;
+    let _lock = store.lock(&format!("_volume-{name}"))?;
     let volume = get(store, name)?.ok_or_else(|| Error::NotFound(format!("no volume named {name}")))?;
     let users = users(store, &volume)?;
     if !users.is_empty() && !force {

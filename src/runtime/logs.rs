@@ -195,15 +195,21 @@ pub fn run_driver(target: LogTarget) -> ! {
     std::process::exit(0)
 }
 
-/// The last `tail` lines (all with `None`) of a TPC's output, across rotated files.
-pub fn read_tail(target: &LogTarget, tail: Option<usize>, out: &mut dyn Write) -> io::Result<()> {
+/// The last `tail` lines (all with `None`) of a TPC's output, across rotated files. Returns how
+/// many bytes of the current file it read: where [`follow`] goes on without repeating a line.
+pub fn read_tail(target: &LogTarget, tail: Option<usize>, out: &mut dyn Write) -> io::Result<u64> {
     let mut lines: std::collections::VecDeque<Vec<u8>> = std::collections::VecDeque::new();
+    let mut current = 0;
     for path in target.files_oldest_first() {
         let mut r = BufReader::new(File::open(&path)?);
         loop {
             let mut line = Vec::new();
-            if r.read_until(b'\n', &mut line)? == 0 {
+            let n = r.read_until(b'\n', &mut line)?;
+            if n == 0 {
                 break;
+            }
+            if path == target.file {
+                current += n as u64;
             }
             match tail {
                 None => out.write_all(&line)?,
@@ -219,7 +225,7 @@ pub fn read_tail(target: &LogTarget, tail: Option<usize>, out: &mut dyn Write) -
     for l in lines {
         out.write_all(&l)?;
     }
-    Ok(())
+    Ok(current)
 }
 
 /// Follows the current log file from `from` bytes on, writing what appears, until `stop`

@@ -306,10 +306,12 @@ pub trait Runtime: Send + Sync {
     fn list_containers(&self) -> impl Future<Output = Result<Vec<ContainerSummary>, Error>> + Send;
 
     /// Sends `(container id, exit code)` whenever a container's main process exits, until the
-    /// runtime's event stream breaks (an error) or `tx` is closed.
+    /// runtime's event stream breaks (an error) or `tx` is closed. `subscribed` is told once
+    /// exits are being watched (what exited before must be looked up by the caller).
     fn watch_exits(
         &self,
         tx: tokio::sync::mpsc::Sender<(String, u32)>,
+        subscribed: tokio::sync::oneshot::Sender<()>,
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Whether a container with this ID exists (running or not).

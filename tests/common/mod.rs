@@ -552,11 +552,7 @@ pub fn openssl(dir: &Path, args: &[&str]) {
         .args(args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        describe(&out)
-    );
+    assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
 }
 
 /// Runs `tpcm <args>` against `cd` (≤ [`CMD_TIMEOUT`]).

@@ -215,6 +215,30 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM (what systemd sends) and waits up to `deadline` for the server to exit;
+    /// returns whether it exited successfully in time.
+    pub fn terminate(&mut self, deadline: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        // SAFETY: kill(2) with a pid we spawned and have not reaped.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let end = std::time::Instant::now() + deadline;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if std::time::Instant::now() >= end {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A client authenticated as `identity` (a certificate in the PKI directory).
     pub async fn client(&self, identity: &str) -> Result<ContainerzClient<Channel>, tonic::transport::Error> {
         connect(&self.addr, &self.pki_dir, Some(identity)).await
