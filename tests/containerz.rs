@@ -285,7 +285,7 @@ fn deploy_streams_every_archive_format_and_refuses_bad_transfers() {
         let e = gnoi::deploy_messages(
             &mut c,
             vec![proto::DeployRequest {
-                request: Some(proto::deploy_request::Request::Content(vec![0; 10])),
+                request: Some(proto::deploy_request::Request::Content(vec![0; 10].into())),
             }],
         )
         .await

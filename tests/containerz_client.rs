@@ -429,3 +429,54 @@ fn devices_pull_from_a_registry_with_the_credentials_given() {
         assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
     }
 }
+
+#[test]
+fn pushes_draw_one_progress_bar_per_target_on_a_terminal_only() {
+    let fleet = Fleet::start();
+    let archive = app(fleet._dir.path(), "1", SERVICE);
+    let targets = fleet.targets();
+    // Piped: result lines on stdout, nothing on stderr.
+    let out = fleet.client(
+        &targets,
+        "ops-robot",
+        &[
+            "image",
+            "push",
+            archive.to_str().unwrap(),
+            "--name",
+            "fleet/app",
+            "--tag",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::describe(&out));
+    assert!(out.stderr.is_empty(), "{}", common::describe(&out));
+    // On a terminal (script(1) gives the command a pty): a bar per target, named by it.
+    let pki = &fleet.pki;
+    let mut line = format!("'{}' client", env!("CARGO_BIN_EXE_tpcm"));
+    for t in &targets {
+        line.push_str(&format!(" --target {t}"));
+    }
+    line.push_str(&format!(
+        " --ca-cert '{}' --cert '{}' --key '{}' image push '{}' --name fleet/app --tag 2",
+        pki.join("ca.pem").display(),
+        pki.join("ops-robot.pem").display(),
+        pki.join("ops-robot.key").display(),
+        archive.display()
+    ));
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qefc", &line, "/dev/null"])
+        .env("TPCM_ROOT", fleet._dir.path().join("store"));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let screen = stdout(&out);
+    for t in &targets {
+        assert!(screen.contains(&format!("{t}: pushed fleet/app:2")), "{screen:?}");
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.contains(t.as_str()) && l.contains(" [") && l.contains("MiB")),
+            "no bar for {t} in {screen:?}"
+        );
+    }
+}

@@ -10,7 +10,6 @@ use super::proto::{self, deploy_request::Request as In, deploy_response::Respons
 use crate::error_chain;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How long a connection attempt may take.
@@ -175,8 +174,8 @@ impl Client {
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<proto::ImageTransferSuccess, ClientError> {
         let io = |e: std::io::Error| ClientError::Io(format!("cannot read {}: {e}", archive.display()));
-        let file = tokio::fs::File::open(archive).await.map_err(io)?;
-        let size = file.metadata().await.map_err(io)?.len();
+        let file = std::fs::File::open(archive).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let transfer = proto::DeployRequest {
             request: Some(In::ImageTransfer(proto::ImageTransfer {
@@ -202,7 +201,7 @@ impl Client {
             }
         };
         // Reading the file and sending run beside the answers, so neither waits for the other.
-        let sender = tokio::spawn(send_file(file, chunk, tx));
+        let sender = tokio::task::spawn_blocking(move || send_file(file, chunk, tx));
         let outcome = loop {
             match answers.message().await {
                 Ok(Some(proto::DeployResponse { response: Some(r) })) => match r {
@@ -590,37 +589,32 @@ impl Client {
 }
 
 /// Sends `file` as Deploy content messages of `chunk` bytes, then ImageTransferEnd; stops early
-/// (without error) when the receiving side is gone. The one piece of a chunked Deploy that is
-/// the same for every client.
-pub async fn send_file(
-    mut file: tokio::fs::File,
+/// (without error) when the receiving side is gone. Blocking (whole-chunk reads, no hop to a
+/// thread pool per read): run it on a thread that may block. The one piece of a chunked Deploy
+/// that is the same for every client.
+pub fn send_file(
+    mut file: std::fs::File,
     chunk: usize,
     tx: tokio::sync::mpsc::Sender<proto::DeployRequest>,
 ) -> std::io::Result<()> {
     loop {
         let mut buf = vec![0u8; chunk];
-        let mut filled = 0;
-        while filled < chunk {
-            match file.read(&mut buf[filled..]).await? {
-                0 => break,
-                n => filled += n,
-            }
-        }
+        let filled = crate::archive::read_full(&mut file, &mut buf)?;
         if filled == 0 {
             break;
         }
         buf.truncate(filled);
         let content = proto::DeployRequest {
-            request: Some(In::Content(buf)),
+            request: Some(In::Content(buf.into())),
         };
-        if tx.send(content).await.is_err() {
+        if tx.blocking_send(content).is_err() {
             return Ok(());
         }
     }
     let end = proto::DeployRequest {
         request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
     };
-    let _ = tx.send(end).await;
+    let _ = tx.blocking_send(end);
     Ok(())
 }
 

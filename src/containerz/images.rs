@@ -194,7 +194,7 @@ async fn receive<R: Runtime + 'static>(
                 }
                 // The importer stopped reading: it failed; its error is reported below.
                 let pipe = chunks.as_ref().expect("open until the end");
-                if pipe.send(Ok(bytes::Bytes::from(data))).await.is_err() {
+                if pipe.send(Ok(data)).await.is_err() {
                     break None;
                 }
                 let progress = Out::ImageTransferProgress(proto::ImageTransferProgress {

@@ -22,6 +22,8 @@ pub const DEFAULT_JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_LISTEN: &str = "[::]:9339";
 /// Where containerd keeps content on a switch (Deploy checks its free space).
 pub const DEFAULT_CONTENT_ROOT: &str = "/var/lib/containerd";
+/// Largest HTTP/2 frame the server accepts (the protocol's default is 16 KiB).
+const MAX_FRAME: u32 = 1 << 20;
 /// How often an idle connection is probed, and how long an answer may take.
 const KEEPALIVE: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +110,8 @@ pub async fn serve<R: Runtime + Clone + 'static>(
         // windows of a few chunks let the client stream at disk speed.
         .initial_stream_window_size(Some(super::FLOW_WINDOW))
         .initial_connection_window_size(Some(2 * super::FLOW_WINDOW))
+        // Clients may send a Deploy chunk in a few large HTTP/2 frames instead of 64 of 16 KiB.
+        .max_frame_size(Some(MAX_FRAME))
         .tls_config(tls)
         .map_err(|e| format!("TLS configuration: {e}"))?
         .add_service(service.into_server())

@@ -314,8 +314,8 @@ pub async fn deploy(
     };
     let chunk = r.chunk_size as usize;
     out.push(ready);
-    let file = tokio::fs::File::open(archive).await.unwrap();
-    let sender = tokio::spawn(tpcm::containerz::client::send_file(file, chunk, tx));
+    let file = std::fs::File::open(archive).unwrap();
+    let sender = tokio::task::spawn_blocking(move || tpcm::containerz::client::send_file(file, chunk, tx));
     let result = async {
         while let Some(m) = answers.message().await? {
             out.push(m);
