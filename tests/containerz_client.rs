@@ -285,6 +285,29 @@ fn one_target_down_does_not_stop_the_others_and_bad_certificates_are_named() {
         ("fleet/app:1".to_string(), "RUNNING".to_string())
     );
 
+    // A switch that accepts the connection and then says nothing: failed after --timeout, the
+    // live one answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung = silent.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+    let out = fleet.client(
+        &[live.clone(), hung.clone()],
+        "dashboard",
+        &["--timeout", "3", "image", "list"],
+    );
+    assert!(!out.status.success(), "{}", common::describe(&out));
+    assert!(
+        stdout(&out).contains(&format!("{hung}: FAILED: no result within 3 s")),
+        "{}",
+        common::describe(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("{live}: fleet/app:1 sha256:")),
+        "{}",
+        common::describe(&out)
+    );
+    drop(held);
+
     // Logs and volumes on one device.
     let live_only = std::slice::from_ref(&live);
     common::wait_until(Duration::from_secs(30), "the instance's first output", || {

@@ -37,6 +37,10 @@ pub(super) struct ClientArgs {
     /// Print the results as JSON (one array entry per target).
     #[arg(long)]
     json: bool,
+    /// Seconds a target may take for the whole command before it counts as failed (a hung
+    /// switch must not hold the others' results); `container logs -f` is not limited.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -456,6 +460,11 @@ pub(super) async fn run(args: ClientArgs, settings: &Settings) -> Result<(), Str
     let (tls, start, credentials) = (Arc::new(tls), Arc::new(start), Arc::new(credentials));
     let bars = Bars::new();
     let follow_single = targets.len() == 1;
+    let following = matches!(
+        &*command,
+        ClientCommand::Container(ContainerCommand::Logs { follow: true, .. })
+    );
+    let limit = Duration::from_secs(args.timeout);
     let results: Vec<(String, Result<Outcome, String>)> = futures_util::stream::iter(targets)
         .map(|target| {
             let (command, tls, start, credentials, bars) = (
@@ -466,7 +475,7 @@ pub(super) async fn run(args: ClientArgs, settings: &Settings) -> Result<(), Str
                 bars.clone(),
             );
             async move {
-                let result = on_target(
+                let work = on_target(
                     &target,
                     &command,
                     &tls,
@@ -474,9 +483,16 @@ pub(super) async fn run(args: ClientArgs, settings: &Settings) -> Result<(), Str
                     &credentials,
                     &bars,
                     follow_single,
-                )
-                .await;
-                (target, result.map_err(|e| e.to_string()))
+                );
+                let result = if following {
+                    work.await.map_err(|e| e.to_string())
+                } else {
+                    match tokio::time::timeout(limit, work).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no result within {} s (--timeout)", limit.as_secs())),
+                    }
+                };
+                (target, result)
             }
         })
         .buffer_unordered(args.parallel)
