@@ -160,7 +160,7 @@ pub(crate) fn status_of(e: manager::Error) -> Status {
         M::InUse(_) => Status::failed_precondition(msg),
         M::PortInUse(_) => Status::unavailable(msg),
         M::RolledBack(_) => Status::aborted(msg),
-        M::RollbackFailed(_) => Status::internal(msg),
+        M::RollbackFailed(_) | M::Internal(_) => Status::internal(msg),
         M::Store(manager::store::StoreError::Busy(_)) => Status::unavailable(msg),
         M::Store(_) => Status::internal(msg),
         M::Source(_) => Status::unavailable(msg),

@@ -60,16 +60,16 @@ pub async fn boot<R: Runtime>(
         if !installed.exists() && kept.exists() {
             std::fs::create_dir_all(&settings.systemd_dir)
                 .and_then(|()| std::fs::copy(&kept, &installed).map(|_| ()))
-                .map_err(|e| Error::Invalid(format!("cannot reinstall {}: {e}", installed.display())))?;
+                .map_err(|e| Error::Internal(format!("cannot reinstall {}: {e}", installed.display())))?;
             say(&format!("Reinstalled {}", installed.display()));
             reinstalled = true;
         }
     }
     if reinstalled && crate::systemd::systemd_is_running() {
-        crate::systemd::systemctl(&["daemon-reload"]).map_err(Error::Invalid)?;
+        crate::systemd::systemctl(&["daemon-reload"]).map_err(Error::Internal)?;
         for r in &records {
             crate::systemd::systemctl(&["enable", &crate::systemd::unit_name(&r.name)])
-                .map_err(Error::Invalid)?;
+                .map_err(Error::Internal)?;
         }
     }
     let (to_start, stopped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.running);

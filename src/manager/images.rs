@@ -94,7 +94,7 @@ async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
     let blocking = |f: Box<dyn FnOnce() -> Result<source::Source, source::Error> + Send>| async {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| Error::Invalid(format!("download thread: {e}")))?
+            .map_err(|e| Error::Internal(format!("download thread: {e}")))?
             .map_err(Error::from)
     };
     match src {

@@ -110,7 +110,7 @@ pub fn read(store: &Store, name: &str) -> Result<Option<Journal>, Error> {
     match std::fs::read(&p) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| Error::Invalid(format!("corrupt journal {}: {e}", p.display()))),
+            .map_err(|e| Error::Internal(format!("corrupt journal {}: {e}", p.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(StoreError::Io { path: p, source }.into()),
     }

@@ -227,7 +227,7 @@ pub async fn restore<R: Runtime>(
             .await;
         let written = tar
             .join()
-            .map_err(|_| Error::Invalid("export reader panicked".into()))?;
+            .map_err(|_| Error::Internal("export reader panicked".into()))?;
         imported?;
         written.map_err(io(&layout))?;
         for s in &missing {

@@ -43,6 +43,10 @@ pub enum Error {
     /// A host port the container would publish is taken.
     #[error("{0}")]
     PortInUse(String),
+    /// The host failed tpcm (a file that cannot be written, systemd refusing, a worker thread
+    /// lost): not the request's fault.
+    #[error("{0}")]
+    Internal(String),
     /// An upgrade failed after it had changed something, and the old version was restored.
     #[error("{0}")]
     RolledBack(String),

@@ -304,7 +304,7 @@ impl InstallSteps<'_> {
             .to_path_buf();
         for d in [data_dir.as_path(), &store.shared_dir(), &log_dir] {
             std::fs::create_dir_all(d)
-                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", d.display())))?;
+                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
 
         say(&format!("Creating the TPC-{name} container"));
@@ -334,7 +334,7 @@ impl InstallSteps<'_> {
         say(&format!("Starting the TPC-{name} container"));
         runtime.start_container(name, &store.log_target(name)).await?;
         crash_point("install:started");
-        systemd::unit_started(name).map_err(Error::Invalid)?;
+        systemd::unit_started(name).map_err(Error::Internal)?;
         Ok(record)
     }
 }
@@ -349,7 +349,7 @@ pub(super) async fn undo_install<R: Runtime>(
     j: &InstallJournal,
 ) -> Result<(), Error> {
     // The install may have got as far as handing the TPC to systemd.
-    systemd::stop_unit(name).map_err(Error::Invalid)?;
+    systemd::stop_unit(name).map_err(Error::Internal)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     runtime.delete_container(name).await?;
     remove_unit(settings, store, name);
@@ -370,8 +370,8 @@ pub(super) fn install_unit(
     name: &str,
     restart: args::RestartPolicy,
 ) -> Result<(), Error> {
-    let exe =
-        std::env::current_exe().map_err(|e| Error::Invalid(format!("cannot locate the tpcm binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
     let env = [
         ("TPCM_CONTAINERD", settings.containerd.display().to_string()),
         ("TPCM_NAMESPACE", settings.namespace.clone()),
@@ -384,8 +384,8 @@ pub(super) fn install_unit(
     super::store::write_atomic(&store.unit_path(name), text.as_bytes())?;
     super::store::write_atomic(&settings.systemd_dir.join(&unit), text.as_bytes())?;
     if systemd::systemd_is_running() {
-        systemd::systemctl(&["daemon-reload"]).map_err(Error::Invalid)?;
-        systemd::systemctl(&["enable", &unit]).map_err(Error::Invalid)?;
+        systemd::systemctl(&["daemon-reload"]).map_err(Error::Internal)?;
+        systemd::systemctl(&["enable", &unit]).map_err(Error::Internal)?;
     }
     Ok(())
 }
@@ -455,7 +455,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
     say(&format!("Stopping the TPC-{name} container"));
-    systemd::stop_unit(name).map_err(Error::Invalid)?;
+    systemd::stop_unit(name).map_err(Error::Internal)?;
     runtime.stop_container(name, STOP_GRACE).await?;
     crash_point("uninstall:stopped");
     say(&format!("Removing the TPC-{name} container"));
@@ -474,7 +474,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
         let dir = settings.data_root.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
+                .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", dir.display())))?;
         }
     }
     store.remove(name)?;
@@ -553,7 +553,7 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     record.running = true;
     store.put(&record)?;
     ensure_running(runtime, &store, name).await?;
-    systemd::unit_started(name).map_err(Error::Invalid)?;
+    systemd::unit_started(name).map_err(Error::Internal)?;
     Ok(())
 }
 
@@ -626,7 +626,7 @@ pub async fn stop_within<R: Runtime>(
     record.running = false;
     store.put(&record)?;
     // Through systemd when it runs the unit, so it does not restart what the operator stopped.
-    systemd::stop_unit(name).map_err(Error::Invalid)?;
+    systemd::stop_unit(name).map_err(Error::Internal)?;
     runtime.stop_container(name, grace).await?;
     Ok(())
 }
@@ -647,7 +647,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         require(&store, name)?;
         // Through systemd first, so the stop is not taken for a failure (Restart=, on-failure:N).
-        systemd::stop_unit(name).map_err(Error::Invalid)?;
+        systemd::stop_unit(name).map_err(Error::Internal)?;
         runtime.stop_container(name, STOP_GRACE).await?;
     }
     start(runtime, settings, name).await

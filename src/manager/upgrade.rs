@@ -248,7 +248,7 @@ pub async fn upgrade<R: Runtime>(
     crash_point("upgrade:committed");
     // The restart policy may have changed with the arguments.
     super::tpc::install_unit(settings, &store, name, parsed.restart)?;
-    crate::systemd::unit_started(name).map_err(Error::Invalid)?;
+    crate::systemd::unit_started(name).map_err(Error::Internal)?;
     say(&format!("Removing the old TPC-{name} version"));
     finish_commit(runtime, &store, name, &j).await?;
     Ok(UpgradeOutcome::Upgraded {
@@ -480,7 +480,7 @@ async fn restore_old<R: Runtime>(
                 runtime.start_container(name, &store.log_target(name)).await?;
             }
         }
-        crate::systemd::unit_started(name).map_err(Error::Invalid)?;
+        crate::systemd::unit_started(name).map_err(Error::Internal)?;
     }
     finish_abort(runtime, store, name, j).await
 }
@@ -522,7 +522,7 @@ pub(super) async fn recover_upgrade<R: Runtime>(
         let record = j.new_record.as_ref().unwrap_or(&j.old);
         store.put(record)?;
         super::tpc::install_unit(settings, store, name, parse_tpc_args(&record.args)?.restart)?;
-        crate::systemd::unit_started(name).map_err(Error::Invalid)?;
+        crate::systemd::unit_started(name).map_err(Error::Internal)?;
         finish_commit(runtime, store, name, j).await
     } else {
         say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));

@@ -130,7 +130,7 @@ pub fn create(store: &Store, request: &VolumeRequest) -> Result<Volume, Error> {
     };
     if owned_dir {
         std::fs::create_dir_all(&volume.host_path)
-            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", volume.host_path.display())))?;
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", volume.host_path.display())))?;
     }
     let bytes = serde_json::to_vec_pretty(&volume).expect("volumes serialize");
     if let Err(e) = write_atomic(&record_path(store, &name), &bytes) {
@@ -151,7 +151,7 @@ pub fn get(store: &Store, name: &str) -> Result<Option<Volume>, Error> {
             .map(Some)
             .map_err(|e| Error::Invalid(format!("{} is corrupt: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Invalid(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(Error::Internal(format!("cannot read {}: {e}", path.display()))),
     }
 }
 
@@ -161,7 +161,7 @@ pub fn list(store: &Store) -> Result<Vec<Volume>, Error> {
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(Error::Invalid(format!("cannot read {}: {e}", dir.display()))),
+        Err(e) => return Err(Error::Internal(format!("cannot read {}: {e}", dir.display()))),
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
@@ -202,11 +202,11 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
     }
     let path = record_path(store, name);
     std::fs::remove_file(&path)
-        .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", path.display())))?;
+        .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", path.display())))?;
     if volume.owned_dir {
         let dir = volumes_dir(store).join(name);
         std::fs::remove_dir_all(&dir)
-            .map_err(|e| Error::Invalid(format!("cannot remove {}: {e}", dir.display())))?;
+            .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", dir.display())))?;
     }
     Ok(())
 }
