@@ -817,8 +817,8 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
         "{:?}",
         cd.tasks()
     );
-    let server = Server::start(&cd, &[]);
-    let _ = &server;
+    // Kept alive to the end: it is the server whose supervisor must act.
+    let _server = Server::start(&cd, &[]);
     // The restarted server supervises again: a kill of the always-restarted container is undone.
     let killed = cd.ctr(&["tasks", "kill", "-s", "KILL", "steady"]);
     assert!(killed.status.success(), "{}", common::describe(&killed));
