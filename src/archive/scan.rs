@@ -148,9 +148,14 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// The read buffer in front of a streamed archive; see [`scan`].
+const SCAN_BUFFER: usize = 64 << 10;
+
 /// Reads the whole archive from `input`, feeding blobs to `sink`.
 pub fn scan<R: Read>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error> {
-    let mut buffered = BufReader::with_capacity(1 << 20, input);
+    // Small on purpose: a read at least this big into an empty buffer goes straight to `input`,
+    // so blob data (read in 1 MiB chunks) is copied once, not into the buffer and out again.
+    let mut buffered = BufReader::with_capacity(SCAN_BUFFER, input);
     let head = buffered.fill_buf().map_err(corrupt)?;
     if head.is_empty() {
         return Err(Error::Empty);
