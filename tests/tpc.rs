@@ -174,6 +174,12 @@ fn bad_requests_are_refused_before_anything_is_made() {
                     .is_none(),
             "{what}"
         );
+        // Neither the data directory nor a log file of the refused TPC.
+        assert!(!cd.data_dir().join("ok").exists(), "{what}: data directory left");
+        assert!(
+            !cd.store_dir().join("logs").join("ok.log").exists(),
+            "{what}: log file left"
+        );
     };
     for (args, expect) in [
         (vec!["install", "Bad", a, "-y"], "Bad"),
@@ -207,6 +213,17 @@ fn bad_requests_are_refused_before_anything_is_made() {
     ));
     assert!(err.contains("tpcm: error:"), "{err}");
     nothing_made("failed start");
+    // A data directory that was there before (an uninstall without --clean_data kept it) is
+    // not the failed install's to take back.
+    let kept = cd.data_dir().join("keep");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("state"), "precious").unwrap();
+    assert_fails(&tpcm(
+        &cd,
+        &["install", "keep", a, "--args", "-- /no/such/binary", "-y"],
+    ));
+    assert_eq!(std::fs::read_to_string(kept.join("state")).unwrap(), "precious");
+    std::fs::remove_dir_all(&kept).unwrap();
 
     // Installing a name twice is refused and leaves the first one running.
     assert_ok(&tpcm(

@@ -57,6 +57,11 @@ pub struct UpgradeJournal {
 pub struct InstallJournal {
     /// The imported image, once known.
     pub image: Option<String>,
+    /// The install creates the TPC's data directory (it did not exist before), so taking the
+    /// install back removes it. A directory that was there before (kept by an uninstall without
+    /// `--clean_data`, or prepared by the operator) stays.
+    #[serde(default)]
+    pub creates_data_dir: bool,
 }
 
 /// An uninstall in progress.

@@ -222,7 +222,10 @@ pub async fn install<R: Runtime>(
     let _ports = lock_ports(&store, &parsed.ports)?;
     check_ports(&store, name, &parsed.ports)?;
 
-    let mut j = InstallJournal { image: None };
+    let mut j = InstallJournal {
+        image: None,
+        creates_data_dir: false,
+    };
     journal::write(&store, name, Entry::Install(&j))?;
     crash_point("install:journaled");
     let steps = InstallSteps {
@@ -302,6 +305,11 @@ impl InstallSteps<'_> {
             .parent()
             .expect("logs live in a directory")
             .to_path_buf();
+        // Journaled before it is made, so a crash in between still takes it back.
+        if !data_dir.exists() {
+            j.creates_data_dir = true;
+            journal::write(store, name, Entry::Install(j))?;
+        }
         for d in [data_dir.as_path(), &store.shared_dir(), &log_dir] {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
@@ -353,6 +361,12 @@ pub(super) async fn undo_install<R: Runtime>(
     runtime.stop_container(name, STOP_GRACE).await?;
     runtime.delete_container(name).await?;
     remove_unit(settings, store, name);
+    for f in store.log_target(name).files_oldest_first() {
+        let _ = std::fs::remove_file(f);
+    }
+    if j.creates_data_dir {
+        remove_dir_if_present(&settings.data_root.join(name))?;
+    }
     store.remove(name)?;
     if let Some(image) = &j.image
         && !image_in_use(store, image, name)
@@ -400,6 +414,16 @@ fn remove_unit(settings: &Settings, store: &Store, name: &str) {
     let _ = std::fs::remove_file(store.unit_path(name));
     if systemd::systemd_is_running() {
         let _ = systemd::systemctl(&["daemon-reload"]);
+    }
+}
+
+/// Removes a directory and what it holds; one already gone is fine (recovery may run twice).
+fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), Error> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -471,11 +495,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
         let _ = std::fs::remove_file(f);
     }
     if j.clean_data {
-        let dir = settings.data_root.join(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", dir.display())))?;
-        }
+        remove_dir_if_present(&settings.data_root.join(name))?;
     }
     store.remove(name)?;
     journal::remove(store, name)
