@@ -1052,6 +1052,29 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         let e = c.start_container(host).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
+        // Stopped, its port taken by a host service: starting it by name is UNAVAILABLE and it
+        // stays stopped; once the port is free again it starts and answers.
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let squatter = std::net::TcpListener::bind(("0.0.0.0", external)).unwrap();
+        let by_name = proto::StartContainerRequest {
+            instance_name: "web".into(),
+            ..Default::default()
+        };
+        let e = c.start_container(by_name.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(e.message().contains(&external.to_string()), "{}", e.message());
+        assert_eq!(status_of(&mut c, "web").await, Listed::Stopped);
+        drop(squatter);
+        c.start_container(by_name).await.unwrap();
+        common::wait_until(WAIT, "the published port to answer after a start by name", || {
+            http_get(external).is_some_and(|a| a.contains("hello-from-web"))
+        });
+
         c.remove_container(proto::RemoveContainerRequest {
             name: "web".into(),
             force: true,

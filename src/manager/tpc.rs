@@ -121,19 +121,27 @@ pub(super) fn check_ports(
         if records.iter().any(|r| r.name == name && published(r, p)) {
             continue;
         }
-        let free = if p.protocol == "udp" {
-            std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok()
-        } else {
-            std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok()
-        };
-        if !free {
-            return Err(Error::PortInUse(format!(
-                "host port {}/{} is in use on this host; choose another",
-                p.host, p.protocol
-            )));
-        }
+        check_host_port(p)?;
     }
     Ok(())
+}
+
+/// Refuses a host port something on the host listens on. The bridge's port forwarding does not
+/// listen itself, so a TPC's own published ports pass while it runs.
+fn check_host_port(p: &crate::runtime::spec::PortMapping) -> Result<(), Error> {
+    let free = if p.protocol == "udp" {
+        std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok()
+    } else {
+        std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok()
+    };
+    if free {
+        Ok(())
+    } else {
+        Err(Error::PortInUse(format!(
+            "host port {}/{} is in use on this host; choose another",
+            p.host, p.protocol
+        )))
+    }
 }
 
 /// The host's CPU count, for the default cap.
@@ -569,6 +577,16 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     let _lock = store.lock(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
+    // A host service may have taken a published port while the TPC was stopped; forwarding it
+    // to the container would take that service's traffic.
+    if !matches!(
+        runtime.container_state(name).await?,
+        ContainerState::Running { .. }
+    ) {
+        for p in record.container.bridge.iter().flatten() {
+            check_host_port(p)?;
+        }
+    }
     // Recorded first: the unit's unit-run leaves a TPC alone while its record says stopped.
     record.running = true;
     store.put(&record)?;
