@@ -8,6 +8,8 @@ use crate::runtime::spec::ContainerConfig;
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
 /// Rotated log files kept per TPC.
 pub const LOG_FILES: u32 = 3;
+/// How long a command waits for a TPC's lock; see [`Store::lock_for_command`].
+pub const COMMAND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -123,6 +125,14 @@ impl Store {
         self.root.join("shared")
     }
 
+    /// Takes the TPC's lock for a command (install, start, stop, upgrade, uninstall), waiting at
+    /// most [`COMMAND_PATIENCE`]: the restart supervisor, the janitor and recovery hold a TPC's
+    /// lock for moments, and a command that meets one must not fail for it; a command still
+    /// working after that is refused rather than queued behind (an upgrade can take minutes).
+    pub fn lock_for_command(&self, name: &str) -> Result<TpcLock, StoreError> {
+        self.lock_waiting(name, COMMAND_PATIENCE)
+    }
+
     /// Takes the TPC's lock, waiting at most `patience` for another tpcm to release it. For what
     /// systemd runs (`unit-run`), which is started while a command may still hold the lock.
     pub fn lock_waiting(&self, name: &str, patience: std::time::Duration) -> Result<TpcLock, StoreError> {
@@ -137,8 +147,8 @@ impl Store {
         }
     }
 
-    /// Takes the TPC's lock without waiting: a second command on the same TPC is refused at once
-    /// rather than queued behind a long upgrade.
+    /// Takes the TPC's lock without waiting, for background work that skips a busy TPC (the
+    /// janitor, recovery, migration).
     pub fn lock(&self, name: &str) -> Result<TpcLock, StoreError> {
         // Callers validate names; this keeps a missed check from naming a file elsewhere.
         let dir = self.root.join("locks");
@@ -284,6 +294,25 @@ mod tests {
         store.remove("a").unwrap();
         assert!(store.get("a").unwrap().is_none());
         assert!(!dir.path().join("tpcs/.a.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_command_waits_for_a_brief_holder_and_gives_up_on_a_long_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let held = store.lock("a").unwrap();
+        assert!(matches!(
+            store.lock_waiting("a", std::time::Duration::from_millis(200)),
+            Err(StoreError::Busy(_))
+        ));
+        // A brief holder (as the restart supervisor is): the command meets the lock held and
+        // gets it once it is released, instead of failing.
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        store.lock_for_command("a").unwrap();
+        holder.join().unwrap();
     }
 
     #[test]

@@ -220,7 +220,7 @@ pub async fn install<R: Runtime>(
     let parsed = parse_tpc_args(args_text)?;
     let cpu_share = default_cpu_share(settings)?;
     let store = Store::new(&settings.root);
-    let _lock = store.lock(name)?;
+    let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     if store.get(name)?.is_some() {
         return Err(Error::AlreadyExists(format!(
@@ -469,7 +469,7 @@ pub async fn uninstall<R: Runtime>(
 ) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
-    let _lock = store.lock(name)?;
+    let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let record = require(&store, name)?;
     let j = UninstallJournal { record, clean_data };
@@ -574,7 +574,7 @@ fn process_uptime(pid: u32) -> Option<u64> {
 pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
-    let _lock = store.lock(name)?;
+    let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     // A host service may have taken a published port while the TPC was stopped; forwarding it
@@ -658,7 +658,7 @@ pub async fn stop_within<R: Runtime>(
 ) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
-    let _lock = store.lock(name)?;
+    let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     record.running = false;
@@ -681,7 +681,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
     validate_name(name)?;
     {
         let store = Store::new(&settings.root);
-        let _lock = store.lock(name)?;
+        let _lock = store.lock_for_command(name)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         require(&store, name)?;
         // Through systemd first, so the stop is not taken for a failure (Restart=, on-failure:N).

@@ -71,7 +71,7 @@ pub async fn upgrade<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Result<UpgradeOutcome, Error> {
     let store = Store::new(&settings.root);
-    let _lock = store.lock(name)?;
+    let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, say).await?;
     let old = require(&store, name)?;
     let args_text = request.args.unwrap_or(&old.args).to_string();
