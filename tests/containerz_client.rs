@@ -238,6 +238,56 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
 }
 
 #[test]
+fn the_update_client_rolls_a_cli_install_pinned_by_digest_back_to_that_image() {
+    let fleet = Fleet::start();
+    let dir = fleet._dir.path();
+    let reg = registry::Registry::start(None);
+    reg.push("docker-archive", &app(dir, "1", SERVICE), "fleet/app:1");
+    let pinned = reg.reference(&format!("fleet/app@{}", reg.manifest_digest("fleet/app", "1")));
+    let (cd, _) = &fleet.devices[0];
+    // A CLI install owns its image; pulled by digest, ListContainer shows it without a tag.
+    common::assert_ok(&common::tpcm(cd, &["install", "app", &pinned, "-y"]));
+    let device = vec![fleet.targets()[0].clone()];
+    assert_eq!(
+        fleet.states("app")[0],
+        (reg.reference("fleet/app"), "RUNNING".to_string())
+    );
+
+    // Passes the device's gate, then dies: the client goes back to the pinned image, which the
+    // device kept although the install owned it.
+    let late = app(dir, "late", "echo up for a moment; sleep 3; exit 1");
+    let out = fleet.client(
+        &device,
+        "ops-robot",
+        &[
+            "upgrade",
+            late.to_str().unwrap(),
+            "--name",
+            "fleet/app",
+            "--tag",
+            "late",
+            "--instance",
+            "app",
+            "--health-timeout",
+            "8",
+        ],
+    );
+    assert!(!out.status.success(), "{}", common::describe(&out));
+    assert!(
+        stdout(&out).contains("rolled back to the previous version"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        fleet.states("app")[0],
+        (reg.reference("fleet/app"), "RUNNING".to_string())
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&common::assert_ok(&common::tpcm(cd, &["list", "--json"]))).unwrap();
+    assert_eq!(listed[0]["image"], pinned.as_str(), "{listed}");
+}
+
+#[test]
 fn one_target_down_does_not_stop_the_others_and_bad_certificates_are_named() {
     let fleet = Fleet::start();
     let dir = fleet._dir.path();

@@ -524,6 +524,13 @@ impl Client {
             .await?
             .ok_or_else(|| self.protocol("ListContainer", format!("no instance named {instance}")))?;
         let previous = before.image_name.clone();
+        // An image pinned by digest is listed without a tag; a tpcm device names it in full in
+        // a label, and that is what a rollback goes back to.
+        let previous_pinned = before
+            .labels
+            .get(super::containers::IMAGE_LABEL)
+            .filter(|full| full.contains('@'))
+            .cloned();
         let wanted = familiar(name, tag);
         if previous == wanted || previous.is_empty() {
             // Updating back to the same name:tag would not restore anything.
@@ -572,7 +579,10 @@ impl Client {
             }
             tokio::time::sleep(WATCH_POLL).await;
         };
-        let (prev_name, prev_tag) = split_image(&previous);
+        let (prev_name, prev_tag) = match &previous_pinned {
+            Some(full) => (full.as_str(), ""),
+            None => split_image(&previous),
+        };
         let restored = self
             .update_container(instance, prev_name, prev_tag, false)
             .await

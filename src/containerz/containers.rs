@@ -250,7 +250,7 @@ pub(super) async fn start<R: Runtime + 'static>(
         .await?;
         return Ok(ok(name));
     }
-    let reference = super::reference(&r.image_name, &r.tag)?;
+    let reference = super::held_reference(&r.image_name, &r.tag)?;
     let name = if r.instance_name.is_empty() {
         pick_name(&r.image_name)
     } else {
@@ -452,7 +452,7 @@ pub(super) async fn update<R: Runtime + 'static>(
     } else {
         params.as_ref().map(|p| p.tag.clone()).unwrap_or_default()
     };
-    let reference = super::reference(&image_name, &image_tag)?;
+    let reference = super::held_reference(&image_name, &image_tag)?;
     let args = params.as_ref().map(|p| start_args(&store, p)).transpose()?;
     let present = on_manager(shared, {
         let reference = reference.clone();

@@ -393,7 +393,7 @@ pub(super) async fn remove<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     request: proto::RemoveImageRequest,
 ) -> Result<proto::RemoveImageResponse, Status> {
-    let reference = super::reference(&request.name, &request.tag)?;
+    let reference = super::held_reference(&request.name, &request.tag)?;
     on_manager(shared, move |s| async move {
         let store = manager::store::Store::new(&s.settings.root);
         let mut users: Vec<String> = store

@@ -348,6 +348,17 @@ pub(crate) fn familiar(reference: &str) -> (String, String) {
     (name.to_string(), tag.to_string())
 }
 
+/// The normalized reference of an image the target holds: as [`reference`], and also a name
+/// pinned by digest (`repo@sha256:…`, tag empty), as an image pulled by digest is named. This is
+/// how an update client puts a digest-pinned instance back (`io.tpcm.image` holds the name).
+pub(crate) fn held_reference(name: &str, tag: &str) -> Result<String, Status> {
+    if name.contains('@') && tag.is_empty() {
+        return crate::archive::normalize_pinned_reference(name)
+            .map_err(|e| Status::invalid_argument(e.to_string()));
+    }
+    reference(name, tag)
+}
+
 /// The normalized reference of a gNOI name and tag (tag `latest` when empty).
 pub(crate) fn reference(name: &str, tag: &str) -> Result<String, Status> {
     if name.is_empty() {
@@ -396,6 +407,17 @@ mod tests {
         assert_eq!(
             familiar("127.0.0.1:5000/app@sha256:ab"),
             ("127.0.0.1:5000/app".into(), "".into())
+        );
+        let pinned = format!("127.0.0.1:5000/app@sha256:{}", "a".repeat(64));
+        assert_eq!(held_reference(&pinned, "").unwrap(), pinned);
+        assert_eq!(
+            held_reference(&pinned, "1").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            reference(&pinned, "").unwrap_err().code(),
+            tonic::Code::InvalidArgument,
+            "a Deploy cannot name an image by a digest"
         );
         assert_eq!(reference("app", "").unwrap(), "docker.io/library/app:latest");
         assert_eq!(reference("app", "1.0").unwrap(), "docker.io/library/app:1.0");

@@ -501,7 +501,13 @@ async fn finish_commit<R: Runtime>(
         remove_image_if_present(runtime, pin).await?;
     }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
-    if j.old.owns_image && new_image != Some(j.old.image.as_str()) && !image_in_use(store, &j.old.image, name)
+    // An upgrade to an image that was there already (gNOI UpdateContainer) leaves the old one
+    // too, owned or not: an update client that finds the new version failing goes back to it.
+    // Unused, the janitor removes it later.
+    if j.old.owns_image
+        && !j.keep_new_image
+        && new_image != Some(j.old.image.as_str())
+        && !image_in_use(store, &j.old.image, name)
     {
         remove_image_if_present(runtime, &j.old.image).await?;
     }
