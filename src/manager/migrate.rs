@@ -40,7 +40,7 @@ fn layout_dir(store: &Store) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::Invalid(format!("{}: {e}", path.display()))
+    move |e| Error::Internal(format!("{}: {e}", path.display()))
 }
 
 /// Bytes of files under `dir`.
@@ -102,7 +102,7 @@ pub async fn save<R: Runtime>(
     }
     std::fs::create_dir_all(store.root()).map_err(io(store.root()))?;
     let stat = nix::sys::statvfs::statvfs(store.root())
-        .map_err(|e| Error::Invalid(format!("{}: {e}", store.root().display())))?;
+        .map_err(|e| Error::Internal(format!("{}: {e}", store.root().display())))?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
     if bound > free {
         return Err(Error::Invalid(format!(

@@ -251,7 +251,7 @@ pub async fn install<R: Runtime>(
         }
         Err(e) => match undo_install(runtime, settings, &store, name, &j).await {
             Ok(()) => Err(e),
-            Err(u) => Err(Error::Invalid(format!(
+            Err(u) => Err(Error::Internal(format!(
                 "{e} (and taking the install back failed: {u})"
             ))),
         },

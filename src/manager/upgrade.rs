@@ -179,7 +179,7 @@ pub async fn upgrade<R: Runtime>(
             .stop_container(name, STOP_GRACE)
             .await
             .map_err(Error::from),
-        Err(e) => Err(Error::Invalid(e)),
+        Err(e) => Err(Error::Internal(e)),
     };
     if let Err(e) = stopped {
         return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
@@ -395,7 +395,7 @@ async fn abort<R: Runtime>(
 ) -> Error {
     match finish_abort(runtime, store, name, j).await {
         Ok(()) => cause,
-        Err(e) => Error::Invalid(format!("{cause} (and cleaning up failed: {e})")),
+        Err(e) => Error::Internal(format!("{cause} (and cleaning up failed: {e})")),
     }
 }
 
