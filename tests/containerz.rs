@@ -1095,3 +1095,258 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         "DNAT rules for {external} are left:\n{rules}"
     );
 }
+
+/// Every message of a listing stream.
+async fn drain<T>(mut s: tonic::Streaming<T>) -> Vec<T> {
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+/// The instance names ListContainer (`all`) gives for these filters and limit.
+async fn listed(c: &mut ContainerzClient<Channel>, limit: i32, filter: &[(&str, &str)]) -> Vec<String> {
+    let filter = filter
+        .iter()
+        .map(|(k, v)| proto::list_container_request::Filter {
+            key: k.to_string(),
+            value: vec![v.to_string()],
+        })
+        .collect();
+    let s = c
+        .list_container(proto::ListContainerRequest {
+            all: true,
+            limit,
+            filter,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names: Vec<_> = drain(s).await.into_iter().map(|l| l.name).collect();
+    names.sort();
+    names
+}
+
+/// The volume names ListVolume gives for these filters.
+async fn volumes(c: &mut ContainerzClient<Channel>, filter: &[(&str, &str)]) -> Vec<String> {
+    let filter = filter
+        .iter()
+        .map(|(k, v)| proto::list_volume_request::Filter {
+            key: k.to_string(),
+            value: vec![v.to_string()],
+        })
+        .collect();
+    let s = c
+        .list_volume(proto::ListVolumeRequest { filter })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names: Vec<_> = drain(s).await.into_iter().map(|v| v.name).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn listings_filter_and_limit_forced_removals_and_unknown_names_answer_as_documented() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        for v in ["1", "2"] {
+            deploy(&mut c, &docker_archive(cd.dir(), v), "app", v, None)
+                .await
+                .unwrap();
+        }
+
+        // ListImage: limit, and the name and id filters.
+        let all = images(&mut c).await;
+        assert_eq!(all.len(), 2, "{all:?}");
+        let image_list = |limit, key: &str, value: &str| proto::ListImageRequest {
+            limit,
+            filter: vec![proto::list_image_request::Filter {
+                key: key.into(),
+                value: vec![value.into()],
+            }],
+        };
+        let got = drain(
+            c.list_image(image_list(1, "name", "app"))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(got.len(), 1, "limit 1: {got:?}");
+        let got = drain(
+            c.list_image(image_list(0, "name", "docker.io/library/app"))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(got.len(), 2, "full name: {got:?}");
+        let got = drain(
+            c.list_image(image_list(0, "id", &all[1].id))
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(
+            got.iter().map(|i| i.tag.as_str()).collect::<Vec<_>>(),
+            [all[1].tag.as_str()]
+        );
+
+        // Labels in tpcm's own namespace are refused, and nothing is made.
+        let mut bad = start_request("app", "1", "bad", SERVICE);
+        bad.labels.insert("io.tpcm.tpc".into(), "other".into());
+        let e = c.start_container(bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("io.tpcm."), "{}", e.message());
+        assert!(cd.containers().is_empty(), "{:?}", cd.containers());
+
+        for (name, tag, tier) in [("one", "1", "gold"), ("two", "2", "silver")] {
+            let mut r = start_request("app", tag, name, SERVICE);
+            r.labels.insert("tier".into(), tier.into());
+            c.start_container(r).await.unwrap();
+        }
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "two".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+        // ListContainer: limit and every filter key.
+        assert_eq!(listed(&mut c, 1, &[]).await.len(), 1);
+        assert_eq!(listed(&mut c, 0, &[("name", "one")]).await, ["one"]);
+        assert_eq!(listed(&mut c, 0, &[("image", "app:2")]).await, ["two"]);
+        assert_eq!(
+            listed(&mut c, 0, &[("image", "docker.io/library/app:1")]).await,
+            ["one"]
+        );
+        assert_eq!(listed(&mut c, 0, &[("image", "app")]).await, ["one", "two"]);
+        assert_eq!(listed(&mut c, 0, &[("status", "stopped")]).await, ["two"]);
+        assert_eq!(listed(&mut c, 0, &[("status", "RUNNING")]).await, ["one"]);
+        assert_eq!(listed(&mut c, 0, &[("label", "tier=gold")]).await, ["one"]);
+        assert_eq!(listed(&mut c, 0, &[("label", "tier")]).await, ["one", "two"]);
+        assert_eq!(
+            listed(&mut c, 0, &[("label", "tier"), ("status", "running")]).await,
+            ["one"],
+            "filters combine"
+        );
+        let e = c
+            .list_container(proto::ListContainerRequest {
+                all: true,
+                limit: 0,
+                filter: vec![proto::list_container_request::Filter {
+                    key: "colour".into(),
+                    value: vec!["red".into()],
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let one = containers(&mut c)
+            .await
+            .into_iter()
+            .find(|l| l.name == "one")
+            .unwrap();
+        assert_eq!(
+            one.labels.get("io.tpcm.image").map(String::as_str),
+            Some("docker.io/library/app:1")
+        );
+
+        // Unknown instances: NOT_FOUND from UpdateContainer, Log and RemoveContainer.
+        let e = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "ghost".into(),
+                image_name: "app".into(),
+                image_tag: "2".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = match c
+            .log(proto::LogRequest {
+                instance_name: "ghost".into(),
+                follow: false,
+            })
+            .await
+        {
+            Err(e) => e,
+            Ok(s) => s.into_inner().message().await.unwrap_err(),
+        };
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = c
+            .remove_container(proto::RemoveContainerRequest {
+                name: "ghost".into(),
+                force: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+        // RemoveImage with force: the image goes, the instance on it keeps running.
+        c.remove_image(proto::RemoveImageRequest {
+            name: "app".into(),
+            tag: "1".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(images(&mut c).await.len(), 1);
+        assert_eq!(status_of(&mut c, "one").await, Listed::Running);
+
+        // ListVolume filters; RemoveVolume with force takes a volume in use.
+        for (name, tier) in [("va", "gold"), ("vb", "silver")] {
+            c.create_volume(proto::CreateVolumeRequest {
+                name: name.into(),
+                driver: proto::Driver::DsLocal as i32,
+                labels: [("tier".to_string(), tier.to_string())].into(),
+                options: None,
+            })
+            .await
+            .unwrap();
+        }
+        assert_eq!(volumes(&mut c, &[("name", "va")]).await, ["va"]);
+        assert_eq!(volumes(&mut c, &[("label", "tier=silver")]).await, ["vb"]);
+        assert_eq!(volumes(&mut c, &[("label", "tier")]).await, ["va", "vb"]);
+        assert_eq!(volumes(&mut c, &[("driver", "local")]).await, ["va", "vb"]);
+        let e = c
+            .list_volume(proto::ListVolumeRequest {
+                filter: vec![proto::list_volume_request::Filter {
+                    key: "size".into(),
+                    value: vec!["1".into()],
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let mut r = start_request("app", "2", "binder", SERVICE);
+        r.volumes.push(proto::Volume {
+            name: "va".into(),
+            mount_point: "/data".into(),
+            read_only: false,
+        });
+        c.start_container(r).await.unwrap();
+        c.remove_volume(proto::RemoveVolumeRequest {
+            name: "va".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+        assert_eq!(volumes(&mut c, &[]).await, ["vb"]);
+        assert!(!cd.store_dir().join("volumes/va").exists());
+    });
+    // Every granted write call is logged with the identity that made it.
+    let log = server.log();
+    for rpc in ["Deploy", "StartContainer", "RemoveImage", "RemoveVolume"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("containerz write call") && l.contains("ops-robot") && l.contains(rpc)),
+            "no write-call line for {rpc}:\n{log}"
+        );
+    }
+}

@@ -365,9 +365,10 @@ pub(super) async fn list<R: Runtime + 'static>(
     let mut out = Vec::new();
     for image in images {
         let (name, tag) = super::familiar(&image.name);
+        let (repository, _) = super::split_reference(&image.name);
         let matches = request.filter.iter().all(|f| {
             f.value.iter().any(|v| match f.key.as_str() {
-                "name" => v == &name || v == &image.name,
+                "name" => v == &name || v == repository || v == &image.name,
                 "tag" => v == &tag,
                 _ => v == &image.digest,
             })

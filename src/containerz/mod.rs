@@ -334,18 +334,23 @@ impl<R: Runtime + 'static> containerz_server::Containerz for Containerz<R> {
 /// Splits a normalized reference into the familiar name and tag gNOI clients use
 /// (`docker.io/library/app:1.0` → `("app", "1.0")`; a digest-pinned name has tag `""`).
 pub(crate) fn familiar(reference: &str) -> (String, String) {
-    let (name, tag) = match reference.split_once('@') {
-        Some((name, _digest)) => (name, ""),
-        None => match reference.rfind(':') {
-            Some(i) if i > reference.rfind('/').unwrap_or(0) => (&reference[..i], &reference[i + 1..]),
-            _ => (reference, ""),
-        },
-    };
+    let (name, tag) = split_reference(reference);
     let name = name
         .strip_prefix("docker.io/library/")
         .or_else(|| name.strip_prefix("docker.io/"))
         .unwrap_or(name);
     (name.to_string(), tag.to_string())
+}
+
+/// A reference's repository and tag (empty for none, or for a digest).
+pub(crate) fn split_reference(reference: &str) -> (&str, &str) {
+    match reference.split_once('@') {
+        Some((name, _digest)) => (name, ""),
+        None => match reference.rfind(':') {
+            Some(i) if i > reference.rfind('/').unwrap_or(0) => (&reference[..i], &reference[i + 1..]),
+            _ => (reference, ""),
+        },
+    }
 }
 
 /// The normalized reference of an image the target holds: as [`reference`], and also a name
