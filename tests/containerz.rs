@@ -983,6 +983,18 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
         .await
         .unwrap_err();
         assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: format!("127.0.0.1:{port}/app.tar"),
+                protocol: Protocol::Http as i32,
+                source_address: "127.0.0.1".into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "source_address: {e:?}");
     });
     assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
 }
@@ -1349,4 +1361,121 @@ fn listings_filter_and_limit_forced_removals_and_unknown_names_answer_as_documen
             "no write-call line for {rpc}:\n{log}"
         );
     }
+}
+
+#[test]
+fn run_as_devices_network_none_and_volume_mountpoints_take_effect() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None)
+            .await
+            .unwrap();
+        let mut r = start_request(
+            "app",
+            "1",
+            "who",
+            "sh -c 'echo uid=$(id -u):$(id -g); echo hi > /dev/xnull && echo device-ok; \
+             echo ifaces $(grep -c : /proc/net/dev); trap \"exit 0\" TERM; sleep 1000 & wait'",
+        );
+        r.run_as = Some(proto::start_container_request::RunAs {
+            user: "1234".into(),
+            group: "99".into(),
+        });
+        r.devices.push(proto::Device {
+            src_path: "/dev/null".into(),
+            dst_path: "/dev/xnull".into(),
+            permissions: vec![
+                proto::device::Permission::Read as i32,
+                proto::device::Permission::Write as i32,
+            ],
+        });
+        r.network = "none".into();
+        c.start_container(r).await.unwrap();
+        eventually(WAIT, "the container's report", || {
+            let mut c = c.clone();
+            async move { log_text(&mut c, "who").await.contains("ifaces") }
+        })
+        .await;
+        let log = log_text(&mut c, "who").await;
+        assert!(log.contains("uid=1234:99"), "{log}");
+        assert!(log.contains("device-ok"), "{log}");
+        // Network `none`: its own namespace with loopback only.
+        assert!(log.contains("ifaces 1"), "{log}");
+
+        // A volume on an existing host directory: the container writes there, and removing the
+        // volume leaves the directory and what is in it.
+        let host_dir = cd.dir().join("operator-data");
+        std::fs::create_dir_all(&host_dir).unwrap();
+        let mount = |mountpoint: String| proto::CreateVolumeRequest {
+            name: "ext".into(),
+            driver: proto::Driver::DsLocal as i32,
+            options: Some(proto::create_volume_request::Options::LocalMountOptions(
+                proto::LocalDriverOptions {
+                    r#type: proto::local_driver_options::Type::None as i32,
+                    options: vec![],
+                    mountpoint,
+                },
+            )),
+            ..Default::default()
+        };
+        let e = c.create_volume(mount("relative/dir".into())).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        c.create_volume(mount(host_dir.display().to_string()))
+            .await
+            .unwrap();
+        let mut w = start_request(
+            "app",
+            "1",
+            "writer",
+            "sh -c 'echo kept > /data/note; trap \"exit 0\" TERM; sleep 1000 & wait'",
+        );
+        w.volumes.push(proto::Volume {
+            name: "ext".into(),
+            mount_point: "/data".into(),
+            read_only: false,
+        });
+        c.start_container(w).await.unwrap();
+        let note = host_dir.join("note");
+        common::wait_until(WAIT, "the container to write into the host directory", || {
+            std::fs::read_to_string(&note).is_ok_and(|t| t == "kept\n")
+        });
+        c.remove_container(proto::RemoveContainerRequest {
+            name: "writer".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
+        c.remove_volume(proto::RemoveVolumeRequest {
+            name: "ext".into(),
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&note).unwrap(), "kept\n");
+
+        // A custom driver's options, and the plugin RPCs no other test calls.
+        let e = c
+            .create_volume(proto::CreateVolumeRequest {
+                name: "custom".into(),
+                options: Some(proto::create_volume_request::Options::CustomOptions(
+                    proto::CustomOptions::default(),
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        let e = c
+            .stop_plugin(proto::StopPluginRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        let e = c
+            .remove_plugin(proto::RemovePluginRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    });
 }
