@@ -65,16 +65,14 @@ fn start_request(image: &str, tag: &str, instance: &str, cmd: &str) -> proto::St
 }
 
 async fn images(client: &mut ContainerzClient<Channel>) -> Vec<proto::ListImageResponse> {
-    let mut s = client
-        .list_image(proto::ListImageRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(m) = s.message().await.unwrap() {
-        out.push(m);
-    }
-    out
+    drain(
+        client
+            .list_image(proto::ListImageRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
 }
 
 async fn log_text(client: &mut ContainerzClient<Channel>, name: &str) -> String {
@@ -835,15 +833,27 @@ fn the_janitor_removes_only_what_nothing_owns() {
     let server = Server::start(&cd, &["--janitor-interval", "1"]);
     rt().block_on(async {
         let mut c = server.client("ops-robot").await.unwrap();
-        for v in ["kept", "stopped", "unused"] {
-            deploy(&mut c, &docker_archive(cd.dir(), v), "app", v, None)
-                .await
-                .unwrap();
-        }
+        // Each image is used right after its Deploy: an image unused for two sweeps (here 1 s
+        // apart) goes, and a slow machine could otherwise lose one before its start.
+        deploy(&mut c, &docker_archive(cd.dir(), "kept"), "app", "kept", None)
+            .await
+            .unwrap();
         c.start_container(start_request("app", "kept", "kept", SERVICE))
             .await
             .unwrap();
+        deploy(
+            &mut c,
+            &docker_archive(cd.dir(), "stopped"),
+            "app",
+            "stopped",
+            None,
+        )
+        .await
+        .unwrap();
         c.start_container(start_request("app", "stopped", "paused", SERVICE))
+            .await
+            .unwrap();
+        deploy(&mut c, &docker_archive(cd.dir(), "unused"), "app", "unused", None)
             .await
             .unwrap();
         c.stop_container(proto::StopContainerRequest {
