@@ -772,7 +772,14 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
         });
         c.start_container(r).await.unwrap();
         assert_eq!(status_of(&mut c, "steady").await, Listed::Running);
+        let mut r = start_request("app", "1", "calm", SERVICE);
+        r.restart = Some(proto::start_container_request::Restart {
+            policy: proto::start_container_request::restart::Policy::UnlessStopped as i32,
+            attempts: 0,
+        });
+        c.start_container(r).await.unwrap();
     });
+    let calm_before = cd.tasks().into_iter().find(|t| t.0 == "calm").map(|t| t.1);
     let pid_before = cd.tasks().into_iter().find(|t| t.0 == "steady").map(|t| t.1);
     server.kill();
     // The manager is gone; the container is not.
@@ -824,6 +831,14 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
         cd.tasks()
             .iter()
             .any(|t| t.0 == "steady" && t.2 == "RUNNING" && Some(t.1) != pid_after)
+    });
+    // unless-stopped: a kill is undone too (it differs from always only across a runtime restart).
+    let killed = cd.ctr(&["tasks", "kill", "-s", "KILL", "calm"]);
+    assert!(killed.status.success(), "{}", common::describe(&killed));
+    common::wait_until(WAIT, "the unless-stopped policy to restart the container", || {
+        cd.tasks()
+            .iter()
+            .any(|t| t.0 == "calm" && t.2 == "RUNNING" && Some(t.1) != calm_before)
     });
 }
 
