@@ -8,6 +8,8 @@ mod builder;
 mod common;
 #[path = "support/gnoi.rs"]
 mod gnoi;
+#[path = "support/sshd.rs"]
+mod sshd;
 
 use builder::{Entry, Layer};
 use common::{Containerd, assert_ok, tpcm};
@@ -1502,5 +1504,76 @@ fn run_as_devices_network_none_and_volume_mountpoints_take_effect() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    });
+}
+
+#[test]
+fn deploy_with_remote_download_fetches_over_sftp_and_scp_from_a_known_host_only() {
+    use proto::gnoi::common::{RemoteDownload, remote_download::Protocol};
+    use proto::gnoi::types::{Credentials, credentials::Password};
+    let cd = Containerd::start();
+    let ssh = sshd::Sshd::start(None);
+    let remote = ssh.publish(&docker_archive(cd.dir(), "ssh"), "app.tar");
+    // The device knows the server's host key (tpcm serve does not accept new ones by default).
+    let known = cd.store_dir().join("known_hosts");
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}", ssh.port, ssh.host_public_key()),
+    )
+    .unwrap();
+    let server = Server::start(&cd, &[]);
+    let transfer = |tag: &str, protocol: Protocol| {
+        vec![proto::DeployRequest {
+            request: Some(proto::deploy_request::Request::ImageTransfer(
+                proto::ImageTransfer {
+                    name: "fetched".into(),
+                    tag: tag.into(),
+                    remote_download: Some(RemoteDownload {
+                        path: format!("{}:{}", ssh.server(), remote.display()),
+                        protocol: protocol as i32,
+                        credentials: Some(Credentials {
+                            username: sshd::USER.into(),
+                            password: Some(Password::Cleartext(sshd::PASSWORD.into())),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+        }]
+    };
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        for (tag, protocol) in [("sftp", Protocol::Sftp), ("scp", Protocol::Scp)] {
+            let answers = gnoi::deploy_messages(&mut c, transfer(tag, protocol))
+                .await
+                .unwrap_or_else(|e| panic!("{tag}: {e:?}"));
+            assert!(
+                matches!(
+                    answers.last().and_then(|a| a.response.as_ref()),
+                    Some(proto::deploy_response::Response::ImageTransferSuccess(_))
+                ),
+                "{tag}: {answers:?}"
+            );
+        }
+        let listed: Vec<_> = images(&mut c)
+            .await
+            .into_iter()
+            .filter(|i| i.image_name == "fetched")
+            .map(|i| i.tag)
+            .collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+
+        // The host key changes: refused, and nothing more is imported.
+        let other = cd.dir().join("other_host_key");
+        sshd::keygen(&other);
+        let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+        std::fs::write(&known, format!("[127.0.0.1]:{} {other_pub}", ssh.port)).unwrap();
+        let e = gnoi::deploy_messages(&mut c, transfer("changed", Protocol::Sftp))
+            .await
+            .unwrap_err();
+        assert!(e.message().contains("CHANGED"), "{e:?}");
+        assert_eq!(images(&mut c).await.len(), 2);
     });
 }
