@@ -12,6 +12,8 @@ use common::{Containerd, assert_fails, assert_ok, tpcm, tpcm_env};
 use std::path::PathBuf;
 
 const SERVICE: &str = "-- /bin/sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'";
+/// Longest wait for a container to answer.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn archive(cd: &Containerd) -> PathBuf {
     let path = cd.dir().join("busybox.tar");
@@ -94,4 +96,56 @@ fn an_uninstall_killed_at_any_point_is_finished() {
         assert!(err.contains("no TPC named app"), "{point}: {err}");
         assert_nothing_left(&cd, point);
     }
+}
+
+/// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
+fn http_get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn a_crash_while_a_container_leaves_the_bridge_does_not_leave_it_without_network() {
+    let cd = Containerd::start();
+    let v1 = archive(&cd);
+    let v2 = cd.dir().join("app-2.tar");
+    let mut spec = builder::busybox_two_layer(&["tpcm-fixture/app:2"]);
+    spec.layers.push(builder::Layer::new(vec![
+        builder::Entry::dir("etc", 0o755),
+        builder::Entry::file("etc/version", 0o644, "2\n"),
+    ]));
+    builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &v2).unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = format!(
+        "--network bridge -p {port}:8080 -- /bin/sh -c 'mkdir -p /www; echo up > /www/index.html; \
+         exec httpd -f -p 8080 -h /www'"
+    );
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "app", v1.to_str().unwrap(), "--args", &args, "-y"],
+    ));
+    let answers = || http_get(port).is_some_and(|a| a.contains("up"));
+    common::wait_until(WAIT, "the published port to answer", answers);
+    // The upgrade dies once the old container's interfaces left the bridge, before its
+    // namespace and state file went.
+    let out = tpcm_env(
+        &cd,
+        &["upgrade", "app", v2.to_str().unwrap(), "-y"],
+        &[("TPCM_CRASH_AT", "cni:interfaces-removed")],
+    );
+    assert_fails(&out);
+    // The next command rolls the upgrade back; the old version gets a working network again.
+    assert_ok(&tpcm(&cd, &["start", "app"]));
+    common::wait_until(WAIT, "the port to answer after the rollback", answers);
+    assert_ok(&tpcm(&cd, &["uninstall", "app", "-y"]));
 }

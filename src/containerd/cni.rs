@@ -56,6 +56,14 @@ fn state_path(namespace: &str, id: &str) -> PathBuf {
         .join(format!("{}.json", netns_name(namespace, id)))
 }
 
+/// Made once every plugin's ADD succeeded, removed first by a detach: a state file and a
+/// namespace without it are what a crash in the middle of either leaves.
+fn ready_path(namespace: &str, id: &str) -> PathBuf {
+    Path::new(RUN_DIR)
+        .join("state")
+        .join(format!("{}.ready", netns_name(namespace, id)))
+}
+
 fn network_error(id: &str, what: impl std::fmt::Display) -> Error {
     Error::Unexpected {
         op: format!("bridge network for {id}"),
@@ -184,10 +192,13 @@ fn portmap_config(ports: &[PortMapping], prev: Option<serde_json::Value>) -> ser
 /// has it already. Nothing is left when it fails.
 pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result<(), Error> {
     let state = state_path(namespace, id);
-    if state.exists() && netns_path(namespace, id).exists() {
+    let ready = ready_path(namespace, id);
+    // Attached before (a stopped container keeps its namespace): reuse it.
+    if ready.exists() && state.exists() && netns_path(namespace, id).exists() {
         return Ok(());
     }
-    // A state file without its namespace is what a reboot leaves: clear its remains first.
+    // Anything less is what a reboot (state without its namespace) or a crash halfway through an
+    // attach or a detach leaves: clear its remains first.
     detach(namespace, id)?;
     std::fs::create_dir_all(state.parent().expect("state files live in a directory"))
         .map_err(|e| network_error(id, format!("cannot create {RUN_DIR}: {e}")))?;
@@ -207,7 +218,7 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result
         if !ports.is_empty() {
             invoke(id, &call(portmap_config(ports, Some(result))))?;
         }
-        Ok(())
+        std::fs::write(&ready, b"").map_err(|e| network_error(id, format!("{}: {e}", ready.display())))
     })();
     if attached.is_err() {
         let _ = detach(namespace, id);
@@ -220,6 +231,16 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result
 pub(crate) fn detach(namespace: &str, id: &str) -> Result<(), Error> {
     let state = state_path(namespace, id);
     let netns = netns_path(namespace, id);
+    // First, so a detach cut short is not taken for a finished attach.
+    match std::fs::remove_file(ready_path(namespace, id)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(network_error(
+                id,
+                format!("{}: {e}", ready_path(namespace, id).display()),
+            ));
+        }
+        _ => {}
+    }
     let ports: Option<Vec<PortMapping>> = std::fs::read(&state)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -238,6 +259,8 @@ pub(crate) fn detach(namespace: &str, id: &str) -> Result<(), Error> {
         invoke(id, &call(bridge_config()))?;
         invoke(id, &call(loopback_config()))?;
     }
+    // The namespace is empty now but still there: the next attach must not reuse it.
+    crate::crash::point("cni:interfaces-removed");
     if netns.exists() {
         ip_netns(id, &["delete", &netns_name(namespace, id)])?;
     }
