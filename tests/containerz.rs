@@ -848,6 +848,8 @@ fn restart_policies_are_honoured_and_a_server_restart_leaves_containers_running(
 fn the_janitor_removes_only_what_nothing_owns() {
     let cd = Containerd::start();
     let server = Server::start(&cd, &["--janitor-interval", "1"]);
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "upgrade_grace_secs = 1\n").unwrap();
     rt().block_on(async {
         let mut c = server.client("ops-robot").await.unwrap();
         // Each image is used right after its Deploy: an image unused for two sweeps (here 1 s
@@ -870,6 +872,8 @@ fn the_janitor_removes_only_what_nothing_owns() {
         c.start_container(start_request("app", "stopped", "paused", SERVICE))
             .await
             .unwrap();
+        // An update leaves the old image behind for a rollback: the janitor must keep it.
+        update_to(&mut c, cd.dir(), "kept", "kept2").await;
         deploy(&mut c, &docker_archive(cd.dir(), "unused"), "app", "unused", None)
             .await
             .unwrap();
@@ -897,7 +901,43 @@ fn the_janitor_removes_only_what_nothing_owns() {
         left.contains(&"kept".to_string()) && left.contains(&"paused".to_string()),
         "{left:?}"
     );
-    assert_eq!(cd.images().len(), 2, "{:?}", cd.images());
+    let images = cd.images();
+    assert_eq!(images.len(), 3, "{images:?}");
+    assert!(
+        images.iter().any(|i| i.ends_with("app:kept")),
+        "the rollback target went: {images:?}"
+    );
+    // The next update makes `kept2` the rollback target; `kept` is then unused and goes.
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        update_to(&mut c, cd.dir(), "kept", "kept3").await;
+    });
+    common::wait_until(WAIT, "the janitor to remove the former rollback target", || {
+        !cd.images().iter().any(|i| i.ends_with("app:kept"))
+    });
+    let images = cd.images();
+    for kept in ["app:kept2", "app:kept3", "app:stopped"] {
+        assert!(
+            images.iter().any(|i| i.ends_with(kept)),
+            "{kept} went: {images:?}"
+        );
+    }
+}
+
+/// Deploys `app:<tag>` and updates instance `name` to it (1 s health gate), checking it worked.
+async fn update_to(c: &mut ContainerzClient<Channel>, dir: &Path, name: &str, tag: &str) {
+    deploy(c, &docker_archive(dir, tag), "app", tag, None)
+        .await
+        .unwrap();
+    c.update_container(proto::UpdateContainerRequest {
+        instance_name: name.into(),
+        image_name: "app".into(),
+        image_tag: tag.into(),
+        params: None,
+        r#async: false,
+    })
+    .await
+    .unwrap();
 }
 
 /// Serves `body` at every path over HTTP/1.1 on 127.0.0.1 until the test ends; returns the port.

@@ -6,6 +6,7 @@
 //!   running — never a TPC, so a container the operator stopped on purpose stays;
 //! - an image that no TPC and no container uses, once it was found unused by two sweeps in a
 //!   row (an image deployed over gNOI a moment before its StartContainer is not swept away);
+//!   the image a TPC ran before its last upgrade counts as used (its rollback target);
 //! - nothing at all while any journal is open: an install, upgrade or uninstall in flight holds
 //!   images and containers that look unowned.
 
@@ -88,7 +89,12 @@ pub async fn sweep<R: Runtime>(
         out.containers.push(c.id.clone());
     }
 
-    let mut used: BTreeSet<String> = store.list()?.into_iter().map(|r| r.image).collect();
+    let mut used: BTreeSet<String> = store
+        .list()?
+        .into_iter()
+        .flat_map(|r| [Some(r.image), r.rollback_image])
+        .flatten()
+        .collect();
     used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
     let mut unused = BTreeSet::new();
     for image in runtime.list_images().await? {

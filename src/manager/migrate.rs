@@ -239,6 +239,8 @@ pub async fn restore<R: Runtime>(
             record.image = s.image.clone();
             record.digest = Some(s.digest.clone());
             record.container.image = s.image.clone();
+            // Only the images TPCs run travel with a migration.
+            record.rollback_image = None;
             runtime
                 .create_container(&record.container, container_labels(name, &parsed))
                 .await?;

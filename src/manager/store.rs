@@ -39,6 +39,18 @@ pub struct TpcRecord {
     /// rollbacks). Records written before this field existed are CLI installs.
     #[serde(default = "owns_image_default")]
     pub owns_image: bool,
+    /// The image this TPC ran before its last upgrade, when the upgrade kept it (an image managed
+    /// on its own, or a gNOI UpdateContainer): an update client that finds the new version
+    /// failing goes back to it, so the janitor keeps it. One per TPC; the next upgrade lets it go.
+    #[serde(default)]
+    pub rollback_image: Option<String>,
+}
+
+impl TpcRecord {
+    /// Whether this TPC runs `image` or keeps it to roll back to.
+    pub fn holds_image(&self, image: &str) -> bool {
+        self.image == image || self.rollback_image.as_deref() == Some(image)
+    }
 }
 
 fn owns_image_default() -> bool {
@@ -277,6 +289,7 @@ mod tests {
             running: true,
             installed: 1,
             owns_image: true,
+            rollback_image: None,
         }
     }
 

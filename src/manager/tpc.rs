@@ -340,6 +340,7 @@ impl InstallSteps<'_> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             owns_image: source.owned(),
+            rollback_image: None,
         };
         store.put(&record)?;
         crash_point("install:recorded");
@@ -447,7 +448,7 @@ pub(super) async fn remove_image_if_present<R: Runtime>(runtime: &R, image: &str
 pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
     store
         .list()
-        .map(|l| l.iter().any(|r| r.name != except && r.image == image))
+        .map(|l| l.iter().any(|r| r.name != except && r.holds_image(image)))
         .unwrap_or(true)
 }
 

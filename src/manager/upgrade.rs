@@ -194,6 +194,8 @@ pub async fn upgrade<R: Runtime>(
 
     say(&format!("Starting the new TPC-{name} container"));
     let config = container_config(settings, &store, name, &new_image, &parsed, cpu_share);
+    // `finish_commit` keeps the old image in exactly these cases.
+    let old_image_kept = new_image != old.image && (!old.owns_image || j.keep_new_image);
     let new_record = TpcRecord {
         image: new_image.clone(),
         digest: Some(new_digest.clone()),
@@ -201,6 +203,7 @@ pub async fn upgrade<R: Runtime>(
         container: config.clone(),
         running: true,
         owns_image: request.source.owned(),
+        rollback_image: old_image_kept.then(|| old.image.clone()),
         ..old.clone()
     };
     j.new_record = Some(new_record.clone());
