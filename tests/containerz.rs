@@ -967,6 +967,86 @@ fn serve_http(body: Vec<u8>) -> u16 {
 }
 
 #[test]
+fn a_remote_download_stops_when_its_deploy_client_goes_away() {
+    use proto::gnoi::common::{RemoteDownload, remote_download::Protocol};
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let before = (cd.images(), cd.snapshots(), cd.content());
+    let body = std::fs::read(docker_archive(cd.dir(), "abandoned")).unwrap();
+    // An HTTP server that sends the first 32 KiB, then holds the rest until released.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first_sent = std::sync::Arc::new(AtomicBool::new(false));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let sent = first_sent.clone();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let (first, rest) = body.split_at(32 << 10);
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(first).unwrap();
+        sent.store(true, Ordering::SeqCst);
+        let _ = released.recv();
+        let _ = stream.write_all(rest);
+    });
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(proto::DeployRequest {
+            request: Some(proto::deploy_request::Request::ImageTransfer(
+                proto::ImageTransfer {
+                    name: "abandoned".into(),
+                    tag: "1".into(),
+                    remote_download: Some(RemoteDownload {
+                        path: format!("127.0.0.1:{port}/app.tar"),
+                        protocol: Protocol::Http as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .unwrap();
+        let answers = c
+            .deploy(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        eventually(WAIT, "the download to start", || {
+            let sent = first_sent.load(Ordering::SeqCst);
+            async move { sent }
+        })
+        .await;
+        // The client gives up: both directions of its call go away.
+        drop(answers);
+        drop(tx);
+    });
+    release.send(()).unwrap();
+    common::wait_until(WAIT, "the abandoned download to stop", || {
+        server.log().contains("the Deploy client went away")
+    });
+    common::wait_until(WAIT, "the abandoned import to leave no lease", || {
+        cd.leases().is_empty()
+    });
+    assert_eq!(
+        (cd.images(), cd.snapshots(), cd.content()),
+        before,
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use() {
     use proto::gnoi::common::{RemoteDownload, remote_download::Protocol};
     let cd = Containerd::start();

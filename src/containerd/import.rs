@@ -477,7 +477,7 @@ impl Read for ReadAt<'_> {
             ));
         }
         self.pos += n as u64;
-        (self.progress)(n as u64);
+        (self.progress)(n as u64)?;
         Ok(n)
     }
 }

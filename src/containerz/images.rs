@@ -54,6 +54,22 @@ impl Progress for Quiet {
     fn finish(&self) {}
 }
 
+/// A remote-download Deploy's progress: the download stops when the client that asked for it
+/// has gone (its answer stream was dropped), so an abandoned Deploy does not go on filling the
+/// disk, and its import takes back what it made.
+struct UntilClientLeaves(mpsc::Sender<Result<proto::DeployResponse, Status>>);
+
+impl Progress for UntilClientLeaves {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+    fn cancelled(&self) -> Option<String> {
+        self.0
+            .is_closed()
+            .then(|| "the Deploy client went away".to_string())
+    }
+}
+
 fn response(r: Out) -> Result<proto::DeployResponse, Status> {
     Ok(proto::DeployResponse { response: Some(r) })
 }
@@ -92,13 +108,18 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         let source = remote_source(shared, &remote)?;
         let shared = shared.clone();
         tokio::spawn(async move {
-            let imported = on_manager(&shared, {
-                let reference = reference.clone();
-                move |s| async move {
-                    manager::import_image(&s.runtime, &source, Some(reference), Arc::new(Quiet)).await
-                }
-            })
-            .await;
+            let progress = Arc::new(UntilClientLeaves(tx.clone()));
+            let imported =
+                on_manager(&shared, {
+                    let reference = reference.clone();
+                    move |s| async move {
+                        manager::import_image(&s.runtime, &source, Some(reference), progress).await
+                    }
+                })
+                .await;
+            if let Err(e) = &imported {
+                tracing::info!(image = %reference, "Deploy with remote_download failed: {}", e.message());
+            }
             let result = imported.map(|images| {
                 let size = images.iter().map(|i| i.size).sum();
                 Out::ImageTransferSuccess(proto::ImageTransferSuccess {

@@ -17,6 +17,10 @@ pub trait Progress: Send + Sync {
     fn advance(&self, n: u64);
     /// The transfer ended (successfully or not).
     fn finish(&self);
+    /// Why the transfer should stop now, if it should (checked as bytes arrive).
+    fn cancelled(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where an image comes from (design §5).
@@ -142,7 +146,11 @@ pub async fn import_image<R: Runtime>(
         }]);
     }
     let p = progress.clone();
-    let counter: ByteCounter = Arc::new(move |n| p.advance(n));
+    let counter: ByteCounter = Arc::new(move |n| {
+        p.advance(n);
+        p.cancelled()
+            .map_or(Ok(()), |why| Err(std::io::Error::other(why)))
+    });
     if let ImageSource::Registry(request) = src {
         let mut pull = registry::pull(request, counter).await?;
         if let Some(tag) = tag {

@@ -51,8 +51,10 @@ impl From<archive::Error> for Error {
     }
 }
 
-/// Told how many more bytes of an archive were consumed (drives progress bars).
-pub type ByteCounter = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+/// Told how many more bytes of an archive were consumed (drives progress bars). An error stops
+/// the transfer there: the import fails with it and takes back what it made (the one who asked
+/// for the image went away).
+pub type ByteCounter = std::sync::Arc<dyn Fn(u64) -> std::io::Result<()> + Send + Sync>;
 
 /// A reader that reports every byte read through it to a [`ByteCounter`].
 pub struct Metered<R> {
@@ -65,7 +67,7 @@ pub struct Metered<R> {
 impl<R: Read> Read for Metered<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        (self.counter)(n as u64);
+        (self.counter)(n as u64)?;
         Ok(n)
     }
 }
