@@ -132,3 +132,53 @@ fn unit_run_tracks_the_container_and_respects_the_operator() {
     assert_eq!(std::fs::read_to_string(&unit).unwrap(), text);
     assert!(!running(&cd), "boot started a TPC the operator stopped");
 }
+
+#[test]
+fn unit_run_refuses_a_published_port_a_host_service_took_while_the_tpc_was_stopped() {
+    let cd = Containerd::start();
+    let archive = cd.dir().join("busybox.tar");
+    builder::write_archive(
+        &builder::busybox_image(&["tpcm-fixture/app:1"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &archive,
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = format!(
+        "--network bridge -p {port}:8080 -- /bin/sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
+    );
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "app", archive.to_str().unwrap(), "--args", &args, "-y"],
+    ));
+    // A shutdown stops it (the operator still wants it running); a host service takes the port.
+    assert_ok(&tpcm(&cd, &["unit-stop", "app"]));
+    assert!(!running(&cd) && record_running(&cd));
+    let service = std::net::TcpListener::bind(("0.0.0.0", port)).unwrap();
+    let out = common::run_with_timeout(tpcm_cmd(&cd).args(["unit-run", "app"]), DEADLINE);
+    assert!(!out.status.success(), "{}", common::describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("host port {port}/tcp is in use")),
+        "{stderr}"
+    );
+    assert!(!running(&cd), "the TPC started over the host's service");
+    // Once the port is free again, the unit starts it.
+    drop(service);
+    let mut unit_run = tpcm_cmd(&cd)
+        .args(["unit-run", "app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(DEADLINE, "the container to run", || running(&cd));
+    assert_ok(&tpcm(&cd, &["unit-stop", "app"]));
+    common::wait_until(DEADLINE, "unit-run to end", || {
+        unit_run.try_wait().unwrap().is_some()
+    });
+    assert_ok(&tpcm(&cd, &["uninstall", "app", "-y"]));
+}

@@ -578,22 +578,32 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
-    // A host service may have taken a published port while the TPC was stopped; forwarding it
-    // to the container would take that service's traffic.
-    if !matches!(
-        runtime.container_state(name).await?,
-        ContainerState::Running { .. }
-    ) {
-        for p in record.container.bridge.iter().flatten() {
-            check_host_port(p)?;
-        }
-    }
+    check_ports_before_start(runtime, &record).await?;
     // Recorded first: the unit's unit-run leaves a TPC alone while its record says stopped.
     record.running = true;
     store.put(&record)?;
     ensure_running(runtime, &store, name).await?;
     systemd::unit_started(name).map_err(Error::Internal)?;
     Ok(())
+}
+
+/// Refuses to start a stopped TPC whose published port a host service took while it was
+/// stopped: forwarding that port to the container would take the service's traffic.
+async fn check_ports_before_start<R: Runtime>(runtime: &R, record: &TpcRecord) -> Result<(), Error> {
+    if record.container.bridge.iter().flatten().next().is_none()
+        || matches!(
+            runtime.container_state(&record.name).await?,
+            ContainerState::Running { .. }
+        )
+    {
+        return Ok(());
+    }
+    record
+        .container
+        .bridge
+        .iter()
+        .flatten()
+        .try_for_each(check_host_port)
 }
 
 /// Starts the TPC's container unless it runs (an exited or half-made task is cleared first).
@@ -632,6 +642,7 @@ pub async fn unit_run<R: Runtime>(
         if !record.running && !always {
             return Ok(None);
         }
+        check_ports_before_start(runtime, &record).await?;
         ensure_running(runtime, &store, name).await?;
     }
     Ok(Some(runtime.wait_container(name).await?))
