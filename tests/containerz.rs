@@ -1142,6 +1142,32 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
         .await
         .unwrap_err();
         assert_eq!(e.code(), Code::Unimplemented, "source_address: {e:?}");
+        use proto::gnoi::types::{Credentials, HashType, credentials::Password};
+        let with = |protocol: Protocol, password: Password| RemoteDownload {
+            path: format!("127.0.0.1:{port}/app.tar"),
+            protocol: protocol as i32,
+            credentials: Some(Credentials {
+                username: "ops".into(),
+                password: Some(password),
+            }),
+            ..Default::default()
+        };
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(with(Protocol::Http, Password::Cleartext("pw".into()))),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "HTTP credentials: {e:?}");
+        let hashed = Password::Hashed(HashType {
+            method: 1,
+            hash: b"00".to_vec(),
+        });
+        let e = gnoi::deploy_messages(&mut c, transfer(with(Protocol::Sftp, hashed)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "hashed password: {e:?}");
+        assert!(e.message().contains("cleartext"), "{}", e.message());
     });
     assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
 }
