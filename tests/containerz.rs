@@ -941,7 +941,9 @@ async fn update_to(c: &mut ContainerzClient<Channel>, dir: &Path, name: &str, ta
 }
 
 /// Serves `body` at every path over HTTP/1.1 on 127.0.0.1 until the test ends; returns the port.
-fn serve_http(body: Vec<u8>) -> u16 {
+/// With `basic_auth` (the `Authorization` header's value after `Basic `), a request without it
+/// is answered 401.
+fn serve_http(body: Vec<u8>, basic_auth: Option<&'static str>) -> u16 {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -950,17 +952,31 @@ fn serve_http(body: Vec<u8>) -> u16 {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut line = String::new();
+            let mut authorized = basic_auth.is_none();
             // The request line and headers end at the first empty line.
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some(expected) = basic_auth
+                    && line
+                        .trim_end()
+                        .eq_ignore_ascii_case(&format!("authorization: Basic {expected}"))
+                {
+                    authorized = true;
+                }
                 line.clear();
             }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream
-                .write_all(head.as_bytes())
-                .and_then(|()| stream.write_all(&body));
+            let answer = if authorized {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream
+                    .write_all(head.as_bytes())
+                    .and_then(|()| stream.write_all(&body))
+            } else {
+                stream
+                    .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            };
+            let _ = answer;
         }
     });
     port
@@ -1052,7 +1068,7 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
     let cd = Containerd::start();
     let server = Server::start(&cd, &[]);
     let archive = docker_archive(cd.dir(), "web");
-    let port = serve_http(std::fs::read(&archive).unwrap());
+    let port = serve_http(std::fs::read(&archive).unwrap(), None);
     let transfer = |remote: RemoteDownload| {
         vec![proto::DeployRequest {
             request: Some(proto::deploy_request::Request::ImageTransfer(
@@ -1152,13 +1168,35 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
             }),
             ..Default::default()
         };
+        // Credentials for HTTP are sent as basic authentication ("ops:pw" in base64).
+        let guarded = serve_http(std::fs::read(&archive).unwrap(), Some("b3BzOnB3"));
+        let to_guarded = |remote: RemoteDownload| RemoteDownload {
+            path: format!("127.0.0.1:{guarded}/app.tar"),
+            ..remote
+        };
         let e = gnoi::deploy_messages(
             &mut c,
-            transfer(with(Protocol::Http, Password::Cleartext("pw".into()))),
+            transfer(to_guarded(with(
+                Protocol::Http,
+                Password::Cleartext("wrong".into()),
+            ))),
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "HTTP credentials: {e:?}");
+        assert!(e.message().contains("401"), "a wrong password: {e:?}");
+        let answers = gnoi::deploy_messages(
+            &mut c,
+            transfer(to_guarded(with(Protocol::Http, Password::Cleartext("pw".into())))),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(
+                answers.last().and_then(|a| a.response.as_ref()),
+                Some(proto::deploy_response::Response::ImageTransferSuccess(_))
+            ),
+            "{answers:?}"
+        );
         let hashed = Password::Hashed(HashType {
             method: 1,
             hash: b"00".to_vec(),

@@ -314,14 +314,10 @@ fn remote_source<R>(
             } else {
                 format!("{scheme}://{path}")
             };
-            if credentials.is_some() {
-                return Err(Status::unimplemented(
-                    "Deploy: credentials for HTTP(S) downloads are not supported",
-                ));
-            }
             Ok(ImageSource::Http {
                 url,
                 timeouts: config.timeouts(),
+                login: credentials,
             })
         }
         Protocol::Sftp | Protocol::Scp => {

@@ -34,6 +34,8 @@ pub enum ImageSource {
         url: String,
         /// Connection and read timeouts.
         timeouts: source::Timeouts,
+        /// HTTP basic authentication (gNOI Deploy's credentials), if any.
+        login: Option<source::Login>,
     },
     /// An archive on an SSH server, fetched with scp or sftp.
     Ssh(SshRequest),
@@ -61,6 +63,7 @@ impl ImageSource {
             return Ok(ImageSource::Http {
                 url: location.to_string(),
                 timeouts: registry.timeouts,
+                login: None,
             });
         }
         let looks_like_path = location.starts_with('/')
@@ -103,9 +106,12 @@ async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
     };
     match src {
         ImageSource::File(path) => Ok(source::open_local(path)?),
-        ImageSource::Http { url, timeouts } => {
-            let (url, timeouts) = (url.clone(), *timeouts);
-            blocking(Box::new(move || source::open_http(&url, &timeouts))).await
+        ImageSource::Http { url, timeouts, login } => {
+            let (url, timeouts, login) = (url.clone(), *timeouts, login.clone());
+            blocking(Box::new(move || {
+                source::open_http(&url, &timeouts, login.as_ref())
+            }))
+            .await
         }
         ImageSource::Ssh(request) => {
             let (request, runtime) = (request.clone(), tokio::runtime::Handle::current());

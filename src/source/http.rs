@@ -19,11 +19,15 @@ fn error(url: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// A user name and password for HTTP basic authentication.
+pub type Login = (String, String);
+
 /// Starts the download of `url` and returns its body as a stream. Blocking: call it from a thread
 /// that may block (reqwest's blocking client cannot run on an async worker).
 /// Waits are bounded by `timeouts` (the blocking client applies the idle timeout to each read,
-/// not to the whole transfer).
-pub fn open_http(url: &str, timeouts: &Timeouts) -> Result<Source, Error> {
+/// not to the whole transfer). With `login`, the request carries basic authentication (reqwest
+/// drops it when a redirect leads to another host).
+pub fn open_http(url: &str, timeouts: &Timeouts, login: Option<&Login>) -> Result<Source, Error> {
     super::install_tls_provider();
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(timeouts.connect)
@@ -31,7 +35,11 @@ pub fn open_http(url: &str, timeouts: &Timeouts) -> Result<Source, Error> {
         .user_agent(concat!("tpcm/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| error(url, reasons(&e)))?;
-    let response = client.get(url).send().map_err(|e| error(url, reasons(&e)))?;
+    let mut request = client.get(url);
+    if let Some((user, password)) = login {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().map_err(|e| error(url, reasons(&e)))?;
     let status = response.status();
     if !status.is_success() {
         return Err(error(url, format!("the server answered {status}")));
@@ -61,7 +69,7 @@ mod tests {
     #[test]
     fn an_unreachable_server_is_a_clear_error() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
-        let err = open_http("http://127.0.0.1:1/x.tar", &Timeouts::default())
+        let err = open_http("http://127.0.0.1:1/x.tar", &Timeouts::default(), None)
             .err()
             .expect("refused")
             .to_string();

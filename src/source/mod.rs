@@ -7,7 +7,7 @@ mod local;
 pub mod registry;
 pub mod ssh;
 
-pub use http::{is_http_url, open_http};
+pub use http::{Login, is_http_url, open_http};
 pub use local::open_local;
 
 use std::io::Read;
