@@ -924,6 +924,14 @@ fn the_janitor_removes_only_what_nothing_owns() {
     }
 }
 
+/// Whether a Deploy's answers end with ImageTransferSuccess.
+fn transfer_succeeded(answers: &[proto::DeployResponse]) -> bool {
+    matches!(
+        answers.last().and_then(|a| a.response.as_ref()),
+        Some(proto::deploy_response::Response::ImageTransferSuccess(_))
+    )
+}
+
 /// Deploys `app:<tag>` and updates instance `name` to it (1 s health gate), checking it worked.
 async fn update_to(c: &mut ContainerzClient<Channel>, dir: &Path, name: &str, tag: &str) {
     deploy(c, &docker_archive(dir, tag), "app", tag, None)
@@ -1093,13 +1101,7 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
         )
         .await
         .unwrap();
-        assert!(
-            matches!(
-                answers.last().and_then(|a| a.response.as_ref()),
-                Some(proto::deploy_response::Response::ImageTransferSuccess(_))
-            ),
-            "{answers:?}"
-        );
+        assert!(transfer_succeeded(&answers), "{answers:?}");
         assert!(
             images(&mut c)
                 .await
@@ -1190,13 +1192,7 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
         )
         .await
         .unwrap();
-        assert!(
-            matches!(
-                answers.last().and_then(|a| a.response.as_ref()),
-                Some(proto::deploy_response::Response::ImageTransferSuccess(_))
-            ),
-            "{answers:?}"
-        );
+        assert!(transfer_succeeded(&answers), "{answers:?}");
         let hashed = Password::Hashed(HashType {
             method: 1,
             hash: b"00".to_vec(),
@@ -1208,14 +1204,6 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
         assert!(e.message().contains("cleartext"), "{}", e.message());
     });
     assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
@@ -1234,7 +1222,7 @@ fn http_get(port: u16) -> Option<String> {
 fn published_ports_reach_the_container_through_the_cni_bridge() {
     let cd = Containerd::start();
     let server = Server::start(&cd, &[]);
-    let external = free_port();
+    let external = common::free_port();
     rt().block_on(async {
         let mut c = server.client("ops-robot").await.unwrap();
         deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None).await.unwrap();
@@ -1733,13 +1721,7 @@ fn deploy_with_remote_download_fetches_over_sftp_and_scp_from_a_known_host_only(
             let answers = gnoi::deploy_messages(&mut c, transfer(tag, protocol))
                 .await
                 .unwrap_or_else(|e| panic!("{tag}: {e:?}"));
-            assert!(
-                matches!(
-                    answers.last().and_then(|a| a.response.as_ref()),
-                    Some(proto::deploy_response::Response::ImageTransferSuccess(_))
-                ),
-                "{tag}: {answers:?}"
-            );
+            assert!(transfer_succeeded(&answers), "{tag}: {answers:?}");
         }
         let listed: Vec<_> = images(&mut c)
             .await

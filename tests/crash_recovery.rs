@@ -121,11 +121,7 @@ fn a_crash_while_a_container_leaves_the_bridge_does_not_leave_it_without_network
         builder::Entry::file("etc/version", 0o644, "2\n"),
     ]));
     builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &v2).unwrap();
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let args = format!(
         "--network bridge -p {port}:8080 -- /bin/sh -c 'mkdir -p /www; echo up > /www/index.html; \
          exec httpd -f -p 8080 -h /www'"

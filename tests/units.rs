@@ -38,6 +38,36 @@ fn record_running(cd: &Containerd) -> bool {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["running"] == true
 }
 
+/// Runs `tpcm unit-run app` as systemd would, in the background.
+fn spawn_unit_run(cd: &Containerd) -> std::process::Child {
+    tpcm_cmd(cd)
+        .args(["unit-run", "app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `tpcm unit-stop app` (what systemctl stop runs), and the unit's `unit-run` ends with it.
+fn unit_stop_ends(cd: &Containerd, unit_run: &mut std::process::Child) {
+    assert_ok(&tpcm(cd, &["unit-stop", "app"]));
+    common::wait_until(DEADLINE, "unit-run to end", || {
+        unit_run.try_wait().unwrap().is_some()
+    });
+}
+
+/// A docker-save archive of the busybox fixture, named `tpcm-fixture/app:1`.
+fn busybox_archive(cd: &Containerd) -> std::path::PathBuf {
+    let archive = cd.dir().join("busybox.tar");
+    builder::write_archive(
+        &builder::busybox_image(&["tpcm-fixture/app:1"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &archive,
+    )
+    .unwrap();
+    archive
+}
+
 #[test]
 fn the_shipped_boot_unit_verifies() {
     let shipped =
@@ -58,14 +88,7 @@ fn the_shipped_boot_unit_verifies() {
 #[test]
 fn unit_run_tracks_the_container_and_respects_the_operator() {
     let cd = Containerd::start();
-    let archive = cd.dir().join("busybox.tar");
-    builder::write_archive(
-        &builder::busybox_image(&["tpcm-fixture/app:1"]),
-        builder::ArchiveFormat::DockerV12,
-        false,
-        &archive,
-    )
-    .unwrap();
+    let archive = busybox_archive(&cd);
     // Exits with 4 once /tpc/stop appears; ends on SIGTERM too.
     let args = "--restart on-failure:3 -- /bin/sh -c 'trap \"exit 0\" TERM; \
                 while [ ! -f /tpc/stop ]; do sleep 0.1; done; exit 4'";
@@ -86,11 +109,7 @@ fn unit_run_tracks_the_container_and_respects_the_operator() {
     verify(&unit);
 
     // The unit's main process lives as long as the container and ends with its exit code.
-    let mut unit_run = tpcm_cmd(&cd)
-        .args(["unit-run", "app"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut unit_run = spawn_unit_run(&cd);
     common::wait_until(DEADLINE, "the container to run", || running(&cd));
     assert!(
         unit_run.try_wait().unwrap().is_none(),
@@ -106,17 +125,10 @@ fn unit_run_tracks_the_container_and_respects_the_operator() {
     std::fs::remove_file(cd.data_dir().join("app/stop")).unwrap();
 
     // unit-run starts it again (what Restart= does) ...
-    let mut unit_run = tpcm_cmd(&cd)
-        .args(["unit-run", "app"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut unit_run = spawn_unit_run(&cd);
     common::wait_until(DEADLINE, "the container to run again", || running(&cd));
     // ... and unit-stop (systemctl stop, shutdown) stops it without recording an operator stop.
-    assert_ok(&tpcm(&cd, &["unit-stop", "app"]));
-    common::wait_until(DEADLINE, "unit-run to end", || {
-        unit_run.try_wait().unwrap().is_some()
-    });
+    unit_stop_ends(&cd, &mut unit_run);
     assert!(!running(&cd));
     assert!(record_running(&cd), "unit-stop recorded a stop");
 
@@ -136,19 +148,8 @@ fn unit_run_tracks_the_container_and_respects_the_operator() {
 #[test]
 fn unit_run_refuses_a_published_port_a_host_service_took_while_the_tpc_was_stopped() {
     let cd = Containerd::start();
-    let archive = cd.dir().join("busybox.tar");
-    builder::write_archive(
-        &builder::busybox_image(&["tpcm-fixture/app:1"]),
-        builder::ArchiveFormat::DockerV12,
-        false,
-        &archive,
-    )
-    .unwrap();
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let archive = busybox_archive(&cd);
+    let port = common::free_port();
     let args = format!(
         "--network bridge -p {port}:8080 -- /bin/sh -c 'trap \"exit 0\" TERM; while true; do sleep 0.1; done'"
     );
@@ -170,15 +171,8 @@ fn unit_run_refuses_a_published_port_a_host_service_took_while_the_tpc_was_stopp
     assert!(!running(&cd), "the TPC started over the host's service");
     // Once the port is free again, the unit starts it.
     drop(service);
-    let mut unit_run = tpcm_cmd(&cd)
-        .args(["unit-run", "app"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut unit_run = spawn_unit_run(&cd);
     common::wait_until(DEADLINE, "the container to run", || running(&cd));
-    assert_ok(&tpcm(&cd, &["unit-stop", "app"]));
-    common::wait_until(DEADLINE, "unit-run to end", || {
-        unit_run.try_wait().unwrap().is_some()
-    });
+    unit_stop_ends(&cd, &mut unit_run);
     assert_ok(&tpcm(&cd, &["uninstall", "app", "-y"]));
 }
