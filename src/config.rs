@@ -65,6 +65,10 @@ pub struct FileConfig {
     pub upgrade_grace_secs: Option<u64>,
     /// Longest run, in seconds, of an upgrade hook (default 300).
     pub hook_timeout_secs: Option<u64>,
+    /// IPv4 subnet (`a.b.c.d/n`, n from 8 to 30) that bridged TPCs (those publishing ports) get
+    /// their addresses from; the bridge takes its first address. Default 10.213.0.0/16. Change it
+    /// when that range is in use on the switch's networks.
+    pub bridge_subnet: Option<String>,
     /// `tpcm serve` (gNOI containerz) settings; its flags override them.
     pub serve: Option<ServeConfig>,
     /// `tpcm client` settings; its flags override them.
@@ -128,6 +132,10 @@ impl FileConfig {
                 path.display()
             ));
         }
+        if let Some(subnet) = &config.bridge_subnet {
+            check_subnet(subnet)
+                .map_err(|why| format!("{}: bridge_subnet {subnet:?} {why}", path.display()))?;
+        }
         if config.network_timeout_secs == Some(0) {
             return Err(format!(
                 "{}: network_timeout_secs must be at least 1",
@@ -153,6 +161,21 @@ impl FileConfig {
     }
 }
 
+/// Checks an IPv4 subnet in CIDR form that CNI's host-local can hand addresses out of.
+fn check_subnet(subnet: &str) -> Result<(), String> {
+    let net: ipnet::Ipv4Net = subnet.parse().map_err(|_| "is not a.b.c.d/n".to_string())?;
+    if !(8..=30).contains(&net.prefix_len()) {
+        return Err("needs a prefix length from 8 to 30".into());
+    }
+    if net.trunc() != net {
+        return Err(format!(
+            "is not a network address (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +190,31 @@ mod tests {
         assert!(FileConfig::load(dir.path()).unwrap_err().contains("tpcm.toml"));
         std::fs::write(dir.path().join(CONFIG_FILE), "default_cpu_share = 2.0\n").unwrap();
         assert!(FileConfig::load(dir.path()).unwrap_err().contains("at most 1"));
+    }
+
+    #[test]
+    fn the_bridge_subnet_must_be_an_ipv4_network_hosts_can_be_given_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |value: &str| {
+            std::fs::write(
+                dir.path().join(CONFIG_FILE),
+                format!("bridge_subnet = {value:?}\n"),
+            )
+            .unwrap();
+            FileConfig::load(dir.path())
+        };
+        assert_eq!(
+            load("10.214.7.0/24").unwrap().bridge_subnet.as_deref(),
+            Some("10.214.7.0/24")
+        );
+        assert!(
+            load("10.214.7.5/24")
+                .unwrap_err()
+                .contains("did you mean 10.214.7.0/24")
+        );
+        assert!(load("10.214.7.0/31").unwrap_err().contains("from 8 to 30"));
+        assert!(load("10.214.7.0").unwrap_err().contains("a.b.c.d/n"));
+        assert!(load("fd00::/64").unwrap_err().contains("bridge_subnet"));
     }
 
     #[test]

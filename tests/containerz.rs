@@ -1206,18 +1206,6 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
     assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
 }
 
-/// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn published_ports_reach_the_container_through_the_cni_bridge() {
     let cd = Containerd::start();
@@ -1234,7 +1222,7 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         });
         c.start_container(r.clone()).await.unwrap();
         common::wait_until(WAIT, "the published port to answer", || {
-            http_get(external).is_some_and(|a| a.contains("hello-from-web"))
+            common::http_get(external).is_some_and(|a| a.contains("hello-from-web"))
         });
 
         // The same host port for another instance: UNAVAILABLE, and nothing is made.
@@ -1283,7 +1271,7 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         drop(squatter);
         c.start_container(by_name).await.unwrap();
         common::wait_until(WAIT, "the published port to answer after a start by name", || {
-            http_get(external).is_some_and(|a| a.contains("hello-from-web"))
+            common::http_get(external).is_some_and(|a| a.contains("hello-from-web"))
         });
 
         c.remove_container(proto::RemoveContainerRequest {

@@ -98,18 +98,6 @@ fn an_uninstall_killed_at_any_point_is_finished() {
     }
 }
 
-/// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
-fn http_get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let addr = ([127, 0, 0, 1], port).into();
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 #[test]
 fn a_crash_while_a_container_leaves_the_bridge_does_not_leave_it_without_network() {
     let cd = Containerd::start();
@@ -130,7 +118,7 @@ fn a_crash_while_a_container_leaves_the_bridge_does_not_leave_it_without_network
         &cd,
         &["install", "app", v1.to_str().unwrap(), "--args", &args, "-y"],
     ));
-    let answers = || http_get(port).is_some_and(|a| a.contains("up"));
+    let answers = || common::http_get(port).is_some_and(|a| a.contains("up"));
     common::wait_until(WAIT, "the published port to answer", answers);
     // The upgrade dies once the old container's interfaces left the bridge, before its
     // namespace and state file went.

@@ -398,3 +398,37 @@ fn user_names_resolve_in_the_images_own_passwd() {
         cd.snapshots()
     );
 }
+
+#[test]
+fn bridged_tpcs_take_their_addresses_from_the_configured_subnet() {
+    let cd = Containerd::start();
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    let config = cd.store_dir().join("tpcm.toml");
+    // Not a network address: refused by name before anything is made.
+    std::fs::write(&config, "bridge_subnet = \"10.214.7.9/24\"\n").unwrap();
+    let archive = archive(&cd);
+    let port = common::free_port();
+    let args = format!(
+        "--network bridge -p {port}:8080 -- /bin/sh -c 'busybox ip -o -4 addr show eth0; mkdir -p /www; \
+         echo up > /www/index.html; exec busybox httpd -f -p 8080 -h /www'"
+    );
+    let install = ["install", "web", archive.to_str().unwrap(), "--args", &args, "-y"];
+    let err = assert_fails(&tpcm(&cd, &install));
+    assert!(
+        err.contains("bridge_subnet") && err.contains("10.214.7.0/24"),
+        "{err}"
+    );
+    assert!(cd.containers().is_empty() && cd.images().is_empty());
+
+    std::fs::write(&config, "bridge_subnet = \"10.214.7.0/24\"\n").unwrap();
+    assert_ok(&tpcm(&cd, &install));
+    wait_until(
+        DEADLINE,
+        "the container to print an address of the subnet",
+        || String::from_utf8_lossy(&tpcm(&cd, &["logs", "web"]).stdout).contains("inet 10.214.7."),
+    );
+    wait_until(DEADLINE, "the published port to answer", || {
+        common::http_get(port).is_some_and(|a| a.contains("up"))
+    });
+    assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
+}

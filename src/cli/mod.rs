@@ -183,9 +183,15 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Connects to the configured containerd; the error names the socket.
+/// Connects to the configured containerd (the error names the socket), with tpcm.toml's
+/// bridge subnet, if it names one.
 async fn connect(settings: &Settings) -> Result<Containerd, String> {
-    Containerd::connect(&settings.containerd, &settings.namespace)
+    let subnet = crate::config::FileConfig::load(&settings.root)?.bridge_subnet;
+    let cd = Containerd::connect(&settings.containerd, &settings.namespace)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(match subnet {
+        Some(subnet) => cd.with_bridge_subnet(subnet),
+        None => cd,
+    })
 }

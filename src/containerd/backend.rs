@@ -242,8 +242,12 @@ impl Containerd {
             op: format!("container {id}"),
             detail: format!("bad {} label: {e}", super::cni::NETWORK_LABEL),
         })?;
-        let (ns, id) = (self.namespace().to_string(), id.to_string());
-        tokio::task::spawn_blocking(move || super::cni::attach(&ns, &id, &ports))
+        let (ns, id, subnet) = (
+            self.namespace().to_string(),
+            id.to_string(),
+            self.bridge_subnet.clone(),
+        );
+        tokio::task::spawn_blocking(move || super::cni::attach(&ns, &id, &ports, &subnet))
             .await
             .map_err(|e| Error::Unexpected {
                 op: "bridge network".into(),
@@ -253,8 +257,12 @@ impl Containerd {
 
     /// Takes a container off the bridge (nothing to do for one that never was on it).
     async fn detach_network(&self, id: &str) -> Result<(), Error> {
-        let (ns, id) = (self.namespace().to_string(), id.to_string());
-        tokio::task::spawn_blocking(move || super::cni::detach(&ns, &id))
+        let (ns, id, subnet) = (
+            self.namespace().to_string(),
+            id.to_string(),
+            self.bridge_subnet.clone(),
+        );
+        tokio::task::spawn_blocking(move || super::cni::detach(&ns, &id, &subnet))
             .await
             .map_err(|e| Error::Unexpected {
                 op: "bridge network".into(),

@@ -21,10 +21,11 @@ use std::process::{Command, Stdio};
 
 /// Where Debian installs the plugins; `TPCM_CNI_PATH` overrides it.
 const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/cni";
-/// The Linux bridge every bridged container is attached to.
-const BRIDGE: &str = "tpcm0";
-/// Addresses handed out on the bridge (the gateway is its first address).
-const SUBNET: &str = "10.213.0.0/16";
+/// The Linux bridge bridged containers are attached to, with the default subnet.
+const DEFAULT_BRIDGE: &str = "tpcm0";
+/// Addresses handed out on the bridge unless tpcm.toml's `bridge_subnet` names others (the
+/// gateway is the subnet's first address).
+pub(crate) const DEFAULT_SUBNET: &str = "10.213.0.0/16";
 /// Where the host-local plugin records its allocations, and tpcm its state files.
 const RUN_DIR: &str = "/run/tpcm/cni";
 /// The CNI specification version of our configurations.
@@ -149,18 +150,33 @@ fn loopback_config() -> serde_json::Value {
     serde_json::json!({"cniVersion": CNI_VERSION, "name": NETWORK, "type": "loopback"})
 }
 
-fn bridge_config() -> serde_json::Value {
+/// The bridge for `subnet`: one per subnet, because the bridge plugin refuses to give a bridge
+/// a second IPv4 address. So a changed `bridge_subnet` takes effect for containers attached
+/// afterwards, while those running keep their addresses on the old bridge until they restart.
+fn bridge_name(subnet: &str) -> String {
+    use sha2::Digest as _;
+    if subnet == DEFAULT_SUBNET {
+        return DEFAULT_BRIDGE.to_string();
+    }
+    // "tpcm" + 8 hex digits: within the 15 characters an interface name may have.
+    format!(
+        "tpcm{}",
+        hex::encode(&sha2::Sha256::digest(subnet.as_bytes())[..4])
+    )
+}
+
+fn bridge_config(subnet: &str) -> serde_json::Value {
     serde_json::json!({
         "cniVersion": CNI_VERSION,
         "name": NETWORK,
         "type": "bridge",
-        "bridge": BRIDGE,
+        "bridge": bridge_name(subnet),
         "isGateway": true,
         "ipMasq": true,
         "hairpinMode": true,
         "ipam": {
             "type": "host-local",
-            "ranges": [[{"subnet": SUBNET}]],
+            "ranges": [[{"subnet": subnet}]],
             "routes": [{"dst": "0.0.0.0/0"}],
             "dataDir": format!("{RUN_DIR}/ipam"),
         },
@@ -188,9 +204,9 @@ fn portmap_config(ports: &[PortMapping], prev: Option<serde_json::Value>) -> ser
     c
 }
 
-/// Gives container `id` its network namespace on the bridge with `ports` forwarded, unless it
-/// has it already. Nothing is left when it fails.
-pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result<(), Error> {
+/// Gives container `id` its network namespace on the bridge with `ports` forwarded and an
+/// address from `subnet`, unless it has it already. Nothing is left when it fails.
+pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping], subnet: &str) -> Result<(), Error> {
     let state = state_path(namespace, id);
     let ready = ready_path(namespace, id);
     // Attached before (a stopped container keeps its namespace): reuse it.
@@ -199,7 +215,7 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result
     }
     // Anything less is what a reboot (state without its namespace) or a crash halfway through an
     // attach or a detach leaves: clear its remains first.
-    detach(namespace, id)?;
+    detach(namespace, id, subnet)?;
     std::fs::create_dir_all(state.parent().expect("state files live in a directory"))
         .map_err(|e| network_error(id, format!("cannot create {RUN_DIR}: {e}")))?;
     ip_netns(id, &["add", &netns_name(namespace, id)])?;
@@ -214,21 +230,22 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping]) -> Result
             config,
         };
         invoke(id, &call(loopback_config()))?;
-        let result = invoke(id, &call(bridge_config()))?;
+        let result = invoke(id, &call(bridge_config(subnet)))?;
         if !ports.is_empty() {
             invoke(id, &call(portmap_config(ports, Some(result))))?;
         }
         std::fs::write(&ready, b"").map_err(|e| network_error(id, format!("{}: {e}", ready.display())))
     })();
     if attached.is_err() {
-        let _ = detach(namespace, id);
+        let _ = detach(namespace, id, subnet);
     }
     attached
 }
 
 /// Takes container `id` off the bridge: forwarding rules, address, interfaces, namespace.
-/// Idempotent; a container that never had a bridge is fine.
-pub(crate) fn detach(namespace: &str, id: &str) -> Result<(), Error> {
+/// Idempotent; a container that never had a bridge is fine. `subnet` only makes the plugins'
+/// configuration valid: the address is released by container, whatever range it came from.
+pub(crate) fn detach(namespace: &str, id: &str, subnet: &str) -> Result<(), Error> {
     let state = state_path(namespace, id);
     let netns = netns_path(namespace, id);
     // First, so a detach cut short is not taken for a finished attach.
@@ -256,7 +273,7 @@ pub(crate) fn detach(namespace: &str, id: &str) -> Result<(), Error> {
         if !ports.is_empty() {
             invoke(id, &call(portmap_config(ports, None)))?;
         }
-        invoke(id, &call(bridge_config()))?;
+        invoke(id, &call(bridge_config(subnet)))?;
         invoke(id, &call(loopback_config()))?;
     }
     // The namespace is empty now but still there: the next attach must not reuse it.
@@ -289,6 +306,19 @@ pub(crate) fn join_netns(spec: &mut oci_spec::runtime::Spec, namespace: &str, id
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_subnet_has_its_own_bridge_with_a_valid_interface_name() {
+        assert_eq!(bridge_name(DEFAULT_SUBNET), "tpcm0");
+        let other = bridge_name("10.214.7.0/24");
+        assert!(other.starts_with("tpcm") && other.len() <= 15, "{other}");
+        assert_ne!(other, bridge_name("10.214.8.0/24"));
+        assert_eq!(bridge_config("10.214.7.0/24")["bridge"], other.as_str());
+        assert_eq!(
+            bridge_config("10.214.7.0/24")["ipam"]["ranges"][0][0]["subnet"],
+            "10.214.7.0/24"
+        );
+    }
 
     #[test]
     fn the_portmap_configuration_carries_the_ports_and_the_previous_result() {

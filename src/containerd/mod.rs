@@ -82,6 +82,8 @@ impl Error {
 pub struct Containerd {
     channel: Channel,
     namespace: String,
+    /// Where bridged containers get their addresses (tpcm.toml `bridge_subnet`).
+    bridge_subnet: String,
 }
 
 impl Containerd {
@@ -101,12 +103,20 @@ impl Containerd {
         let cd = Containerd {
             channel,
             namespace: namespace.to_string(),
+            bridge_subnet: cni::DEFAULT_SUBNET.to_string(),
         };
         VersionClient::new(cd.channel.clone())
             .version(())
             .await
             .map_err(|s| unreachable(s.message().to_string()))?;
         Ok(cd)
+    }
+
+    /// Bridged containers get their addresses from `subnet` (an IPv4 network in CIDR form,
+    /// checked by the caller) instead of the default range.
+    pub fn with_bridge_subnet(mut self, subnet: String) -> Containerd {
+        self.bridge_subnet = subnet;
+        self
     }
 
     /// The namespace this connection works in.
