@@ -1197,6 +1197,35 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
             method: 1,
             hash: b"00".to_vec(),
         });
+        // A download larger than the disk can take: refused before its bytes are taken.
+        let huge = {
+            use std::io::{BufRead, BufReader, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 1u64 << 60);
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&[0u8; 64 << 10]);
+            });
+            port
+        };
+        let e = gnoi::deploy_messages(
+            &mut c,
+            transfer(RemoteDownload {
+                path: format!("127.0.0.1:{huge}/huge.tar"),
+                protocol: Protocol::Http as i32,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         let e = gnoi::deploy_messages(&mut c, transfer(with(Protocol::Sftp, hashed)))
             .await
             .unwrap_err();

@@ -54,17 +54,39 @@ impl Progress for Quiet {
     fn finish(&self) {}
 }
 
-/// A remote-download Deploy's progress: the download stops when the client that asked for it
-/// has gone (its answer stream was dropped), so an abandoned Deploy does not go on filling the
-/// disk, and its import takes back what it made.
-struct UntilClientLeaves(mpsc::Sender<Result<proto::DeployResponse, Status>>);
+/// A remote-download Deploy's progress. The download stops, and its import takes back what it
+/// made, when the client that asked for it has gone (its answer stream was dropped), so an
+/// abandoned Deploy does not go on filling the disk; or when the size the source announces
+/// (an HTTP length, an SSH file's size, a registry's layer sizes) does not fit, checked as
+/// for a chunked Deploy before the first byte is taken.
+struct RemoteProgress {
+    answers: mpsc::Sender<Result<proto::DeployResponse, Status>>,
+    content_root: std::path::PathBuf,
+    no_room: std::sync::Mutex<Option<Status>>,
+}
 
-impl Progress for UntilClientLeaves {
-    fn start(&self, _: &str, _: Option<u64>) {}
+impl RemoteProgress {
+    /// Why the source did not fit, when that is what stopped the import.
+    fn no_room(&self) -> Option<Status> {
+        self.no_room.lock().expect("never poisoned").take()
+    }
+}
+
+impl Progress for RemoteProgress {
+    fn start(&self, _: &str, total: Option<u64>) {
+        if let Some(size) = total
+            && let Err(status) = check_space(&self.content_root, size)
+        {
+            *self.no_room.lock().expect("never poisoned") = Some(status);
+        }
+    }
     fn advance(&self, _: u64) {}
     fn finish(&self) {}
     fn cancelled(&self) -> Option<String> {
-        self.0
+        if let Some(status) = &*self.no_room.lock().expect("never poisoned") {
+            return Some(status.message().to_string());
+        }
+        self.answers
             .is_closed()
             .then(|| "the Deploy client went away".to_string())
     }
@@ -108,15 +130,24 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         let source = remote_source(shared, &remote)?;
         let shared = shared.clone();
         tokio::spawn(async move {
-            let progress = Arc::new(UntilClientLeaves(tx.clone()));
+            let progress = Arc::new(RemoteProgress {
+                answers: tx.clone(),
+                content_root: shared.content_root.clone(),
+                no_room: Default::default(),
+            });
             let imported =
                 on_manager(&shared, {
-                    let reference = reference.clone();
+                    let (reference, progress) = (reference.clone(), progress.clone());
                     move |s| async move {
                         manager::import_image(&s.runtime, &source, Some(reference), progress).await
                     }
                 })
                 .await;
+            // RESOURCE_EXHAUSTED, as for a chunked Deploy, rather than the import's read error.
+            let imported = match (imported, progress.no_room()) {
+                (Err(_), Some(status)) => Err(status),
+                (imported, _) => imported,
+            };
             if let Err(e) = &imported {
                 tracing::info!(image = %reference, "Deploy with remote_download failed: {}", e.message());
             }
