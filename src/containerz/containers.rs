@@ -309,16 +309,15 @@ pub(super) async fn remove<R: Runtime + 'static>(
                 r.name
             )));
         }
-        if let ContainerState::Running { .. } = s.runtime.container_state(&r.name).await? {
-            if !r.force {
-                return Err(manager::Error::InUse(format!(
-                    "container {} is running; stop it first or force",
-                    r.name
-                )));
-            }
-            tpc::stop_within(&s.runtime, &s.settings, &r.name, Duration::ZERO).await?;
+        if let ContainerState::Running { .. } = s.runtime.container_state(&r.name).await?
+            && !r.force
+        {
+            return Err(manager::Error::InUse(format!(
+                "container {} is running; stop it first or force",
+                r.name
+            )));
         }
-        tpc::uninstall(&s.runtime, &s.settings, &r.name, false, &|m| {
+        tpc::uninstall_with(&s.runtime, &s.settings, &r.name, false, r.force, &|m| {
             tracing::debug!("{m}")
         })
         .await

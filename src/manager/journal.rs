@@ -71,6 +71,10 @@ pub struct UninstallJournal {
     pub record: TpcRecord,
     /// Whether its data directory goes too.
     pub clean_data: bool,
+    /// Whether its container is killed at once instead of stopped with the usual grace
+    /// (gNOI RemoveContainer with `force`).
+    #[serde(default)]
+    pub kill: bool,
 }
 
 /// A journal as written (borrowing the operation's state).

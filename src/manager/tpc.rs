@@ -468,12 +468,30 @@ pub async fn uninstall<R: Runtime>(
     clean_data: bool,
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
+    uninstall_with(runtime, settings, name, clean_data, false, say).await
+}
+
+/// [`uninstall`]; with `kill`, a running container is killed at once (gNOI's `force`) instead
+/// of stopped with the usual grace. The kill is part of the journaled removal, so a refused
+/// uninstall leaves the TPC running.
+pub async fn uninstall_with<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    clean_data: bool,
+    kill: bool,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let record = require(&store, name)?;
-    let j = UninstallJournal { record, clean_data };
+    let j = UninstallJournal {
+        record,
+        clean_data,
+        kill,
+    };
     journal::write(&store, name, Entry::Uninstall(&j))?;
     finish_uninstall(runtime, settings, &store, name, &j, say).await
 }
@@ -489,7 +507,8 @@ pub(super) async fn finish_uninstall<R: Runtime>(
 ) -> Result<(), Error> {
     say(&format!("Stopping the TPC-{name} container"));
     systemd::stop_unit(name).map_err(Error::Internal)?;
-    runtime.stop_container(name, STOP_GRACE).await?;
+    let grace = if j.kill { Duration::ZERO } else { STOP_GRACE };
+    runtime.stop_container(name, grace).await?;
     crash_point("uninstall:stopped");
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
