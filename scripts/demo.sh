@@ -130,7 +130,8 @@ echo "containerd is up (pid $CD_PID, socket $SOCK)"
 step "building fixture archives"
 cargo run --release --example make-fixtures -- "$DEMO/fixtures"
 
-export TPCM_ROOT="$DEMO/store" TPCM_DATA_ROOT="$DEMO/data" TPCM_SYSTEMD_DIR="$DEMO/units"
+# TPCM_BINARY: the units name this binary (on a switch the package installs /usr/bin/tpcm).
+export TPCM_ROOT="$DEMO/store" TPCM_DATA_ROOT="$DEMO/data" TPCM_SYSTEMD_DIR="$DEMO/units" TPCM_BINARY="$PWD/$TPCM"
 
 step "$TPCM --containerd $SOCK --namespace $NS image import $DEMO/fixtures/busybox-v12.tar"
 time "$TPCM" --containerd "$SOCK" --namespace "$NS" image import "$DEMO/fixtures/busybox-v12.tar"

@@ -14,6 +14,9 @@ pub const DEFAULT_ROOT: &str = "/host/tpcm";
 pub const DEFAULT_DATA_ROOT: &str = "/host/tpc";
 /// Where per-TPC systemd units are installed.
 pub const DEFAULT_SYSTEMD_DIR: &str = "/etc/systemd/system";
+/// The tpcm binary the per-TPC units run, where the package installs it. Units never name the
+/// binary that happened to run `install`: it may move, and a unit naming it would fail at boot.
+pub const DEFAULT_BINARY: &str = "/usr/bin/tpcm";
 
 /// The resolved locations one tpcm invocation works with.
 #[derive(Debug, Clone)]
@@ -28,6 +31,9 @@ pub struct Settings {
     pub data_root: PathBuf,
     /// systemd unit directory.
     pub systemd_dir: PathBuf,
+    /// The tpcm binary the per-TPC units run (`TPCM_BINARY`); `None`: `tpcm_binary` in
+    /// tpcm.toml, else [`DEFAULT_BINARY`].
+    pub binary: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -38,6 +44,7 @@ impl Default for Settings {
             root: DEFAULT_ROOT.into(),
             data_root: DEFAULT_DATA_ROOT.into(),
             systemd_dir: DEFAULT_SYSTEMD_DIR.into(),
+            binary: None,
         }
     }
 }
@@ -69,6 +76,9 @@ pub struct FileConfig {
     /// their addresses from; the bridge takes its first address. Default 10.213.0.0/16. Change it
     /// when that range is in use on the switch's networks.
     pub bridge_subnet: Option<String>,
+    /// The tpcm binary the per-TPC units run (default /usr/bin/tpcm; `TPCM_BINARY` overrides).
+    /// `tpcm boot` rewrites units that name another.
+    pub tpcm_binary: Option<PathBuf>,
     /// `tpcm serve` (gNOI containerz) settings; its flags override them.
     pub serve: Option<ServeConfig>,
     /// `tpcm client` settings; its flags override them.
@@ -113,6 +123,18 @@ pub struct ServeConfig {
     pub ssh_accept_new_host_keys: Option<bool>,
 }
 
+impl Settings {
+    /// The tpcm binary the per-TPC units run.
+    pub fn unit_binary(&self) -> Result<PathBuf, String> {
+        if let Some(b) = &self.binary {
+            return Ok(b.clone());
+        }
+        Ok(FileConfig::load(&self.root)?
+            .tpcm_binary
+            .unwrap_or_else(|| DEFAULT_BINARY.into()))
+    }
+}
+
 impl FileConfig {
     /// Reads `<root>/tpcm.toml`; a missing file means all defaults.
     pub fn load(root: &std::path::Path) -> Result<FileConfig, String> {
@@ -135,6 +157,15 @@ impl FileConfig {
         if let Some(subnet) = &config.bridge_subnet {
             check_subnet(subnet)
                 .map_err(|why| format!("{}: bridge_subnet {subnet:?} {why}", path.display()))?;
+        }
+        if let Some(b) = &config.tpcm_binary
+            && !b.is_absolute()
+        {
+            return Err(format!(
+                "{}: tpcm_binary {:?} is not an absolute path",
+                path.display(),
+                b
+            ));
         }
         if config.network_timeout_secs == Some(0) {
             return Err(format!(

@@ -10,6 +10,7 @@
 //! * [`cli`] is the `tpcm` command line, a front end over `manager`;
 //! * [`containerz`] is the gNOI containerz server, the other front end over `manager`;
 //! * [`systemd`] writes the unit text the manager installs for each TPC;
+//! * [`tpc_spec`] is what a TPC is (image and settings), at the bottom: every layer reads it;
 //! * [`crash`] lets the recovery tests kill tpcm at named points.
 
 pub mod archive;
@@ -22,6 +23,7 @@ pub mod manager;
 pub mod runtime;
 pub mod source;
 pub mod systemd;
+pub mod tpc_spec;
 
 /// An error and its sources as one line (`outer: inner: innermost`): transport errors (TLS,
 /// connect) say what went wrong only in their sources.

@@ -354,6 +354,10 @@ fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
         assert_eq!(web.status(), Listed::Running);
         assert_eq!(web.image_name, "app:1.0");
         assert_eq!(web.labels.get("team").map(String::as_str), Some("noc"));
+        assert!(
+            !format!("{listed:?}").contains("prod"),
+            "ListContainer never shows environment values: {listed:?}"
+        );
         let hash = web.hash.as_ref().expect("image hash");
         assert_eq!(hash.hash.len(), 32, "a sha256 digest");
         let quota = std::fs::read_to_string(cd.cgroup_file("cpu", "web", "cpu.cfs_quota_us")).unwrap();

@@ -291,7 +291,7 @@ impl StartArgs {
         }
         if self.cpus.is_some() || self.memory.is_some() {
             let memory = match &self.memory {
-                Some(m) => crate::manager::args::parse_size(m).map_err(|e| format!("--memory: {e}"))? as i64,
+                Some(m) => crate::tpc_spec::parse_size(m).map_err(|e| format!("--memory: {e}"))? as i64,
                 None => 0,
             };
             r.limits = Some(Limits {
@@ -301,9 +301,9 @@ impl StartArgs {
             });
         }
         if let Some(policy) = &self.restart {
-            let parsed: crate::manager::args::RestartPolicy =
+            let parsed: crate::tpc_spec::RestartPolicy =
                 policy.parse().map_err(|e: String| format!("--restart: {e}"))?;
-            use crate::manager::args::RestartPolicy as P;
+            use crate::tpc_spec::RestartPolicy as P;
             let (policy, attempts) = match parsed {
                 P::No => (Policy::None, 0),
                 P::Always => (Policy::Always, 0),

@@ -37,6 +37,10 @@ pub(super) enum ImageCommand {
     Remove {
         /// Image reference (e.g. busybox:1.0 or docker.io/library/busybox:1.0).
         reference: String,
+        /// Remove the name even though TPCs use the image (they keep running on the image
+        /// their containers pin).
+        #[arg(short, long)]
+        force: bool,
     },
 }
 
@@ -51,7 +55,8 @@ pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), St
         } => {
             let source = image_source(&location, &source, yes, settings)?;
             let progress = Arc::new(TerminalProgress::new());
-            let images = manager::import_image(&cd, &source, tag, progress)
+            let store = manager::store::Store::new(&settings.root);
+            let images = manager::import_image(&cd, &store, &source, tag, progress)
                 .await
                 .map_err(|e| e.to_string())?;
             for img in images {
@@ -95,11 +100,18 @@ pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), St
                 }
             }
         }
-        ImageCommand::Remove { reference } => {
-            let name = manager::remove_image(&cd, &reference)
+        ImageCommand::Remove { reference, force } => {
+            let store = manager::store::Store::new(&settings.root);
+            let (name, users) = manager::remove_image(&cd, &store, &reference, force)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("Removed {name}");
+            if !users.is_empty() {
+                println!(
+                    "TPC(s) {} keep running on the image they pin; it is freed when they are upgraded or uninstalled",
+                    users.join(", ")
+                );
+            }
         }
     }
     Ok(())

@@ -38,6 +38,10 @@ pub struct Cli {
     /// Directory the per-TPC systemd units are installed into.
     #[arg(long, global = true, env = "TPCM_SYSTEMD_DIR", default_value = config::DEFAULT_SYSTEMD_DIR)]
     systemd_dir: PathBuf,
+    /// The tpcm binary the per-TPC units run [default: tpcm_binary in tpcm.toml, else
+    /// /usr/bin/tpcm].
+    #[arg(long, global = true, env = "TPCM_BINARY", hide_short_help = true)]
+    binary: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,14 +106,24 @@ enum Command {
 }
 
 impl Cli {
-    fn settings(&self) -> Settings {
-        Settings {
+    /// The locations this invocation works with; the namespace is checked here, so a bad one is
+    /// one line before anything is touched.
+    fn settings(&self) -> Result<Settings, String> {
+        if !crate::tpc_spec::is_identifier(&self.namespace) {
+            return Err(format!(
+                "--namespace (or TPCM_NAMESPACE) {:?} is not a containerd namespace: use letters and digits joined by single '.', '_' or '-', at most {} characters",
+                self.namespace,
+                crate::tpc_spec::MAX_IDENTIFIER
+            ));
+        }
+        Ok(Settings {
             containerd: self.containerd.clone(),
             namespace: self.namespace.clone(),
             root: self.root.clone(),
             data_root: self.data_root.clone(),
             systemd_dir: self.systemd_dir.clone(),
-        }
+            binary: self.binary.clone(),
+        })
     }
 }
 
@@ -162,7 +176,7 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let settings = cli.settings();
+    let settings = cli.settings()?;
     match cli.command {
         Command::Install(cmd) => tpc::install(cmd, &settings).await,
         Command::Upgrade(cmd) => tpc::upgrade(cmd, &settings).await,

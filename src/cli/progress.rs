@@ -49,4 +49,8 @@ impl Progress for TerminalProgress {
             b.finish_and_clear();
         }
     }
+
+    fn notice(&self, message: &str) {
+        println!("Note: {message}");
+    }
 }

@@ -3,7 +3,8 @@
 use super::progress::TerminalProgress;
 use super::source::{SourceArgs, image_source};
 use crate::config::Settings;
-use crate::manager::tpc;
+use crate::manager::container::validate_name;
+use crate::manager::tpc::{self, InstallRequest, RequestedSettings};
 use crate::runtime::ContainerState;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -133,8 +134,8 @@ fn say(step: &str) {
 
 pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), String> {
     // Refuse bad input before asking anything or touching containerd.
-    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
-    crate::manager::args::parse_args(&cmd.args).map_err(|e| e.to_string())?;
+    validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    let requested = RequestedSettings::from_args(&cmd.args).map_err(|e| e.to_string())?;
     let source = image_source(&cmd.location, &cmd.source, cmd.yes, settings)?;
     confirm(
         &format!("Install TPC {} from {}?", cmd.name, source.describe()),
@@ -142,7 +143,11 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
     )?;
     let cd = super::connect(settings).await?;
     let progress = Arc::new(TerminalProgress::new());
-    tpc::install(&cd, settings, &cmd.name, &source, &cmd.args, progress, &say)
+    let request = InstallRequest {
+        source: &source,
+        settings: requested,
+    };
+    tpc::install(&cd, settings, &cmd.name, &request, progress, &say)
         .await
         .map_err(|e| e.to_string())?;
     println!("[ SUCCESS ] TPC {} is installed and running", cmd.name);
@@ -151,10 +156,13 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
 
 pub(super) async fn upgrade(cmd: Upgrade, settings: &Settings) -> Result<(), String> {
     use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
-    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
-    if let Some(args) = &cmd.args {
-        crate::manager::args::parse_args(args).map_err(|e| e.to_string())?;
-    }
+    validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    let requested = cmd
+        .args
+        .as_deref()
+        .map(RequestedSettings::from_args)
+        .transpose()
+        .map_err(|e| e.to_string())?;
     let config = crate::config::FileConfig::load(&settings.root)?;
     let grace = match cmd.grace {
         Some(g) if g.is_finite() && g >= 0.0 => std::time::Duration::from_secs_f64(g),
@@ -170,7 +178,7 @@ pub(super) async fn upgrade(cmd: Upgrade, settings: &Settings) -> Result<(), Str
     let cd = super::connect(settings).await?;
     let request = UpgradeRequest {
         source: &source,
-        args: cmd.args.as_deref(),
+        settings: requested,
         skip_data: cmd.skip_data,
         grace,
         hook_timeout,
@@ -255,7 +263,7 @@ pub(super) async fn migrate(cmd: MigrateCommand, settings: &Settings) -> Result<
             if json {
                 let list: Vec<_> = saved
                     .iter()
-                    .map(|s| serde_json::json!({"name": s.record.name, "image": s.record.image, "running": s.record.running, "saved_image": s.image, "added": s.written}))
+                    .map(|s| serde_json::json!({"name": s.record.name, "image": s.record.image(), "digest": s.record.spec.image.digest, "running": s.record.running, "added": s.written}))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list).expect("serializes"));
             } else if saved.is_empty() {
@@ -265,7 +273,7 @@ pub(super) async fn migrate(cmd: MigrateCommand, settings: &Settings) -> Result<
                     println!(
                         "TPC-{}: {} ({}), {} added",
                         s.record.name,
-                        s.record.image,
+                        s.record.image(),
                         if s.record.running { "running" } else { "stopped" },
                         super::images::human_size(s.written)
                     );
@@ -315,7 +323,7 @@ pub(super) async fn boot(settings: &Settings) -> Result<(), String> {
 }
 
 pub(super) async fn uninstall(cmd: Uninstall, settings: &Settings) -> Result<(), String> {
-    tpc::validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    validate_name(&cmd.name).map_err(|e| e.to_string())?;
     confirm(&format!("Uninstall TPC {}?", cmd.name), cmd.yes)?;
     let cd = super::connect(settings).await?;
     tpc::uninstall(&cd, settings, &cmd.name, cmd.clean_data, &say)

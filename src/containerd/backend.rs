@@ -12,14 +12,32 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 impl From<Error> for runtime::Error {
+    /// containerd's status codes become the runtime's error kinds, so front ends answer with
+    /// codes chosen by kind, never by message.
     fn from(e: Error) -> Self {
+        use tonic::Code;
+        let message = e.to_string();
         match e {
-            Error::Unreachable { .. } => runtime::Error::Unreachable(e.to_string()),
+            Error::Unreachable { .. } => runtime::Error::Unreachable(message),
             Error::ImageNotFound(name) => runtime::Error::ImageNotFound(name),
-            other => runtime::Error::Backend(other.to_string()),
+            Error::Rpc { status, .. } => match status.code() {
+                Code::NotFound => runtime::Error::NotFound(message),
+                Code::AlreadyExists => runtime::Error::AlreadyExists(message),
+                Code::FailedPrecondition => runtime::Error::FailedPrecondition(message),
+                Code::ResourceExhausted => runtime::Error::Exhausted(message),
+                Code::InvalidArgument => runtime::Error::InvalidRequest(message),
+                Code::Unavailable => runtime::Error::Unreachable(message),
+                _ => runtime::Error::Backend(message),
+            },
+            Error::Unexpected { .. } => runtime::Error::Backend(message),
         }
     }
 }
+
+/// The container label that pins the manifest a container was made from: containerd's garbage
+/// collector follows `containerd.io/gc.ref.content.*` labels of containers, so the manifest, and
+/// through its own labels the config, layers and snapshots, stay while the container does.
+pub(super) const IMAGE_PIN_LABEL: &str = "containerd.io/gc.ref.content.tpcm.image";
 
 /// Largest manifest read back when sizing an image for a listing.
 const MANIFEST_LIMIT: u64 = 4 << 20;
@@ -63,29 +81,38 @@ impl Runtime for Containerd {
         labels: HashMap<String, String>,
     ) -> Result<(), runtime::Error> {
         let (image_config, top) = self.image_config(&config.image).await?;
+        let mut labels = labels;
+        if !config.image.digest.is_empty() {
+            labels.insert(IMAGE_PIN_LABEL.to_string(), config.image.digest.clone());
+        }
         let lease = self.create_lease("create").await?;
         let created = async {
             // A user name is resolved in the image, as docker does; the spec holds numbers.
             let image_user = image_config.config().as_ref().and_then(|c| c.user().clone());
             let mut config = config.clone();
-            if let Some(user) = config.user.clone().or(image_user).filter(|u| !u.is_empty()) {
+            if let Some(user) = config
+                .settings
+                .user
+                .clone()
+                .or(image_user)
+                .filter(|u| !u.is_empty())
+            {
                 let resolved = self
                     .resolve_image_user(&lease, &config.id, &top, &user)
                     .await
                     .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
-                config.user = Some(resolved);
+                config.settings.user = Some(resolved);
             }
             let mut spec = spec::build(&config, &image_config, self.namespace())
                 .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
-            let mut labels = labels;
-            if let Some(ports) = &config.bridge {
+            if let Some(ports) = config.bridge() {
                 super::cni::join_netns(&mut spec, self.namespace(), &config.id);
                 labels.insert(
                     super::cni::NETWORK_LABEL.to_string(),
                     serde_json::to_string(ports).expect("ports serialize"),
                 );
             }
-            self.make_container(&lease, &config.id, &config.image, &top, &spec, labels)
+            self.make_container(&lease, &config.id, &config.image.reference, &top, &spec, labels)
                 .await
                 .map_err(runtime::Error::from)
         }
@@ -112,6 +139,10 @@ impl Runtime for Containerd {
 
     async fn container_state(&self, id: &str) -> Result<ContainerState, runtime::Error> {
         Ok(self.task_state(id).await?)
+    }
+
+    async fn pin_image(&self, id: &str, digest: &str) -> Result<(), runtime::Error> {
+        Ok(self.set_container_label(id, IMAGE_PIN_LABEL, digest).await?)
     }
 
     async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
@@ -238,10 +269,11 @@ impl Containerd {
         let Some(ports) = record.labels.get(super::cni::NETWORK_LABEL) else {
             return Ok(());
         };
-        let ports: Vec<spec::PortMapping> = serde_json::from_str(ports).map_err(|e| Error::Unexpected {
-            op: format!("container {id}"),
-            detail: format!("bad {} label: {e}", super::cni::NETWORK_LABEL),
-        })?;
+        let ports: Vec<crate::tpc_spec::PortMapping> =
+            serde_json::from_str(ports).map_err(|e| Error::Unexpected {
+                op: format!("container {id}"),
+                detail: format!("bad {} label: {e}", super::cni::NETWORK_LABEL),
+            })?;
         let (ns, id, subnet) = (
             self.namespace().to_string(),
             id.to_string(),

@@ -14,7 +14,7 @@
 //! it anew. A state file per container remembers the ports, so a teardown needs nothing else.
 
 use super::Error;
-use crate::runtime::spec::PortMapping;
+use crate::tpc_spec::PortMapping;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

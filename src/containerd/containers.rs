@@ -31,22 +31,27 @@ impl Containerd {
         TasksClient::new(self.channel.clone())
     }
 
-    /// The image config and top chain ID of an image, read from the content store.
+    /// The image config and top chain ID of an image, read from the content store: the manifest
+    /// `image` names by digest (its name may point elsewhere by now), or, without a digest, the
+    /// one its name points at.
     pub(crate) async fn image_config(
         &self,
-        name: &str,
+        image: &crate::tpc_spec::ImageRef,
     ) -> Result<(oci_spec::image::ImageConfiguration, Digest), Error> {
-        let op = format!("read image {name}");
+        let op = format!("read image {}", image.reference);
         let unexpected = |detail: String| Error::Unexpected {
             op: op.clone(),
             detail,
         };
-        let record = self
-            .get_image_record(name)
-            .await?
-            .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
-        let manifest_digest =
-            Digest::parse(&record.digest).ok_or_else(|| unexpected(record.digest.clone()))?;
+        let digest = if image.digest.is_empty() {
+            self.get_image_record(&image.reference)
+                .await?
+                .ok_or_else(|| Error::ImageNotFound(image.reference.clone()))?
+                .digest
+        } else {
+            image.digest.clone()
+        };
+        let manifest_digest = Digest::parse(&digest).ok_or_else(|| unexpected(digest.clone()))?;
         let manifest: oci_spec::image::ImageManifest =
             serde_json::from_slice(&self.read_small_blob(&manifest_digest, DOCUMENT_LIMIT).await?)
                 .map_err(|e| unexpected(e.to_string()))?;
@@ -290,6 +295,27 @@ impl Containerd {
             Ok(r) => Ok(r.into_inner().container),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(Error::rpc(format!("container get {id}"))(s)),
+        }
+    }
+
+    /// Sets one label of container `id`; a missing container is fine.
+    pub(crate) async fn set_container_label(&self, id: &str, key: &str, value: &str) -> Result<(), Error> {
+        use containerd_client::services::v1::UpdateContainerRequest;
+        let container = Container {
+            id: id.into(),
+            labels: HashMap::from([(key.to_string(), value.to_string())]),
+            ..Default::default()
+        };
+        let req = UpdateContainerRequest {
+            container: Some(container),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![format!("labels.{key}")],
+            }),
+        };
+        match self.containers().update(self.request(req, None)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::rpc(format!("container update {id}"))(s)),
         }
     }
 

@@ -493,6 +493,9 @@ async fn unpack(
 ) -> Result<(), Error> {
     for (i, layer) in plan.layers.iter().enumerate() {
         let chain = layer.chain_id.to_string();
+        // Leased before it is looked at: an image removed meanwhile cannot take it (it is
+        // content this image's record will reference).
+        cd.lease_snapshot(lease, &chain).await?;
         if cd.snapshot_exists(&chain).await? {
             continue;
         }

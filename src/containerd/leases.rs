@@ -80,6 +80,29 @@ impl Containerd {
         Ok(deleted)
     }
 
+    /// Adds snapshot `key` to `lease`, whether it exists or not: from then on, if it exists, no
+    /// collection removes it while the lease lives. An import that finds a layer's snapshot
+    /// already there adds it first and looks second, so a concurrent removal of the image that
+    /// made it cannot take it between the look and the new image's record.
+    pub(crate) async fn lease_snapshot(&self, lease: &Lease, key: &str) -> Result<(), Error> {
+        use containerd_client::services::v1::{AddResourceRequest, Resource};
+        let resource = Resource {
+            id: key.to_string(),
+            r#type: format!("snapshots/{}", super::SNAPSHOTTER),
+        };
+        self.leases()
+            .add_resource(self.request(
+                AddResourceRequest {
+                    id: lease.id.clone(),
+                    resource: Some(resource),
+                },
+                None,
+            ))
+            .await
+            .map_err(Error::rpc(format!("lease snapshot {key}")))?;
+        Ok(())
+    }
+
     /// Deletes a lease. With `sync`, containerd collects what only the lease kept alive before
     /// answering: that is how a failed import leaves nothing behind.
     pub async fn delete_lease(&self, lease: Lease, sync: bool) -> Result<(), Error> {

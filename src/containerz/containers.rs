@@ -1,15 +1,20 @@
 //! StartContainer, StopContainer, RemoveContainer, ListContainer, UpdateContainer, Log.
 //!
 //! A gNOI container instance is a TPC whose image is managed on its own (deployed, kept for
-//! rollbacks, removed with RemoveImage). A StartContainerRequest is translated into the
-//! docker-style `--args` of `tpcm install` ([`start_args`]), so it is validated by the same
-//! parser, stored in the same record, shown by `tpcm list`, and upgraded like any TPC.
+//! rollbacks, removed with RemoveImage). A StartContainerRequest becomes the same typed settings
+//! `tpcm install --args` builds ([`start_settings`]), checked by the same rules, stored in the
+//! same record, shown by `tpcm list`, and upgraded like any TPC.
 
 use super::{Shared, on_manager, proto};
+use crate::manager::container::{STOP_GRACE, container_labels, validate_name};
 use crate::manager::store::Store;
+use crate::manager::tpc::{InstallRequest, RequestedSettings};
 use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
 use crate::manager::{self, ImageSource, tpc, volumes};
 use crate::runtime::{ContainerState, Runtime};
+use crate::tpc_spec::{
+    self, ContainerSettings, DeviceMapping, Network, PortMapping, RestartPolicy, SettingError, VolumeMount,
+};
 use proto::list_container_response::Status as Listed;
 use proto::start_container_request::restart::Policy;
 use std::io::Write;
@@ -29,88 +34,105 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default longest run of an upgrade hook (tpcm.toml `hook_timeout_secs`).
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The `--args` string for a StartContainerRequest (everything but the image and the name).
-/// Errors are INVALID_ARGUMENT naming the field, or NOT_FOUND for a volume that does not exist.
-pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Result<String, Status> {
-    let mut a: Vec<String> = Vec::new();
-    let mut push = |flag: &str, value: String| {
-        a.push(flag.to_string());
-        a.push(value);
-    };
+/// The settings a StartContainerRequest asks for (everything but the image and the name),
+/// checked by the same rules as `--args` ([`ContainerSettings::check`] and the spec's value
+/// checks), with no text in between. Errors are INVALID_ARGUMENT naming the field, or NOT_FOUND
+/// for a volume that does not exist.
+pub(super) fn start_settings(
+    store: &Store,
+    r: &proto::StartContainerRequest,
+) -> Result<ContainerSettings, Status> {
+    let refused = |m: String| Status::invalid_argument(format!("StartContainer: {m}"));
+    let setting = |e: SettingError| refused(e.message);
     // Ports need the container's own network: with ports and no network named, the bridge is
     // chosen (upstream's default, host, would silently publish nothing).
-    match (r.network.as_str(), r.ports.is_empty()) {
-        ("" | "host", true) => {}
-        ("" | "bridge", false) | ("bridge", true) => push("--network", "bridge".into()),
-        ("none", true) => push("--network", "none".into()),
+    let network = match (r.network.as_str(), r.ports.is_empty()) {
+        ("" | "host", true) => Network::Host,
+        ("" | "bridge", false) | ("bridge", true) => Network::Bridge,
+        ("none", true) => Network::None,
         ("host" | "none", false) => {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: ports need network bridge (or none given), not {:?}",
+            return Err(refused(format!(
+                "ports need network bridge (or none given), not {:?}",
                 r.network
             )));
         }
         (other, _) => {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: network {other:?} is not supported (use host, none or bridge)"
+            return Err(refused(format!(
+                "network {other:?} is not supported (use host, none or bridge)"
             )));
         }
-    }
+    };
+    let mut s = ContainerSettings {
+        network,
+        ..Default::default()
+    };
     for p in &r.ports {
-        let valid = |n: u32| (1..=u16::MAX as u32).contains(&n);
-        if !valid(p.internal) || !valid(p.external) {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: port {}:{} is not a pair of ports 1 to 65535",
+        let port = |n: u32| u16::try_from(n).ok().filter(|&n| n > 0);
+        let (Some(external), Some(internal)) = (port(p.external), port(p.internal)) else {
+            return Err(refused(format!(
+                "port {}:{} is not a pair of ports 1 to 65535",
                 p.external, p.internal
             )));
-        }
+        };
         // The proto's Port has no protocol: each is forwarded for TCP and UDP.
-        push("-p", format!("{}:{}/tcp", p.external, p.internal));
-        push("-p", format!("{}:{}/udp", p.external, p.internal));
+        for protocol in ["tcp", "udp"] {
+            s.ports.push(PortMapping {
+                host: external,
+                container: internal,
+                protocol: protocol.into(),
+            });
+        }
     }
     let mut env: Vec<_> = r.environment.iter().collect();
     env.sort();
     for (k, v) in env {
-        if k.is_empty() || k.contains('=') {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: bad environment name {k:?}"
-            )));
-        }
-        push("-e", format!("{k}={v}"));
+        tpc_spec::check_env_name(k)
+            .and_then(|()| tpc_spec::check_env_value(k, v))
+            .map_err(|_| refused(format!("bad environment variable {k:?}")))?;
+        s.env.push(format!("{k}={v}"));
     }
     for v in &r.volumes {
         let (host, volume_ro) = volumes::host_path(store, &v.name).map_err(super::status_of)?;
         if !v.mount_point.starts_with('/') {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: volume {}: mount_point {:?} must be an absolute path",
+            return Err(refused(format!(
+                "volume {}: mount_point {:?} must be an absolute path",
                 v.name, v.mount_point
             )));
         }
-        let ro = if v.read_only || volume_ro { ":ro" } else { "" };
-        push("-v", format!("{}:{}{ro}", host.display(), v.mount_point));
+        s.volumes.push(VolumeMount {
+            host,
+            container: v.mount_point.clone(),
+            read_only: v.read_only || volume_ro,
+        });
     }
     if let Some(cap) = &r.cap {
-        for c in &cap.add {
-            push("--cap-add", capability(c));
-        }
-        for c in &cap.remove {
-            push("--cap-drop", capability(c));
+        for (list, names, flag) in [
+            (&mut s.cap_add, &cap.add, "--cap-add"),
+            (&mut s.cap_drop, &cap.remove, "--cap-drop"),
+        ] {
+            for c in names {
+                let c = tpc_spec::capability_name(flag, c).map_err(setting)?;
+                if !list.contains(&c) {
+                    list.push(c);
+                }
+            }
         }
     }
     if let Some(restart) = &r.restart {
         let policy = Policy::try_from(restart.policy).map_err(|_| {
-            Status::invalid_argument(format!(
-                "StartContainer: restart policy {} is not one of the proto's",
+            refused(format!(
+                "restart policy {} is not one of the proto's",
                 restart.policy
             ))
         })?;
-        let policy = match policy {
-            Policy::None => "no".to_string(),
-            Policy::Always => "always".to_string(),
-            Policy::UnlessStopped => "unless-stopped".to_string(),
-            Policy::OnFailure if restart.attempts > 0 => format!("on-failure:{}", restart.attempts),
-            Policy::OnFailure => "on-failure".to_string(),
+        s.restart = match policy {
+            Policy::None => RestartPolicy::No,
+            Policy::Always => RestartPolicy::Always,
+            Policy::UnlessStopped => RestartPolicy::UnlessStopped,
+            Policy::OnFailure => RestartPolicy::OnFailure {
+                max_retries: Some(restart.attempts).filter(|&n| n > 0),
+            },
         };
-        push("--restart", policy);
     }
     if let Some(run_as) = &r.run_as
         && !run_as.user.is_empty()
@@ -120,49 +142,50 @@ pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Res
         } else {
             format!("{}:{}", run_as.user, run_as.group)
         };
-        push("-u", user);
+        tpc_spec::check_user(&user).map_err(setting)?;
+        s.user = Some(user);
     }
-    let mut labels: Vec<_> = r.labels.iter().collect();
-    labels.sort();
-    for (k, v) in labels {
-        if k.starts_with("io.tpcm.") {
-            return Err(Status::invalid_argument(format!(
-                "StartContainer: label {k:?}: the io.tpcm. prefix is tpcm's own"
-            )));
-        }
-        push("-l", format!("{k}={v}"));
-    }
+    s.labels = r.labels.clone().into_iter().collect();
     if let Some(l) = &r.limits {
         if l.max_cpu < 0.0 || l.soft_mem_bytes < 0 || l.hard_mem_bytes < 0 {
-            return Err(Status::invalid_argument(
-                "StartContainer: limits must not be negative",
-            ));
+            return Err(refused("limits must not be negative".into()));
         }
         if l.max_cpu > 0.0 {
-            push("--cpus", l.max_cpu.to_string());
+            tpc_spec::check_cpus(l.max_cpu, &format!("max_cpu {}", l.max_cpu)).map_err(setting)?;
+            s.cpus = Some(l.max_cpu);
         }
-        if l.hard_mem_bytes > 0 {
-            push("--memory", l.hard_mem_bytes.to_string());
-        }
-        if l.soft_mem_bytes > 0 {
-            push("--memory-reservation", l.soft_mem_bytes.to_string());
-        }
+        let bytes = |n: i64, field: &str| format!("{field} {n}");
+        s.memory = tpc_spec::memory_limit(
+            "--memory",
+            l.hard_mem_bytes as u64,
+            &bytes(l.hard_mem_bytes, "hard_mem_bytes"),
+        )
+        .map_err(setting)?;
+        s.memory_reservation = tpc_spec::memory_limit(
+            "--memory-reservation",
+            l.soft_mem_bytes as u64,
+            &bytes(l.soft_mem_bytes, "soft_mem_bytes"),
+        )
+        .map_err(setting)?;
     }
     for d in &r.devices {
         use proto::device::Permission;
         let mut perms = String::new();
         for p in &d.permissions {
             let known = Permission::try_from(*p).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "StartContainer: device {}: permission {p} is not one of the proto's",
+                refused(format!(
+                    "device {}: permission {p} is not one of the proto's",
                     d.src_path
                 ))
             })?;
-            match known {
-                Permission::Read => perms.push('r'),
-                Permission::Write => perms.push('w'),
-                Permission::Mknod => perms.push('m'),
-                Permission::Unspecified => {}
+            let letter = match known {
+                Permission::Read => 'r',
+                Permission::Write => 'w',
+                Permission::Mknod => 'm',
+                Permission::Unspecified => continue,
+            };
+            if !perms.contains(letter) {
+                perms.push(letter);
             }
         }
         if perms.is_empty() {
@@ -173,33 +196,23 @@ pub(super) fn start_args(store: &Store, r: &proto::StartContainerRequest) -> Res
         } else {
             &d.dst_path
         };
-        push("--device", format!("{}:{dst}:{perms}", d.src_path));
+        if !d.src_path.starts_with('/') || !dst.starts_with('/') {
+            return Err(refused(format!(
+                "device {}: src_path and dst_path must be absolute paths",
+                d.src_path
+            )));
+        }
+        s.devices.push(DeviceMapping {
+            host: d.src_path.clone().into(),
+            container: dst.clone(),
+            permissions: perms,
+        });
     }
     if !r.cmd.trim().is_empty() {
-        let words = shell_words::split(&r.cmd)
-            .map_err(|e| Status::invalid_argument(format!("StartContainer: cmd: {e}")))?;
-        a.push("--".into());
-        a.extend(words);
+        s.command = shell_words::split(&r.cmd).map_err(|e| refused(format!("cmd: {e}")))?;
     }
-    let text = shell_words::join(&a);
-    // The same checks `tpcm install --args` makes, with the field's message.
-    tpc::parse_tpc_args(&text).map_err(|e| {
-        Status::invalid_argument(format!(
-            "StartContainer: {}",
-            e.to_string().trim_start_matches("--args: ")
-        ))
-    })?;
-    Ok(text)
-}
-
-/// gNOI capability names come with or without `CAP_`; the args parser wants `CAP_X`.
-fn capability(name: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    if upper.starts_with("CAP_") || upper == "ALL" {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    }
+    s.check().map_err(setting)?;
+    Ok(s)
 }
 
 /// A TPC name for an instance the client did not name: the image's last path part and a
@@ -256,14 +269,21 @@ pub(super) async fn start<R: Runtime + 'static>(
     } else {
         r.instance_name.clone()
     };
-    tpc::validate_name(&name).map_err(super::status_of)?;
-    let args = start_args(&store, &r)?;
+    validate_name(&name).map_err(super::status_of)?;
+    let container = start_settings(&store, &r)?;
     on_manager(shared, {
         let name = name.clone();
         move |s| async move {
             let source = ImageSource::Present(reference);
             let quiet: Arc<dyn manager::Progress> = Arc::new(super::images::Quiet);
-            tpc::install(&s.runtime, &s.settings, &name, &source, &args, quiet, &|m| {
+            let request = InstallRequest {
+                source: &source,
+                settings: RequestedSettings {
+                    container,
+                    args: String::new(),
+                },
+            };
+            tpc::install(&s.runtime, &s.settings, &name, &request, quiet, &|m| {
                 tracing::debug!("{m}")
             })
             .await
@@ -280,7 +300,7 @@ pub(super) async fn stop<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     r: proto::StopContainerRequest,
 ) -> Result<proto::StopContainerResponse, Status> {
-    let grace = if r.force { Duration::ZERO } else { tpc::STOP_GRACE };
+    let grace = if r.force { Duration::ZERO } else { STOP_GRACE };
     on_manager(shared, move |s| async move {
         tpc::stop_within(&s.runtime, &s.settings, &r.instance_name, grace).await?;
         if r.restart {
@@ -302,7 +322,7 @@ pub(super) async fn remove<R: Runtime + 'static>(
     let name = r.name.clone();
     on_manager(shared, move |s| async move {
         let store = Store::new(&s.settings.root);
-        tpc::validate_name(&r.name)?;
+        validate_name(&r.name)?;
         if store.get(&r.name)?.is_none() {
             return Err(manager::Error::NotFound(format!(
                 "no container instance named {}",
@@ -357,9 +377,7 @@ pub(super) async fn list<R: Runtime + 'static>(
         let mut out = Vec::new();
         for record in store.list()? {
             let state = s.runtime.container_state(&record.name).await?;
-            let labels = tpc::parse_tpc_args(&record.args)
-                .map(|a| tpc::container_labels(&record.name, &a))
-                .unwrap_or_default();
+            let labels = container_labels(&record.name, &record.spec.settings);
             out.push((record, state, labels));
         }
         Ok(out)
@@ -371,20 +389,20 @@ pub(super) async fn list<R: Runtime + 'static>(
         if !r.all && status != Listed::Running {
             continue;
         }
-        let (name, tag) = super::familiar(&record.image);
+        let (name, tag) = super::familiar(record.image());
         let image_name = if tag.is_empty() {
             name.clone()
         } else {
             format!("{name}:{tag}")
         };
-        labels.insert(IMAGE_LABEL.to_string(), record.image.clone());
+        labels.insert(IMAGE_LABEL.to_string(), record.image().to_string());
         if let Some(u) = updates.get(&record.name) {
             labels.insert(UPDATE_LABEL.to_string(), u.clone());
         }
         let keep = r.filter.iter().all(|f| {
             f.value.iter().any(|v| match f.key.as_str() {
                 "name" => v == &record.name,
-                "image" => v == &image_name || v == &name || v == &record.image,
+                "image" => v == &image_name || v == &name || v == record.image(),
                 "status" => v.eq_ignore_ascii_case(status.as_str_name()),
                 _ => match v.split_once('=') {
                     Some((k, val)) => labels.get(k).is_some_and(|x| x == val),
@@ -396,9 +414,10 @@ pub(super) async fn list<R: Runtime + 'static>(
             continue;
         }
         let hash = record
+            .spec
+            .image
             .digest
-            .as_deref()
-            .and_then(|d| d.strip_prefix("sha256:"))
+            .strip_prefix("sha256:")
             .and_then(|h| hex::decode(h).ok())
             .map(|hash| proto::gnoi::types::HashType {
                 method: proto::gnoi::types::hash_type::HashMethod::Sha256 as i32,
@@ -429,7 +448,7 @@ pub(super) async fn update<R: Runtime + 'static>(
     r: proto::UpdateContainerRequest,
 ) -> Result<proto::UpdateContainerResponse, Status> {
     let name = r.instance_name.clone();
-    tpc::validate_name(&name).map_err(super::status_of)?;
+    validate_name(&name).map_err(super::status_of)?;
     let store = Store::new(&shared.settings.root);
     if store
         .get(&name)
@@ -452,7 +471,14 @@ pub(super) async fn update<R: Runtime + 'static>(
         params.as_ref().map(|p| p.tag.clone()).unwrap_or_default()
     };
     let reference = super::held_reference(&image_name, &image_tag)?;
-    let args = params.as_ref().map(|p| start_args(&store, p)).transpose()?;
+    let requested = params
+        .as_ref()
+        .map(|p| start_settings(&store, p))
+        .transpose()?
+        .map(|container| RequestedSettings {
+            container,
+            args: String::new(),
+        });
     let present = on_manager(shared, {
         let reference = reference.clone();
         move |s| async move {
@@ -482,7 +508,7 @@ pub(super) async fn update<R: Runtime + 'static>(
             let source = ImageSource::Present(reference);
             let request = UpgradeRequest {
                 source: &source,
-                args: args.as_deref(),
+                settings: requested,
                 skip_data: false,
                 grace,
                 hook_timeout,
@@ -631,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn a_start_request_becomes_checked_args() {
+    fn a_start_request_becomes_checked_settings() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         volumes::create(
@@ -666,8 +692,7 @@ mod tests {
             labels: env_map(&[("team", "noc")]),
             ..Default::default()
         };
-        let text = start_args(&store, &r).unwrap();
-        let parsed = tpc::parse_tpc_args(&text).unwrap();
+        let parsed = start_settings(&store, &r).unwrap();
         assert_eq!(parsed.env, vec!["A=x y".to_string(), "B=2".to_string()]);
         assert_eq!(parsed.command, vec!["sh", "-c", "echo hi; sleep 9"]);
         assert_eq!(parsed.cap_add, vec!["CAP_NET_ADMIN".to_string()]);
@@ -688,7 +713,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            start_args(&store, &missing).unwrap_err().code(),
+            start_settings(&store, &missing).unwrap_err().code(),
             tonic::Code::NotFound
         );
         let bad = proto::StartContainerRequest {
@@ -696,7 +721,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            start_args(&store, &bad).unwrap_err().code(),
+            start_settings(&store, &bad).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
         let bad_cap = proto::StartContainerRequest {
@@ -707,7 +732,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            start_args(&store, &bad_cap).unwrap_err().code(),
+            start_settings(&store, &bad_cap).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
     }
@@ -730,7 +755,7 @@ mod tests {
     fn picked_names_are_valid_tpc_names() {
         for image in ["busybox", "127.0.0.1:5000/Acme/My_App", "___"] {
             let n = pick_name(image);
-            assert!(tpc::validate_name(&n).is_ok(), "{n}");
+            assert!(validate_name(&n).is_ok(), "{n}");
         }
     }
 }

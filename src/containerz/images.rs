@@ -6,6 +6,7 @@
 //! reader fail, so the import is taken back and nothing of it is left.
 
 use super::{Shared, on_manager, proto};
+use crate::manager::store::ImagesAccess;
 use crate::manager::{self, ImageSource, Progress};
 use crate::runtime::{ArchiveInput, Runtime};
 use crate::source::registry::RegistryRequest;
@@ -135,14 +136,14 @@ pub(super) async fn deploy<R: Runtime + 'static>(
                 content_root: shared.content_root.clone(),
                 no_room: Default::default(),
             });
-            let imported =
-                on_manager(&shared, {
-                    let (reference, progress) = (reference.clone(), progress.clone());
-                    move |s| async move {
-                        manager::import_image(&s.runtime, &source, Some(reference), progress).await
-                    }
-                })
-                .await;
+            let imported = on_manager(&shared, {
+                let (reference, progress) = (reference.clone(), progress.clone());
+                move |s| async move {
+                    let store = manager::store::Store::new(&s.settings.root);
+                    manager::import_image(&s.runtime, &store, &source, Some(reference), progress).await
+                }
+            })
+            .await;
             // RESOURCE_EXHAUSTED, as for a chunked Deploy, rather than the import's read error.
             let imported = match (imported, progress.no_room()) {
                 (Err(_), Some(status)) => Err(status),
@@ -210,8 +211,13 @@ async fn receive<R: Runtime + 'static>(
         let reference = reference.clone();
         async move {
             on_manager(&shared, move |s| async move {
+                let store = manager::store::Store::new(&s.settings.root);
+                let _images =
+                    manager::lock_images(&store, ImagesAccess::Import, manager::IMAGES_PATIENCE).await?;
                 let input = ArchiveInput::Stream(Box::new(pipe));
-                Ok(s.runtime.import_image(input, Some(reference)).await?)
+                let imported = s.runtime.import_image(input, Some(reference)).await?;
+                manager::report_moved_tags(&store, &imported, &Quiet);
+                Ok(imported)
             })
             .await
         }
@@ -445,24 +451,7 @@ pub(super) async fn remove<R: Runtime + 'static>(
     let reference = super::held_reference(&request.name, &request.tag)?;
     on_manager(shared, move |s| async move {
         let store = manager::store::Store::new(&s.settings.root);
-        let mut users: Vec<String> = store
-            .list()?
-            .into_iter()
-            .filter(|r| r.image == reference)
-            .map(|r| r.name)
-            .collect();
-        for c in s.runtime.list_containers().await? {
-            if c.image == reference && !users.contains(&c.id) {
-                users.push(c.id);
-            }
-        }
-        if !users.is_empty() && !request.force {
-            return Err(manager::Error::InUse(format!(
-                "image {reference} is used by {}; remove those containers first or force",
-                users.join(", ")
-            )));
-        }
-        s.runtime.remove_image(&reference).await?;
+        manager::remove_image(&s.runtime, &store, &reference, request.force).await?;
         tracing::info!(image = %reference, "RemoveImage removed an image");
         Ok(())
     })

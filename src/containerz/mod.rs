@@ -166,7 +166,10 @@ pub(crate) fn status_of(e: manager::Error) -> Status {
         M::Source(_) => Status::unavailable(msg),
         M::Runtime(r) => match r {
             R::Archive(_) | R::InvalidRequest(_) => Status::invalid_argument(msg),
-            R::ImageNotFound(_) => Status::not_found(msg),
+            R::ImageNotFound(_) | R::NotFound(_) => Status::not_found(msg),
+            R::AlreadyExists(_) => Status::already_exists(msg),
+            R::FailedPrecondition(_) => Status::failed_precondition(msg),
+            R::Exhausted(_) => Status::resource_exhausted(msg),
             R::Unreachable(_) | R::Source(_) => Status::unavailable(msg),
             R::Backend(_) | R::Internal(_) => Status::internal(msg),
         },

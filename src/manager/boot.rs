@@ -2,9 +2,11 @@
 //! operations (the journal), then start every TPC whose last intended state is running, all at
 //! once; one broken TPC does not hold up or stop the others. A TPC the operator stopped stays
 //! stopped. Before starting, TPCs saved for a SONiC image upgrade are restored (`migrate.rs`)
-//! and unit files the unit directory lacks are reinstalled from the store.
+//! and unit files are written again where they are missing or differ from what this tpcm writes
+//! (a new SONiC image's empty unit directory, a tpcm binary that moved).
 
-use super::store::Store;
+use super::container::unit_text;
+use super::store::{Store, write_atomic_mode};
 use super::{Error, recovery, tpc};
 use crate::config::Settings;
 use crate::runtime::Runtime;
@@ -52,20 +54,23 @@ pub async fn boot<R: Runtime>(
     }
     let store = Store::new(&settings.root);
     let records = store.list()?;
-    // A new SONiC image comes with an empty unit directory: the store keeps every unit.
-    let mut reinstalled = false;
+    // A new SONiC image comes with an empty unit directory, and a unit may name a tpcm binary
+    // that has moved since it was written: every unit is written again unless it is what this
+    // tpcm would write.
+    let mut rewritten = false;
     for r in &records {
+        let text = unit_text(settings, &r.name, r.spec.settings.restart)?;
         let installed = settings.systemd_dir.join(crate::systemd::unit_name(&r.name));
-        let kept = store.unit_path(&r.name);
-        if !installed.exists() && kept.exists() {
-            std::fs::create_dir_all(&settings.systemd_dir)
-                .and_then(|()| std::fs::copy(&kept, &installed).map(|_| ()))
-                .map_err(|e| Error::Internal(format!("cannot reinstall {}: {e}", installed.display())))?;
-            say(&format!("Reinstalled {}", installed.display()));
-            reinstalled = true;
+        let current = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| b == text.as_bytes());
+        if current(&installed) && current(&store.unit_path(&r.name)) {
+            continue;
         }
+        write_atomic_mode(&store.unit_path(&r.name), text.as_bytes(), 0o644)?;
+        write_atomic_mode(&installed, text.as_bytes(), 0o644)?;
+        say(&format!("Wrote {}", installed.display()));
+        rewritten = true;
     }
-    if reinstalled && crate::systemd::systemd_is_running() {
+    if rewritten && crate::systemd::systemd_is_running() {
         crate::systemd::systemctl(&["daemon-reload"]).map_err(Error::Internal)?;
         for r in &records {
             crate::systemd::systemctl(&["enable", &crate::systemd::unit_name(&r.name)])

@@ -1,6 +1,7 @@
 //! Image operations: import from a source, list, remove.
 
 use super::Error;
+use super::store::{ImagesAccess, Store, StoreError, TpcLock};
 use crate::archive;
 use crate::runtime::{ArchiveInput, ByteCounter, ImageSummary, ImportedImage, Metered, Runtime};
 use crate::source::registry::{self, RegistryRequest};
@@ -20,6 +21,10 @@ pub trait Progress: Send + Sync {
     /// Why the transfer should stop now, if it should (checked as bytes arrive).
     fn cancelled(&self) -> Option<String> {
         None
+    }
+    /// Something the operator should know about the result (a tag that moved under a TPC).
+    fn notice(&self, message: &str) {
+        tracing::info!("{message}");
     }
 }
 
@@ -52,10 +57,10 @@ impl ImageSource {
         !matches!(self, ImageSource::Present(_))
     }
 
-    /// Infers the kind of a location as the TPCM CLI does: an http(s) URL is downloaded, an
-    /// existing file is an archive, anything else is an image reference. A location that reads
-    /// as a path (`/…`, `./…`, `…​.tar`, `…​.gz`) stays a file even when missing, so a typo says
-    /// "no such file" instead of trying a registry.
+    /// Infers the kind of a location as the TPCM CLI does (docs/cli.md, "Where an image comes
+    /// from"): an http(s) URL is downloaded, an existing file is an archive, anything else is an
+    /// image reference. A location that reads as a path ([`looks_like_path`]) stays a file even
+    /// when missing, so a typo says "no such file" instead of trying a registry.
     /// `registry` is the template for a registry pull (credentials, insecure registries); its
     /// timeouts serve downloads too.
     pub fn infer(location: &str, registry: RegistryRequest) -> Result<ImageSource, Error> {
@@ -66,11 +71,7 @@ impl ImageSource {
                 login: None,
             });
         }
-        let looks_like_path = location.starts_with('/')
-            || location.starts_with('.')
-            || location.starts_with('~')
-            || [".tar", ".gz", ".tgz"].iter().any(|s| location.ends_with(s));
-        if looks_like_path || Path::new(location).exists() {
+        if looks_like_path(location) || Path::new(location).exists() {
             return Ok(ImageSource::File(PathBuf::from(location)));
         }
         if registry::is_image_reference(location) {
@@ -92,6 +93,93 @@ impl ImageSource {
             ImageSource::Ssh(r) => r.describe(),
             ImageSource::Registry(r) => r.reference.clone(),
             ImageSource::Present(name) => name.clone(),
+        }
+    }
+}
+
+/// Whether a location names a file rather than an image: it starts with `/`, `./`, `../` or
+/// `~`, or ends in an archive's extension. Such a location is never pulled from a registry.
+pub fn looks_like_path(location: &str) -> bool {
+    ["/", "./", "../", "~"].iter().any(|p| location.starts_with(p))
+        || [".tar", ".tgz", ".gz", ".zst"]
+            .iter()
+            .any(|s| location.ends_with(s))
+}
+
+/// Whether a registry reference could as well be a mistyped file name: no registry host, no
+/// tag or digest, and a dot in its last part (`app-v1.tr`). A pull of such a reference that
+/// fails also says that no such file exists.
+fn could_be_a_file_name(reference: &str) -> bool {
+    let first = reference.split('/').next().unwrap_or_default();
+    let has_host = reference.contains('/') && (first.contains(['.', ':']) || first == "localhost");
+    let last = reference.rsplit('/').next().unwrap_or_default();
+    !has_host && !last.contains([':', '@']) && last.contains('.')
+}
+
+/// A registry source whose image is already in the runtime under that name becomes that image:
+/// installing from an imported image contacts no registry. An upgrade passes the manifest the
+/// TPC runs as `current`: a local image that is that very manifest is not what the operator
+/// upgrades to, so the registry is asked for the tag's image (it may have moved there). Any
+/// other source is returned as it is.
+pub async fn prefer_present<R: Runtime>(
+    runtime: &R,
+    src: &ImageSource,
+    current: Option<&str>,
+) -> Result<ImageSource, Error> {
+    let ImageSource::Registry(request) = src else {
+        return Ok(src.clone());
+    };
+    let Ok(name) = archive::normalize_pinned_reference(&request.reference) else {
+        return Ok(src.clone());
+    };
+    let present = runtime.list_images().await?.into_iter().find(|i| i.name == name);
+    match present {
+        Some(image) if current != Some(image.digest.as_str()) => Ok(ImageSource::Present(name)),
+        _ => Ok(src.clone()),
+    }
+}
+
+/// Tells `progress` about every name this import moved away from the manifest a TPC is pinned
+/// to: those TPCs keep running the old manifest, and the operator should know the name no longer
+/// says what they run.
+pub fn report_moved_tags(store: &Store, imported: &[ImportedImage], progress: &dyn Progress) {
+    let Ok(records) = store.list() else { return };
+    for image in imported {
+        for name in &image.names {
+            let stay: Vec<&str> = records
+                .iter()
+                .filter(|r| r.image() == name && r.spec.image.digest != image.digest)
+                .map(|r| r.name.as_str())
+                .collect();
+            if !stay.is_empty() {
+                progress.notice(&format!(
+                    "{name} now names {}; TPC(s) {} keep running the image they were installed from (tpcm upgrade moves them)",
+                    image.digest,
+                    stay.join(", ")
+                ));
+            }
+        }
+    }
+}
+
+/// How long an image removal waits for imports that run (a Deploy of a large image takes
+/// minutes), and an import for a removal.
+pub const IMAGES_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Takes the store's images lock for `access` ([`Store::try_images_lock`]), waiting at most
+/// `patience` without blocking a thread.
+pub async fn lock_images(
+    store: &Store,
+    access: ImagesAccess,
+    patience: std::time::Duration,
+) -> Result<TpcLock, Error> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        match store.try_images_lock(access) {
+            Err(StoreError::Busy(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return Ok(other?),
         }
     }
 }
@@ -127,6 +215,24 @@ async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
 /// own name (or the registry reference); an archive must then hold exactly one image.
 pub async fn import_image<R: Runtime>(
     runtime: &R,
+    store: &Store,
+    src: &ImageSource,
+    tag: Option<String>,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<ImportedImage>, Error> {
+    let imported = {
+        let _images = match src {
+            ImageSource::Present(_) => None,
+            _ => Some(lock_images(store, ImagesAccess::Import, IMAGES_PATIENCE).await?),
+        };
+        import_from(runtime, src, tag, progress.clone()).await?
+    };
+    report_moved_tags(store, &imported, progress.as_ref());
+    Ok(imported)
+}
+
+async fn import_from<R: Runtime>(
+    runtime: &R,
     src: &ImageSource,
     tag: Option<String>,
     progress: Arc<dyn Progress>,
@@ -158,7 +264,16 @@ pub async fn import_image<R: Runtime>(
             .map_or(Ok(()), |why| Err(std::io::Error::other(why)))
     });
     if let ImageSource::Registry(request) = src {
-        let mut pull = registry::pull(request, counter).await?;
+        let mut pull = match registry::pull(request, counter).await {
+            Ok(pull) => pull,
+            Err(e) if could_be_a_file_name(&request.reference) => {
+                return Err(Error::NotFound(format!(
+                    "{e} (and no local file named {} exists)",
+                    request.reference
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(tag) = tag {
             pull.image.name = tag;
         }
@@ -186,9 +301,35 @@ pub async fn list_images<R: Runtime>(runtime: &R) -> Result<Vec<ImageSummary>, E
     Ok(runtime.list_images().await?)
 }
 
-/// Removes an image given as the user wrote it (`busybox:1.0`) or fully normalized.
-pub async fn remove_image<R: Runtime>(runtime: &R, name: &str) -> Result<String, Error> {
+/// Removes an image given as the user wrote it (`busybox:1.0`) or fully normalized. An image a
+/// TPC runs (or keeps to roll back to), or any container was made from, is refused naming them,
+/// unless `force`: then only the name goes, and the TPCs keep running on the manifest their
+/// containers pin. Returns the normalized name and, when forced, who still uses the image.
+pub async fn remove_image<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    name: &str,
+    force: bool,
+) -> Result<(String, Vec<String>), Error> {
     let normalized = archive::normalize_pinned_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut users: Vec<String> = store
+        .list()?
+        .into_iter()
+        .filter(|r| r.holds_image(&normalized))
+        .map(|r| r.name)
+        .collect();
+    for c in runtime.list_containers().await? {
+        if c.image == normalized && !users.contains(&c.id) {
+            users.push(c.id);
+        }
+    }
+    if !users.is_empty() && !force {
+        return Err(Error::InUse(format!(
+            "image {normalized} is used by {}; uninstall or upgrade them first, or force (they keep running on the image they pin)",
+            users.join(", ")
+        )));
+    }
+    let _images = lock_images(store, ImagesAccess::Remove, IMAGES_PATIENCE).await?;
     runtime.remove_image(&normalized).await?;
-    Ok(normalized)
+    Ok((normalized, users))
 }

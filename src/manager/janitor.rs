@@ -10,8 +10,9 @@
 //! - nothing at all while any journal is open: an install, upgrade or uninstall in flight holds
 //!   images and containers that look unowned.
 
-use super::store::Store;
-use super::{Error, journal, tpc};
+use super::container::{STOP_GRACE, validate_name};
+use super::store::{ImagesAccess, Store};
+use super::{Error, journal};
 use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
 use std::collections::BTreeSet;
@@ -67,7 +68,7 @@ pub async fn sweep<R: Runtime>(
             continue;
         }
         // A TPC being installed has its container before its record: its lock says so.
-        let _lock = match tpc::validate_name(&c.id) {
+        let _lock = match validate_name(&c.id) {
             Ok(()) => match store.lock(&c.id) {
                 Ok(lock) => Some(lock),
                 Err(_) => continue,
@@ -83,7 +84,7 @@ pub async fn sweep<R: Runtime>(
         ) {
             continue;
         }
-        runtime.stop_container(&c.id, tpc::STOP_GRACE).await?;
+        runtime.stop_container(&c.id, STOP_GRACE).await?;
         runtime.delete_container(&c.id).await?;
         tracing::info!(container = %c.id, "janitor removed a stopped container no TPC owns");
         out.containers.push(c.id.clone());
@@ -92,10 +93,15 @@ pub async fn sweep<R: Runtime>(
     let mut used: BTreeSet<String> = store
         .list()?
         .into_iter()
-        .flat_map(|r| [Some(r.image), r.rollback_image])
+        .flat_map(|r| [Some(r.image().to_string()), r.rollback_image])
         .flatten()
         .collect();
     used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
+    // Images only while no import runs (it may be about to use an image that looks unused).
+    let Ok(_images) = store.try_images_lock(ImagesAccess::Remove) else {
+        out.skipped = Some("an image import is running".into());
+        return Ok(out);
+    };
     let mut unused = BTreeSet::new();
     for image in runtime.list_images().await? {
         if used.contains(&image.name) {

@@ -37,8 +37,13 @@ pub enum UpgradeStep {
 pub struct UpgradeJournal {
     /// The TPC's record before the upgrade.
     pub old: TpcRecord,
-    /// A name pinning the old image's manifest while its tag may move (`repo@digest`).
+    /// A name keeping the manifest the old container runs on alive while the old container is
+    /// detached (`repo@digest`).
     pub pin: Option<String>,
+    /// The manifest the old image's name pointed at before the import (which may move it); an
+    /// aborted or rolled-back upgrade points the name back.
+    #[serde(default)]
+    pub tag_before: Option<String>,
     /// The imported image's name and digest, once known.
     pub new_image: Option<(String, String)>,
     /// The old container, once held.

@@ -6,8 +6,8 @@
 //! imports the layout into the new containerd, recreates each TPC on its saved image, and deletes
 //! the export; boot then reinstalls the units and starts what was running.
 
+use super::container::{create_container, install_unit};
 use super::store::{Store, TpcRecord, write_atomic};
-use super::tpc::{container_labels, install_unit, parse_tpc_args};
 use super::{Error, recovery};
 use crate::config::Settings;
 use crate::runtime::{ArchiveInput, Runtime};
@@ -30,7 +30,8 @@ pub struct SavedTpc {
     pub written: u64,
 }
 
-/// The name a TPC's saved image gets.
+/// The name a TPC's saved image gets in the export, so the importer makes it an image; restore
+/// removes the name once the TPC's container pins the image (the TPC keeps its own image name).
 fn saved_image_name(tpc: &str) -> String {
     format!("docker.io/tpcm-migrated/{tpc}:saved")
 }
@@ -56,6 +57,34 @@ fn tree_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// The manifest TPC `r`'s container is made from, which its save exports.
+fn image_digest(r: &TpcRecord) -> Result<&str, Error> {
+    match r.runs_on() {
+        "" => Err(Error::Invalid(format!(
+            "TPC {}: its record names no image digest (written by an old tpcm); run `tpcm boot` or any command on it to complete the record, then save again",
+            r.name
+        ))),
+        d => Ok(d),
+    }
+}
+
+/// A save that fails because the TPC's image content is gone says which TPC, which manifest,
+/// and how to get it back.
+fn content_error(r: &TpcRecord, e: crate::runtime::Error) -> Error {
+    match e {
+        crate::runtime::Error::NotFound(what) | crate::runtime::Error::ImageNotFound(what) => {
+            Error::NotFound(format!(
+                "TPC {}: its image {} ({}) is not in containerd any more ({what}); nothing was saved. Reinstall it from its archive: tpcm upgrade {} <archive> -y",
+                r.name,
+                r.image(),
+                r.runs_on(),
+                r.name
+            ))
+        }
+        other => other.into(),
+    }
 }
 
 /// What `save` did.
@@ -91,14 +120,12 @@ pub async fn save<R: Runtime>(
         .map(|r| store.lock(&r.name))
         .collect::<Result<Vec<_>, _>>()?;
     let layout = layout_dir(&store);
-    let digest = |r: &TpcRecord| {
-        r.digest
-            .clone()
-            .ok_or_else(|| Error::Invalid(format!("TPC {}: its record names no image digest", r.name)))
-    };
     let mut bound = 0;
     for r in &records {
-        bound += runtime.save_bound(&r.name, &digest(r)?, &layout).await?;
+        bound += runtime
+            .save_bound(&r.name, image_digest(r)?, &layout)
+            .await
+            .map_err(|e| content_error(r, e))?;
     }
     std::fs::create_dir_all(store.root()).map_err(io(store.root()))?;
     let stat = nix::sys::statvfs::statvfs(store.root())
@@ -132,7 +159,10 @@ pub async fn save<R: Runtime>(
             "Saving TPC-{} (its image and its writable layer)",
             r.name
         ));
-        let saved = runtime.save_container(&r.name, &digest(r)?, &layout).await?;
+        let saved = runtime
+            .save_container(&r.name, image_digest(r)?, &layout)
+            .await
+            .map_err(|e| content_error(r, e))?;
         let entry = SavedTpc {
             record: r.clone(),
             image: saved_image_name(&r.name),
@@ -234,18 +264,17 @@ pub async fn restore<R: Runtime>(
             let name = &s.record.name;
             let _lock = store.lock(name)?;
             say(&format!("Recreating TPC-{name} with its saved state"));
-            let parsed = parse_tpc_args(&s.record.args)?;
             let mut record = s.record.clone();
-            record.image = s.image.clone();
-            record.digest = Some(s.digest.clone());
-            record.container.image = s.image.clone();
+            // The TPC keeps its image's name and digest; its container is made from the saved
+            // image (that image plus the TPC's writable layer), which it pins.
+            record.base_digest = Some(s.digest.clone());
+            record.converted = false;
             // Only the images TPCs run travel with a migration.
             record.rollback_image = None;
-            runtime
-                .create_container(&record.container, container_labels(name, &parsed))
-                .await?;
+            create_container(runtime, settings, &store, &record).await?;
             store.put(&record)?;
-            install_unit(settings, &store, name, parsed.restart)?;
+            install_unit(settings, &store, name, record.spec.settings.restart)?;
+            super::container::remove_image_if_present(runtime, &store, &s.image).await?;
         }
     }
     if layout.exists() {

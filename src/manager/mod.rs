@@ -1,11 +1,19 @@
 //! The operations front ends ask for. The manager talks to the runtime only through
 //! [`crate::runtime::Runtime`], and to the outside world only through [`crate::source`].
 
+//!
+//! Inside, the modules form layers, none importing one that imports it back: `store`, `journal`
+//! and `args` at the bottom; `container` (what every operation shares about a TPC's container);
+//! `journal_steps` (the idempotent ends of journaled operations); `recovery`; then the operations
+//! (`tpc`, `upgrade`, `migrate`, `boot`, `janitor`, `supervise`, images, volumes).
+
 pub mod args;
 pub mod boot;
+pub mod container;
 mod images;
 pub mod janitor;
 pub mod journal;
+mod journal_steps;
 pub mod migrate;
 pub mod recovery;
 pub mod store;
@@ -14,7 +22,15 @@ pub mod tpc;
 pub mod upgrade;
 pub mod volumes;
 
-pub use images::{ImageSource, Progress, import_image, list_images, remove_image};
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+pub use images::{
+    IMAGES_PATIENCE, ImageSource, Progress, import_image, list_images, lock_images, looks_like_path,
+    prefer_present, remove_image, report_moved_tags,
+};
 
 /// Errors of manager operations: the layers below, converted at this boundary.
 #[derive(Debug, thiserror::Error)]

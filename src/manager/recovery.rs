@@ -2,9 +2,10 @@
 //! finished or taken back (per the journal, `journal.rs`), and the half-built objects of tpcm
 //! processes that died are released. `tpcm boot` runs the same for every TPC.
 
+use super::Error;
 use super::journal::{self, Journal};
+use super::journal_steps;
 use super::store::Store;
-use super::{Error, tpc, upgrade};
 use crate::config::Settings;
 use crate::runtime::Runtime;
 
@@ -23,29 +24,66 @@ pub async fn recover<R: Runtime>(
         Err(e) => tracing::warn!("cannot look for abandoned operations: {e}"),
     }
     match journal::read(store, name)? {
-        None => Ok(()),
+        None => {}
         Some(Journal::Install(j)) => {
             say(&format!("Taking back the interrupted install of TPC-{name}"));
-            tpc::undo_install(runtime, settings, store, name, &j).await
+            journal_steps::undo_install(runtime, settings, store, name, &j).await?;
         }
         Some(Journal::Uninstall(j)) => {
             say(&format!("Finishing the interrupted uninstall of TPC-{name}"));
-            tpc::finish_uninstall(runtime, settings, store, name, &j, say).await
+            journal_steps::finish_uninstall(runtime, settings, store, name, &j, say).await?;
         }
-        Some(Journal::Upgrade(j)) => upgrade::recover_upgrade(runtime, settings, store, name, &j, say).await,
+        Some(Journal::Upgrade(j)) => {
+            journal_steps::recover_upgrade(runtime, settings, store, name, &j, say).await?;
+        }
     }
+    pin_converted(runtime, store, name).await
 }
 
-/// Recovers every TPC with a journal whose lock is free (a busy one is being handled by the
-/// command holding it). A failure is reported per TPC and never stops the others.
+/// A record converted from an older format belongs to a container made before containers pinned
+/// their image: pin it now (by the recorded digest, or the one the image's name has if the old
+/// record kept none), so a moved tag or a removed image can no longer take its content.
+async fn pin_converted<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
+    let Some(mut record) = store.get(name)? else {
+        return Ok(());
+    };
+    if !record.converted {
+        return Ok(());
+    }
+    if record.spec.image.digest.is_empty()
+        && let Some(image) = runtime
+            .list_images()
+            .await?
+            .into_iter()
+            .find(|i| i.name == record.image())
+    {
+        record.spec.image.digest = image.digest;
+    }
+    if !record.spec.image.digest.is_empty() {
+        runtime.pin_image(name, record.runs_on()).await?;
+    }
+    record.converted = false;
+    store.put(&record)?;
+    Ok(())
+}
+
+/// Recovers every TPC with a journal or a record still to pin whose lock is free (a busy one is
+/// being handled by the command holding it). A failure is reported per TPC and never stops the
+/// others.
 pub async fn recover_all<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     say: &dyn Fn(&str),
 ) -> Vec<(String, Error)> {
     let store = Store::new(&settings.root);
+    let mut names = journal::pending(&store);
+    if let Ok(records) = store.list() {
+        names.extend(records.into_iter().filter(|r| r.converted).map(|r| r.name));
+    }
+    names.sort();
+    names.dedup();
     let mut failures = Vec::new();
-    for name in journal::pending(&store) {
+    for name in names {
         let Ok(_lock) = store.lock(&name) else { continue };
         if let Err(e) = recover(runtime, settings, &store, &name, say).await {
             failures.push((name, e));

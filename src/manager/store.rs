@@ -1,8 +1,12 @@
-//! The TPCM store's records: one JSON file per TPC under `<root>/tpcs/`, written atomically, and a
-//! lock file per TPC so two tpcm processes never interleave on the same TPC.
+//! The TPCM store's records: one JSON file per TPC under `<root>/tpcs/`, written atomically and
+//! readable by root only (they hold the TPC's environment), and a lock file per TPC so two tpcm
+//! processes never interleave on the same TPC.
 
 use crate::runtime::logs::LogTarget;
-use crate::runtime::spec::ContainerConfig;
+use crate::tpc_spec::TpcSpec;
+use serde::{Deserialize, Serialize};
+
+mod legacy;
 
 /// Size at which a TPC's log file is rotated.
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
@@ -10,51 +14,92 @@ pub const LOG_MAX_BYTES: u64 = 10 << 20;
 pub const LOG_FILES: u32 = 3;
 /// How long a command waits for a TPC's lock; see [`Store::lock_for_command`].
 pub const COMMAND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Mode of every file tpcm writes into the store: records, journals and logs carry the TPCs'
+/// environment, which may hold secrets.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the store's directories.
+pub const DIR_MODE: u32 = 0o700;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// What tpcm remembers about a TPC: enough to recreate its container exactly.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// What tpcm remembers about a TPC: its spec and where it stands.
+///
+/// Records written by a tpcm that stored the raw `--args` instead of a spec are converted when
+/// read (`legacy`); the next write stores the current format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct TpcRecord {
     /// TPC name (also the container ID).
     pub name: String,
-    /// Normalized image reference.
-    pub image: String,
-    /// The image's manifest digest when it was installed or last upgraded (an upgrade to the same
-    /// digest is a no-op; a rollback re-points a moved tag at it).
+    /// The image (name and pinned manifest digest) and every setting.
+    pub spec: TpcSpec,
+    /// The `--args` text as the operator gave it, for display only (empty for a gNOI instance).
     #[serde(default)]
-    pub digest: Option<String>,
-    /// The `--args` string as the operator gave it.
     pub args: String,
-    /// The resolved container settings.
-    pub container: ContainerConfig,
+    /// The CPU cap the container was created with (the spec's, or the default share then).
+    pub cpus: f64,
+    /// The manifest the container is made from when it is not the spec's image: after a
+    /// migration restore, the spec's image with the TPC's writable layer committed on top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<String>,
     /// Whether the operator wants it running (boot starts only those).
     pub running: bool,
     /// When it was installed (seconds since the epoch).
     pub installed: u64,
     /// Whether the TPC brought its image (CLI install: the image goes with the TPC) or runs one
-    /// managed on its own (gNOI: deployed and removed with Deploy / RemoveImage, kept for
-    /// rollbacks). Records written before this field existed are CLI installs.
-    #[serde(default = "owns_image_default")]
+    /// managed on its own (gNOI, or an image imported beforehand: deployed and removed on its
+    /// own, kept for rollbacks).
     pub owns_image: bool,
     /// The image this TPC ran before its last upgrade, when the upgrade kept it (an image managed
     /// on its own, or a gNOI UpdateContainer): an update client that finds the new version
     /// failing goes back to it, so the janitor keeps it. One per TPC; the next upgrade lets it go.
     #[serde(default)]
     pub rollback_image: Option<String>,
+    /// Converted from an older record format, whose container may not pin its image yet; the
+    /// next recovery of the TPC pins it and clears this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub converted: bool,
 }
 
-impl TpcRecord {
-    /// Whether this TPC runs `image` or keeps it to roll back to.
-    pub fn holds_image(&self, image: &str) -> bool {
-        self.image == image || self.rollback_image.as_deref() == Some(image)
+impl Serialize for TpcRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TpcRecord::serialize(self, s)
     }
 }
 
-fn owns_image_default() -> bool {
-    true
+impl<'de> Deserialize<'de> for TpcRecord {
+    /// The current format, or an older one converted (told apart by the `spec` key).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(d)?;
+        if value.get("spec").is_some() {
+            TpcRecord::deserialize(value).map_err(D::Error::custom)
+        } else {
+            serde_json::from_value::<legacy::LegacyRecord>(value)
+                .map(legacy::LegacyRecord::convert)
+                .map_err(D::Error::custom)
+        }
+    }
+}
+
+impl TpcRecord {
+    /// The image reference the TPC runs.
+    pub fn image(&self) -> &str {
+        &self.spec.image.reference
+    }
+
+    /// The manifest digest the TPC's container is made from.
+    pub fn runs_on(&self) -> &str {
+        self.base_digest.as_deref().unwrap_or(&self.spec.image.digest)
+    }
+
+    /// Whether this TPC runs `image` or keeps it to roll back to.
+    pub fn holds_image(&self, image: &str) -> bool {
+        self.image() == image || self.rollback_image.as_deref() == Some(image)
+    }
 }
 
 /// Errors of the store; each names the file.
@@ -94,7 +139,19 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// Held while a command works on one TPC; released on drop.
+/// The name of the store-wide images lock ([`Store::try_images_lock`]).
+const IMAGES_LOCK: &str = "_images";
+
+/// What the images lock is taken for ([`Store::try_images_lock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagesAccess {
+    /// An import (several may run at once).
+    Import,
+    /// A removal (alone).
+    Remove,
+}
+
+/// Held while a command works on one TPC (or on the images); released on drop.
 pub struct TpcLock {
     _lock: Flock<File>,
 }
@@ -163,25 +220,50 @@ impl Store {
     /// janitor, recovery, migration).
     pub fn lock(&self, name: &str) -> Result<TpcLock, StoreError> {
         // Callers validate names; this keeps a missed check from naming a file elsewhere.
-        let dir = self.root.join("locks");
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(StoreError::Io {
-                path: dir,
+                path: self.root.join("locks"),
                 source: io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("{name:?} is not a valid name"),
                 ),
             });
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        self.flock(name, FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Takes the store-wide images lock if it is free for `access`: every import holds it
+    /// shared, every image removal exclusive. containerd's collector may remove a blob an import
+    /// has just found in the store and not yet committed, when a removal's collection runs in
+    /// between (the import's image then lacks that layer); holding removals back while imports
+    /// run closes that window. Named so no TPC can have it (TPC names start with a letter or
+    /// digit). The manager's `lock_images` waits for it.
+    pub fn try_images_lock(&self, access: ImagesAccess) -> Result<TpcLock, StoreError> {
+        let arg = match access {
+            ImagesAccess::Import => FlockArg::LockSharedNonblock,
+            ImagesAccess::Remove => FlockArg::LockExclusiveNonblock,
+        };
+        self.flock(IMAGES_LOCK, arg).map_err(|e| match e {
+            StoreError::Busy(_) => StoreError::Busy(match access {
+                ImagesAccess::Import => "the images (an image is being removed)".into(),
+                ImagesAccess::Remove => "the images (an image is being imported)".into(),
+            }),
+            other => other,
+        })
+    }
+
+    fn flock(&self, name: &str, arg: FlockArg) -> Result<TpcLock, StoreError> {
+        let dir = self.root.join("locks");
+        create_private_dir(&dir)?;
         let path = dir.join(format!("{name}.lock"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(io_err(&path))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        match Flock::lock(file, arg) {
             Ok(lock) => Ok(TpcLock { _lock: lock }),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Busy(name.to_string())),
             Err((_, e)) => Err(StoreError::Io {
@@ -191,19 +273,28 @@ impl Store {
         }
     }
 
-    /// A TPC's record, if it is installed.
+    /// A TPC's record, if it is installed. A record of an older format is converted; the
+    /// conversion is written back when no other tpcm holds the TPC (the holder writes it
+    /// otherwise, with its own change).
     pub fn get(&self, name: &str) -> Result<Option<TpcRecord>, StoreError> {
         let path = self.record_path(name);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt {
-                    path,
-                    reason: e.to_string(),
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { path, source: e }),
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        };
+        let record: TpcRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if record.converted
+            && !bytes.windows(7).any(|w| w == b"\"spec\":")
+            && let Ok(_lock) = self.lock(name)
+            && fs::read(&path).is_ok_and(|now| now == bytes)
+        {
+            self.put(&record)?;
         }
+        Ok(Some(record))
     }
 
     /// Every record, by name.
@@ -236,7 +327,20 @@ impl Store {
     pub fn put(&self, record: &TpcRecord) -> Result<(), StoreError> {
         let path = self.record_path(&record.name);
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        self.make_private()?;
         write_atomic(&path, &bytes)
+    }
+
+    /// Creates the store's root readable by root only, or makes it so (a store written by an
+    /// older tpcm was world-readable).
+    pub fn make_private(&self) -> Result<(), StoreError> {
+        create_private_dir(&self.root)?;
+        let md = fs::metadata(&self.root).map_err(io_err(&self.root))?;
+        if md.permissions().mode() & 0o077 != 0 {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(DIR_MODE))
+                .map_err(io_err(&self.root))?;
+        }
+        Ok(())
     }
 
     /// Removes a record (missing is fine).
@@ -250,20 +354,43 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` atomically (see [`Store::put`]).
+/// Writes `bytes` to `path` atomically (see [`Store::put`]), readable by root only.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomic_mode(path, bytes, FILE_MODE)
+}
+
+/// [`write_atomic`] with another mode (a unit file systemd's tools read as any user).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
     let dir = path.parent().expect("a file lives in a directory");
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    create_private_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().expect("a file name").to_string_lossy()
     ));
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(bytes)
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    // A temporary file left by a crash keeps its old mode through `create`.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all())
         .map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
     sync_dir(dir)
+}
+
+/// Creates a directory (and its parents) accessible by root only; one that exists is left as
+/// it is.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(io_err(dir))
 }
 
 /// Makes a rename or removal in `dir` durable.
@@ -278,19 +405,64 @@ mod tests {
     fn record(name: &str) -> TpcRecord {
         TpcRecord {
             name: name.into(),
-            image: "docker.io/x/y:1".into(),
-            digest: None,
-            args: "-e A=1".into(),
-            container: ContainerConfig {
-                id: name.into(),
-                cpus: 0.4,
-                ..Default::default()
+            spec: TpcSpec {
+                image: crate::tpc_spec::ImageRef {
+                    reference: "docker.io/x/y:1".into(),
+                    digest: "sha256:00".into(),
+                },
+                settings: Default::default(),
             },
+            args: "-e A=1".into(),
+            cpus: 0.4,
+            base_digest: None,
             running: true,
             installed: 1,
             owns_image: true,
             rollback_image: None,
+            converted: false,
         }
+    }
+
+    #[test]
+    fn records_journals_and_the_store_are_root_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        let store = Store::new(&root);
+        store.put(&record("a")).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&store.record_path("a")), 0o600);
+        assert_eq!(mode(&root.join("tpcs")), 0o700);
+    }
+
+    #[test]
+    fn an_old_record_is_converted_once_and_written_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        create_private_dir(&dir.path().join("tpcs")).unwrap();
+        let old = serde_json::json!({
+            "name": "a", "image": "docker.io/x/y:1", "digest": "sha256:00", "args": "--restart always",
+            "container": {"env": ["K=v"], "cpus": 0.3, "host_network": true},
+            "running": true, "installed": 1
+        });
+        fs::write(store.record_path("a"), old.to_string()).unwrap();
+        // Held by another command: converted in memory only.
+        let held = store.lock("a").unwrap();
+        let r = store.get("a").unwrap().unwrap();
+        assert!(
+            !fs::read_to_string(store.record_path("a"))
+                .unwrap()
+                .contains("\"spec\"")
+        );
+        drop(held);
+        assert_eq!(store.get("a").unwrap(), Some(r.clone()));
+        let text = fs::read_to_string(store.record_path("a")).unwrap();
+        assert!(text.contains("\"spec\""), "{text}");
+        assert_eq!(r.spec.settings.env, ["K=v"]);
+        assert_eq!(r.spec.settings.restart.to_string(), "always");
+        assert!(r.converted);
     }
 
     #[test]

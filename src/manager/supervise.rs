@@ -2,11 +2,12 @@
 //! When systemd runs the TPC units, their `Restart=` does this; when it does not (a gNOI
 //! server in a container, or a test machine), `tpcm serve` feeds every container exit here.
 
-use super::args::RestartPolicy;
+use super::Error;
+use super::container::{ensure_running, validate_name};
 use super::store::Store;
-use super::{Error, tpc};
 use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
+use crate::tpc_spec::RestartPolicy;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -29,10 +30,10 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(900);
 pub async fn exited<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<(String, u32)>, Error> {
     let mut out = Vec::new();
     for record in Store::new(&settings.root).list()? {
-        let policy = tpc::parse_tpc_args(&record.args)
-            .map(|a| a.restart)
-            .unwrap_or_default();
-        if !matches!(policy, RestartPolicy::Always | RestartPolicy::UnlessStopped) {
+        if !matches!(
+            record.spec.settings.restart,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped
+        ) {
             continue;
         }
         if let ContainerState::Exited { code } = runtime.container_state(&record.name).await? {
@@ -74,7 +75,7 @@ impl Supervisor {
         id: &str,
         code: u32,
     ) -> Result<bool, Error> {
-        if crate::systemd::systemd_is_running() || tpc::validate_name(id).is_err() {
+        if crate::systemd::systemd_is_running() || validate_name(id).is_err() {
             return Ok(false);
         }
         let store = Store::new(&settings.root);
@@ -100,7 +101,7 @@ impl Supervisor {
             // Restarted already (an upgrade's new version, a rollback, `tpcm start`).
             return Ok(false);
         }
-        let policy = tpc::parse_tpc_args(&record.args)?.restart;
+        let policy = record.spec.settings.restart;
         let restarts = if in_streak { restarts } else { 0 };
         let restart = match policy {
             RestartPolicy::No => false,
@@ -131,7 +132,7 @@ impl Supervisor {
             restarts = restarts + 1,
             "restarting per its restart policy ({policy})"
         );
-        tpc::ensure_running(runtime, &store, id).await?;
+        ensure_running(runtime, &store, id).await?;
         Ok(true)
     }
 }

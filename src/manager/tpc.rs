@@ -4,206 +4,51 @@
 //! changes anything, and undoes its own steps when a later one fails, so a refused or failed
 //! install leaves no image, container, snapshot, record or file behind.
 
-use super::args::{self, ContainerArgs, Network};
+use super::container::{
+    STOP_GRACE, check_ports, check_ports_before_start, cpu_cap, create_container, default_cpu_share,
+    ensure_running, image_in_use, install_unit, lock_ports, require, validate_name,
+};
 use super::journal::{self, Entry, InstallJournal, UninstallJournal, crash_point};
+use super::journal_steps::{finish_uninstall, undo_install};
 use super::store::{Store, TpcRecord};
 use super::{Error, ImageSource, Progress};
-use crate::config::{FileConfig, Settings};
-use crate::runtime::spec::{BindMount, ContainerConfig, Device};
+use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
-use std::collections::HashMap;
+use crate::tpc_spec::{ContainerSettings, ImageRef, RestartPolicy, TpcSpec};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// Share of the host's CPU capacity a TPC may use unless its `--cpus` says otherwise (SONiC
-/// TPCM: 20 %); `default_cpu_share` in `tpcm.toml` changes it.
-pub const DEFAULT_CPU_SHARE: f64 = 0.20;
 /// How long `unit-run` waits for a tpcm command that holds the TPC's lock (an upgrade's hooks and
 /// health gate run under it).
 const UNIT_LOCK_PATIENCE: Duration = Duration::from_secs(900);
-/// How long a TPC gets to exit after SIGTERM before SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
-/// Where the TPC's private data directory appears inside its container.
-pub const PRIVATE_MOUNT: &str = "/tpc";
-/// Container label that marks a container as a TPC (its value is the TPC name).
-pub const TPC_LABEL: &str = "io.tpcm.tpc";
-/// Where the directory shared by all TPCs appears inside each container.
-pub const SHARED_MOUNT: &str = "/tpc-shared";
 
-/// Checks a TPC name: `[a-z0-9][a-z0-9_-]{0,31}` (it becomes a container ID, a unit name and a
-/// directory name, so nothing else is allowed).
-pub fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "invalid TPC name {name:?}: use 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
-        )))
+/// A TPC's settings as a front end hands them over: typed, with the `--args` text they were
+/// parsed from (kept for display; empty from gNOI).
+#[derive(Debug, Clone, Default)]
+pub struct RequestedSettings {
+    /// The settings.
+    pub container: ContainerSettings,
+    /// The text, if they came from `--args`.
+    pub args: String,
+}
+
+impl RequestedSettings {
+    /// Settings parsed from the `--args` text of `tpcm install` or `upgrade`.
+    pub fn from_args(text: &str) -> Result<RequestedSettings, Error> {
+        Ok(RequestedSettings {
+            container: super::args::parse_args(text).map_err(|e| Error::Invalid(e.to_string()))?,
+            args: text.to_string(),
+        })
     }
 }
 
-/// Parses a TPC's `--args`, refusing volumes over tpcm's own mounts.
-pub fn parse_tpc_args(text: &str) -> Result<ContainerArgs, Error> {
-    let parsed = args::parse_args(text).map_err(|e| Error::Invalid(e.to_string()))?;
-    if let Some(v) = parsed
-        .volumes
-        .iter()
-        .find(|v| v.container == PRIVATE_MOUNT || v.container == SHARED_MOUNT)
-    {
-        return Err(Error::Invalid(format!(
-            "--args: -v {}: {} is tpcm's own mount; choose another path",
-            v.host.display(),
-            v.container
-        )));
-    }
-    Ok(parsed)
-}
-
-/// The share of the host's CPUs a TPC gets without `--cpus` (config file, else 20 %).
-pub(super) fn default_cpu_share(settings: &Settings) -> Result<f64, Error> {
-    Ok(FileConfig::load(&settings.root)
-        .map_err(Error::Invalid)?
-        .default_cpu_share
-        .unwrap_or(DEFAULT_CPU_SHARE))
-}
-
-/// The labels of a TPC's container: `-l` labels plus the TPC marker.
-pub fn container_labels(name: &str, parsed: &ContainerArgs) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = parsed.labels.clone().into_iter().collect();
-    labels.insert(TPC_LABEL.to_string(), name.to_string());
-    labels
-}
-
-/// The store-wide lock that makes "check the ports, then record them" one step for TPCs that
-/// publish ports (its name cannot be a TPC's: those start with a letter or digit).
-const PORTS_LOCK: &str = "_ports";
-/// How long an install or upgrade that publishes ports waits for another one to record its own.
-const PORTS_PATIENCE: Duration = Duration::from_secs(120);
-
-/// Takes [`PORTS_LOCK`] when `ports` is not empty; held until the TPC's record is written.
-pub(super) fn lock_ports(
-    store: &Store,
-    ports: &[crate::runtime::spec::PortMapping],
-) -> Result<Option<super::store::TpcLock>, Error> {
-    if ports.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(store.lock_waiting(PORTS_LOCK, PORTS_PATIENCE)?))
-}
-
-/// Refuses host ports that another TPC publishes or that something on the host listens on
-/// (ports TPC `name` itself publishes already are its own). Checked before anything changes.
-pub(super) fn check_ports(
-    store: &Store,
-    name: &str,
-    ports: &[crate::runtime::spec::PortMapping],
-) -> Result<(), Error> {
-    let records = store.list()?;
-    let published = |r: &TpcRecord, p: &crate::runtime::spec::PortMapping| {
-        r.container
-            .bridge
-            .as_ref()
-            .is_some_and(|own| own.iter().any(|q| q.host == p.host && q.protocol == p.protocol))
-    };
-    for p in ports {
-        if let Some(other) = records.iter().find(|r| r.name != name && published(r, p)) {
-            return Err(Error::PortInUse(format!(
-                "host port {}/{} is published by TPC {}; choose another",
-                p.host, p.protocol, other.name
-            )));
-        }
-        if records.iter().any(|r| r.name == name && published(r, p)) {
-            continue;
-        }
-        check_host_port(p)?;
-    }
-    Ok(())
-}
-
-/// Refuses a host port something on the host listens on. The bridge's port forwarding does not
-/// listen itself, so a TPC's own published ports pass while it runs.
-fn check_host_port(p: &crate::runtime::spec::PortMapping) -> Result<(), Error> {
-    let free = if p.protocol == "udp" {
-        std::net::UdpSocket::bind(("0.0.0.0", p.host)).is_ok()
-    } else {
-        std::net::TcpListener::bind(("0.0.0.0", p.host)).is_ok()
-    };
-    if free {
-        Ok(())
-    } else {
-        Err(Error::PortInUse(format!(
-            "host port {}/{} is in use on this host; choose another",
-            p.host, p.protocol
-        )))
-    }
-}
-
-/// The host's CPU count, for the default cap.
-fn online_cpus() -> f64 {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64
-}
-
-/// Turns parsed `--args` into container settings for TPC `name`; `cpu_share` is the default
-/// share of the host's CPUs.
-pub(super) fn container_config(
-    settings: &Settings,
-    store: &Store,
-    name: &str,
-    image: &str,
-    a: &ContainerArgs,
-    cpu_share: f64,
-) -> ContainerConfig {
-    let mut mounts = vec![
-        BindMount {
-            host: settings.data_root.join(name),
-            container: PRIVATE_MOUNT.into(),
-            read_only: false,
-        },
-        BindMount {
-            host: store.shared_dir(),
-            container: SHARED_MOUNT.into(),
-            read_only: false,
-        },
-    ];
-    mounts.extend(a.volumes.iter().map(|v| BindMount {
-        host: v.host.clone(),
-        container: v.container.clone(),
-        read_only: v.read_only,
-    }));
-    ContainerConfig {
-        id: name.to_string(),
-        image: image.to_string(),
-        env: a.env.clone(),
-        mounts,
-        cpus: a.cpus.unwrap_or(cpu_share * online_cpus()),
-        memory: a.memory,
-        memory_reservation: a.memory_reservation,
-        cap_add: a.cap_add.clone(),
-        cap_drop: a.cap_drop.clone(),
-        privileged: a.privileged,
-        user: a.user.clone(),
-        workdir: a.workdir.clone(),
-        entrypoint: a.entrypoint.clone(),
-        command: a.command.clone(),
-        hostname: a.hostname.clone(),
-        host_network: a.network == Network::Host,
-        bridge: (a.network == Network::Bridge).then(|| a.ports.clone()),
-        devices: a
-            .devices
-            .iter()
-            .map(|d| Device {
-                host: d.host.clone(),
-                container: d.container.clone(),
-                permissions: d.permissions.clone(),
-            })
-            .collect(),
-    }
+/// What an install is asked to do.
+pub struct InstallRequest<'a> {
+    /// Where the image comes from.
+    pub source: &'a ImageSource,
+    /// How the TPC runs.
+    pub settings: RequestedSettings,
 }
 
 /// Installs TPC `name` from an image source and starts it. `say` receives each step.
@@ -211,13 +56,13 @@ pub async fn install<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     name: &str,
-    source: &ImageSource,
-    args_text: &str,
+    request: &InstallRequest<'_>,
     progress: Arc<dyn Progress>,
     say: &dyn Fn(&str),
 ) -> Result<TpcRecord, Error> {
     validate_name(name)?;
-    let parsed = parse_tpc_args(args_text)?;
+    let container = &request.settings.container;
+    container.check().map_err(|e| Error::Invalid(e.to_string()))?;
     let cpu_share = default_cpu_share(settings)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
@@ -227,8 +72,9 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
-    let _ports = lock_ports(&store, &parsed.ports)?;
-    check_ports(&store, name, &parsed.ports)?;
+    let _ports = lock_ports(&store, container)?;
+    check_ports(&store, name, container)?;
+    let source = super::images::prefer_present(runtime, request.source, None).await?;
 
     let mut j = InstallJournal {
         image: None,
@@ -240,11 +86,10 @@ pub async fn install<R: Runtime>(
         settings,
         store: &store,
         name,
-        args_text,
-        parsed: &parsed,
+        request,
         cpu_share,
     };
-    match steps.run(runtime, source, progress, say, &mut j).await {
+    match steps.run(runtime, &source, progress, say, &mut j).await {
         Ok(record) => {
             journal::remove(&store, name)?;
             Ok(record)
@@ -263,8 +108,7 @@ struct InstallSteps<'a> {
     settings: &'a Settings,
     store: &'a Store,
     name: &'a str,
-    args_text: &'a str,
-    parsed: &'a ContainerArgs,
+    request: &'a InstallRequest<'a>,
     cpu_share: f64,
 }
 
@@ -281,14 +125,18 @@ impl InstallSteps<'_> {
     ) -> Result<TpcRecord, Error> {
         let (settings, store, name) = (self.settings, self.store, self.name);
         say(&format!("Installing the TPC-{name} image"));
-        let images = super::import_image(runtime, source, None, progress).await?;
-        let (image, digest) = match images.as_slice() {
-            [one] => (one.names[0].clone(), one.digest.clone()),
+        let images = super::import_image(runtime, store, source, None, progress).await?;
+        let image = match images.as_slice() {
+            [one] => ImageRef {
+                reference: one.names[0].clone(),
+                digest: one.digest.clone(),
+            },
             _ => {
                 // Take back what this import made, except names another TPC runs on.
                 for name_of_image in images.iter().flat_map(|i| &i.names) {
                     if !image_in_use(store, name_of_image, name) {
-                        let _ = runtime.remove_image(name_of_image).await;
+                        let _ =
+                            super::container::remove_image_if_present(runtime, store, name_of_image).await;
                     }
                 }
                 return Err(Error::Invalid(format!(
@@ -300,12 +148,11 @@ impl InstallSteps<'_> {
         };
         // An image the TPC does not own stays when the install is taken back.
         if source.owned() {
-            j.image = Some(image.clone());
+            j.image = Some(image.reference.clone());
             journal::write(store, name, Entry::Install(j))?;
         }
         crash_point("install:imported");
 
-        let config = container_config(settings, store, name, &image, self.parsed, self.cpu_share);
         let data_dir = settings.data_root.join(name);
         let log_dir = store
             .log_target(name)
@@ -318,35 +165,36 @@ impl InstallSteps<'_> {
             j.creates_data_dir = true;
             journal::write(store, name, Entry::Install(j))?;
         }
-        for d in [data_dir.as_path(), &store.shared_dir(), &log_dir] {
+        for d in [data_dir.as_path(), &store.shared_dir()] {
             std::fs::create_dir_all(d)
                 .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
         }
+        super::store::create_private_dir(&log_dir)?;
 
-        say(&format!("Creating the TPC-{name} container"));
-        runtime
-            .create_container(&config, container_labels(name, self.parsed))
-            .await?;
-        crash_point("install:created");
+        let container = &self.request.settings.container;
         let record = TpcRecord {
             name: name.to_string(),
-            image,
-            digest: Some(digest),
-            args: self.args_text.to_string(),
-            container: config,
+            spec: TpcSpec {
+                image,
+                settings: container.clone(),
+            },
+            args: self.request.settings.args.clone(),
+            cpus: cpu_cap(container, self.cpu_share),
+            base_digest: None,
             running: true,
-            installed: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            installed: super::now_secs(),
             owns_image: source.owned(),
             rollback_image: None,
+            converted: false,
         };
+        say(&format!("Creating the TPC-{name} container"));
+        create_container(runtime, settings, store, &record).await?;
+        crash_point("install:created");
         store.put(&record)?;
         crash_point("install:recorded");
 
         say(&format!("Installing the TPC-{name} systemd unit"));
-        install_unit(settings, store, name, self.parsed.restart)?;
+        install_unit(settings, store, name, container.restart)?;
         crash_point("install:unit");
         say(&format!("Starting the TPC-{name} container"));
         runtime.start_container(name, &store.log_target(name)).await?;
@@ -354,109 +202,6 @@ impl InstallSteps<'_> {
         systemd::unit_started(name).map_err(Error::Internal)?;
         Ok(record)
     }
-}
-
-/// Takes back an install that did not finish: container, unit, record, journal, and the image
-/// unless another TPC uses it. Idempotent (recovery runs it after a crash).
-pub(super) async fn undo_install<R: Runtime>(
-    runtime: &R,
-    settings: &Settings,
-    store: &Store,
-    name: &str,
-    j: &InstallJournal,
-) -> Result<(), Error> {
-    // The install may have got as far as handing the TPC to systemd.
-    systemd::stop_unit(name).map_err(Error::Internal)?;
-    runtime.stop_container(name, STOP_GRACE).await?;
-    runtime.delete_container(name).await?;
-    remove_unit(settings, store, name);
-    for f in store.log_target(name).files_oldest_first() {
-        let _ = std::fs::remove_file(f);
-    }
-    if j.creates_data_dir {
-        remove_dir_if_present(&settings.data_root.join(name))?;
-    }
-    store.remove(name)?;
-    if let Some(image) = &j.image
-        && !image_in_use(store, image, name)
-    {
-        remove_image_if_present(runtime, image).await?;
-    }
-    journal::remove(store, name)
-}
-
-/// Writes the TPC's unit into the store and the systemd unit directory. The store's copy is what
-/// a new SONiC image reinstalls from; the unit directory's is what systemd reads.
-pub(super) fn install_unit(
-    settings: &Settings,
-    store: &Store,
-    name: &str,
-    restart: args::RestartPolicy,
-) -> Result<(), Error> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
-    let env = [
-        ("TPCM_CONTAINERD", settings.containerd.display().to_string()),
-        ("TPCM_NAMESPACE", settings.namespace.clone()),
-        ("TPCM_ROOT", settings.root.display().to_string()),
-        ("TPCM_DATA_ROOT", settings.data_root.display().to_string()),
-        ("TPCM_SYSTEMD_DIR", settings.systemd_dir.display().to_string()),
-    ];
-    let text = systemd::tpc_unit(name, &exe, &env, restart);
-    let unit = systemd::unit_name(name);
-    super::store::write_atomic(&store.unit_path(name), text.as_bytes())?;
-    super::store::write_atomic(&settings.systemd_dir.join(&unit), text.as_bytes())?;
-    if systemd::systemd_is_running() {
-        systemd::systemctl(&["daemon-reload"]).map_err(Error::Internal)?;
-        systemd::systemctl(&["enable", &unit]).map_err(Error::Internal)?;
-    }
-    Ok(())
-}
-
-/// Removes the TPC's unit from systemd and the store (best effort: missing is fine).
-fn remove_unit(settings: &Settings, store: &Store, name: &str) {
-    let unit = systemd::unit_name(name);
-    if systemd::systemd_is_running() {
-        let _ = systemd::systemctl(&["disable", &unit]);
-    }
-    let _ = std::fs::remove_file(settings.systemd_dir.join(&unit));
-    let _ = std::fs::remove_file(store.unit_path(name));
-    if systemd::systemd_is_running() {
-        let _ = systemd::systemctl(&["daemon-reload"]);
-    }
-}
-
-/// Removes a directory and what it holds; one already gone is fine (recovery may run twice).
-fn remove_dir_if_present(dir: &std::path::Path) -> Result<(), Error> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::Internal(format!("cannot remove {}: {e}", dir.display())))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Removes an image; one already gone is fine (recovery may run a removal twice).
-pub(super) async fn remove_image_if_present<R: Runtime>(runtime: &R, image: &str) -> Result<(), Error> {
-    match runtime.remove_image(image).await {
-        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Whether another TPC than `except` uses `image`.
-pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
-    store
-        .list()
-        .map(|l| l.iter().any(|r| r.name != except && r.holds_image(image)))
-        .unwrap_or(true)
-}
-
-pub(super) fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
-    validate_name(name)?;
-    store
-        .get(name)?
-        .ok_or_else(|| Error::NotFound(format!("no TPC named {name} is installed")))
 }
 
 /// Stops and removes TPC `name`: container, writable layer, image (unless another TPC uses it),
@@ -496,39 +241,6 @@ pub async fn uninstall_with<R: Runtime>(
     finish_uninstall(runtime, settings, &store, name, &j, say).await
 }
 
-/// The steps of an uninstall; idempotent, so recovery finishes one that was interrupted.
-pub(super) async fn finish_uninstall<R: Runtime>(
-    runtime: &R,
-    settings: &Settings,
-    store: &Store,
-    name: &str,
-    j: &UninstallJournal,
-    say: &dyn Fn(&str),
-) -> Result<(), Error> {
-    say(&format!("Stopping the TPC-{name} container"));
-    systemd::stop_unit(name).map_err(Error::Internal)?;
-    let grace = if j.kill { Duration::ZERO } else { STOP_GRACE };
-    runtime.stop_container(name, grace).await?;
-    crash_point("uninstall:stopped");
-    say(&format!("Removing the TPC-{name} container"));
-    runtime.delete_container(name).await?;
-    crash_point("uninstall:deleted");
-    remove_unit(settings, store, name);
-    if j.record.owns_image && !image_in_use(store, &j.record.image, name) {
-        say(&format!("Removing the TPC-{name} image"));
-        remove_image_if_present(runtime, &j.record.image).await?;
-    }
-    crash_point("uninstall:image-removed");
-    for f in store.log_target(name).files_oldest_first() {
-        let _ = std::fs::remove_file(f);
-    }
-    if j.clean_data {
-        remove_dir_if_present(&settings.data_root.join(name))?;
-    }
-    store.remove(name)?;
-    journal::remove(store, name)
-}
-
 /// A TPC as `tpcm list` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TpcStatus {
@@ -536,6 +248,8 @@ pub struct TpcStatus {
     pub name: String,
     /// Image reference.
     pub image: String,
+    /// The manifest digest the TPC is pinned to (the reference's tag may have moved since).
+    pub digest: String,
     /// What its process is doing.
     pub status: ContainerState,
     /// CPU cap in CPUs.
@@ -557,11 +271,12 @@ pub async fn list<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<Tp
             _ => None,
         };
         out.push(TpcStatus {
+            image: r.image().to_string(),
+            digest: r.spec.image.digest.clone(),
             name: r.name,
-            image: r.image,
             status,
-            cpus: r.container.cpus,
-            memory: r.container.memory,
+            cpus: r.cpus,
+            memory: r.spec.settings.memory,
             uptime,
         });
     }
@@ -606,40 +321,6 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     Ok(())
 }
 
-/// Refuses to start a stopped TPC whose published port a host service took while it was
-/// stopped: forwarding that port to the container would take the service's traffic.
-async fn check_ports_before_start<R: Runtime>(runtime: &R, record: &TpcRecord) -> Result<(), Error> {
-    if record.container.bridge.iter().flatten().next().is_none()
-        || matches!(
-            runtime.container_state(&record.name).await?,
-            ContainerState::Running { .. }
-        )
-    {
-        return Ok(());
-    }
-    record
-        .container
-        .bridge
-        .iter()
-        .flatten()
-        .try_for_each(check_host_port)
-}
-
-/// Starts the TPC's container unless it runs (an exited or half-made task is cleared first).
-pub(super) async fn ensure_running<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
-    match runtime.container_state(name).await? {
-        ContainerState::Running { .. } => {}
-        ContainerState::Exited { .. } | ContainerState::Other { .. } => {
-            runtime.stop_container(name, STOP_GRACE).await?;
-            runtime.start_container(name, &store.log_target(name)).await?;
-        }
-        ContainerState::Stopped => {
-            runtime.start_container(name, &store.log_target(name)).await?;
-        }
-    }
-    Ok(())
-}
-
 /// What `tpcm unit-run` (the TPC unit's main process) does: start the container unless the
 /// operator stopped the TPC (then it returns `None` at once), and wait for it to exit,
 /// returning its exit code. The record is not changed, and the TPC's lock is held only while
@@ -656,7 +337,7 @@ pub async fn unit_run<R: Runtime>(
         let _lock = store.lock_waiting(name, UNIT_LOCK_PATIENCE)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
         let record = require(&store, name)?;
-        let always = parse_tpc_args(&record.args)?.restart == args::RestartPolicy::Always;
+        let always = record.spec.settings.restart == RestartPolicy::Always;
         // docker's `always` restarts a stopped container when its daemon (here: the switch) restarts.
         if !record.running && !always {
             return Ok(None);
@@ -720,19 +401,4 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         runtime.stop_container(name, STOP_GRACE).await?;
     }
     start(runtime, settings, name).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_documented_pattern() {
-        for ok in ["a", "tpc1", "my-app_2", &"a".repeat(32)] {
-            assert!(validate_name(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "-a", "_a", "A", "a.b", "a/b", "../x", &"a".repeat(33), "a b"] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
-    }
 }

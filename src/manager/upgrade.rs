@@ -8,16 +8,17 @@
 //! detach it → create and start the new container → post hook → health gate → commit (write the
 //! record) → discard the old layer, unpin, remove the old image if unused.
 
-use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
-use super::store::{Store, TpcRecord};
-use super::tpc::{
-    STOP_GRACE, container_config, container_labels, default_cpu_share, image_in_use, parse_tpc_args,
-    remove_image_if_present, require,
+use super::container::{
+    STOP_GRACE, check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require,
 };
+use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
+use super::journal_steps::{abort_upgrade, finish_upgrade, roll_back_upgrade};
+use super::store::{Store, TpcRecord};
+use super::tpc::RequestedSettings;
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
-use crate::manager::args::HealthCheck;
 use crate::runtime::{ContainerState, Runtime};
+use crate::tpc_spec::{HealthCheck, ImageRef, TpcSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct UpgradeRequest<'a> {
     /// Where the new image comes from.
     pub source: &'a ImageSource,
-    /// New `--args`; `None` keeps the TPC's.
-    pub args: Option<&'a str>,
+    /// New settings; `None` keeps the TPC's.
+    pub settings: Option<RequestedSettings>,
     /// Skip both hooks.
     pub skip_data: bool,
     /// How long the new container must stay up (and its health check pass within).
@@ -74,36 +75,47 @@ pub async fn upgrade<R: Runtime>(
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, say).await?;
     let old = require(&store, name)?;
-    let args_text = request.args.unwrap_or(&old.args).to_string();
-    let parsed = parse_tpc_args(&args_text)?;
+    let wanted = match &request.settings {
+        Some(s) => s.clone(),
+        None => RequestedSettings {
+            container: old.spec.settings.clone(),
+            args: old.args.clone(),
+        },
+    };
+    wanted
+        .container
+        .check()
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let cpu_share = default_cpu_share(settings)?;
-    let _ports = super::tpc::lock_ports(&store, &parsed.ports)?;
-    super::tpc::check_ports(&store, name, &parsed.ports)?;
+    let _ports = lock_ports(&store, &wanted.container)?;
+    check_ports(&store, name, &wanted.container)?;
+    let source =
+        super::images::prefer_present(runtime, request.source, Some(old.spec.image.digest.as_str())).await?;
 
+    let images = runtime.list_images().await?;
     let mut j = UpgradeJournal {
-        // An image named by its digest already pins itself.
-        pin: old
-            .digest
-            .as_ref()
-            .map(|d| pin_name(&old.image, d))
-            .filter(|pin| pin != &old.image && !image_in_use(&store, pin, name))
-            // An image already present is not imported: no tag moves, so nothing to pin.
-            .filter(|_| request.source.owned()),
+        // While the old container is detached, nothing else may keep the manifest it runs on:
+        // a name does, unless one exists already (an image named by its digest pins itself).
+        pin: Some(pin_name(old.image(), old.runs_on()))
+            .filter(|_| !old.runs_on().is_empty())
+            .filter(|pin| !images.iter().any(|i| &i.name == pin)),
+        tag_before: images
+            .iter()
+            .find(|i| i.name == old.image())
+            .map(|i| i.digest.clone()),
         old: old.clone(),
         new_image: None,
         held: None,
         new_record: None,
         step: UpgradeStep::Importing,
-        keep_new_image: !request.source.owned(),
+        keep_new_image: !source.owned(),
     };
     journal::write(&store, name, Entry::Upgrade(&j))?;
-    // The new image may move the old one's tag: a second name keeps the old manifest (and what
-    // a rollback needs to point the tag back) alive until the upgrade ends.
     if let Some(pin) = j.pin.clone() {
-        let digest = old.digest.as_deref().expect("a pin is made only from a digest");
-        match runtime.name_image(&pin, digest).await {
+        match runtime.name_image(&pin, old.runs_on()).await {
             Ok(()) => {}
-            // The old image is already gone (removed by hand): nothing to pin or point back.
+            // The old manifest is gone already (a container made before containers pinned
+            // their image): nothing to pin.
             Err(crate::runtime::Error::ImageNotFound(_)) => {
                 j.pin = None;
                 journal::write(&store, name, Entry::Upgrade(&j))?;
@@ -117,7 +129,7 @@ pub async fn upgrade<R: Runtime>(
     crash_point("upgrade:pinned");
 
     say(&format!("Downloading and importing the new TPC-{name} image"));
-    let imported = match super::import_image(runtime, request.source, None, progress).await {
+    let imported = match super::import_image(runtime, &store, &source, None, progress).await {
         Ok(images) => images,
         Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
     };
@@ -127,7 +139,7 @@ pub async fn upgrade<R: Runtime>(
             j.new_image = imported.first().map(|i| (i.names[0].clone(), i.digest.clone()));
             let e = Error::Invalid(format!(
                 "{} holds {} images; a TPC needs exactly one",
-                request.source.describe(),
+                source.describe(),
                 imported.len()
             ));
             return Err(abort(runtime, &store, name, &j, e).await);
@@ -138,9 +150,12 @@ pub async fn upgrade<R: Runtime>(
     journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:imported");
 
-    if old.digest.as_deref() == Some(new_digest.as_str()) && args_text == old.args {
+    if old.spec.image.digest == new_digest
+        && old.base_digest.is_none()
+        && wanted.container == old.spec.settings
+    {
         // Nothing to do; the import only re-pointed names at what was already there.
-        finish_abort(runtime, &store, name, &j).await?;
+        abort_upgrade(runtime, &store, name, &j).await?;
         return Ok(UpgradeOutcome::AlreadyCurrent { digest: new_digest });
     }
 
@@ -182,37 +197,41 @@ pub async fn upgrade<R: Runtime>(
         Err(e) => Err(Error::Internal(e)),
     };
     if let Err(e) = stopped {
-        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
+        return Err(roll_back(runtime, &store, name, &j, e, say).await);
     }
     crash_point("upgrade:old-stopped");
     j.step = UpgradeStep::Detaching;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     if let Err(e) = runtime.detach_container(&held).await {
-        return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
+        return Err(roll_back(runtime, &store, name, &j, e.into(), say).await);
     }
     crash_point("upgrade:detached");
 
     say(&format!("Starting the new TPC-{name} container"));
-    let config = container_config(settings, &store, name, &new_image, &parsed, cpu_share);
-    // `finish_commit` keeps the old image in exactly these cases.
-    let old_image_kept = new_image != old.image && (!old.owns_image || j.keep_new_image);
+    // `finish_upgrade` keeps the old image in exactly these cases.
+    let old_image_kept = new_image != old.image() && (!old.owns_image || j.keep_new_image);
     let new_record = TpcRecord {
-        image: new_image.clone(),
-        digest: Some(new_digest.clone()),
-        args: args_text.clone(),
-        container: config.clone(),
+        spec: TpcSpec {
+            image: ImageRef {
+                reference: new_image.clone(),
+                digest: new_digest.clone(),
+            },
+            settings: wanted.container.clone(),
+        },
+        args: wanted.args.clone(),
+        cpus: cpu_cap(&wanted.container, cpu_share),
+        base_digest: None,
         running: true,
-        owns_image: request.source.owned(),
-        rollback_image: old_image_kept.then(|| old.image.clone()),
+        owns_image: source.owned(),
+        rollback_image: old_image_kept.then(|| old.image().to_string()),
+        converted: false,
         ..old.clone()
     };
     j.new_record = Some(new_record.clone());
     j.step = UpgradeStep::NewCreated;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     let started = async {
-        runtime
-            .create_container(&config, container_labels(name, &parsed))
-            .await?;
+        create_container(runtime, settings, &store, &new_record).await?;
         crash_point("upgrade:new-created");
         runtime.start_container(name, &store.log_target(name)).await?;
         crash_point("upgrade:new-started");
@@ -220,27 +239,27 @@ pub async fn upgrade<R: Runtime>(
     }
     .await;
     if let Err(e) = started {
-        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
+        return Err(roll_back(runtime, &store, name, &j, e, say).await);
     }
     if !request.skip_data && data_dir.join(POST_HOOK).is_file() {
         say(&format!(
             "Running /tpc/{POST_HOOK} in the new TPC-{name} container"
         ));
         if let Err(e) = run_hook(runtime, name, POST_HOOK, request.hook_timeout, say).await {
-            return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+            return Err(roll_back(runtime, &store, name, &j, Error::Invalid(e), say).await);
         }
     }
     say(&format!(
         "Checking that the new TPC-{name} container stays up for {} s{}",
         request.grace.as_secs_f64(),
-        if parsed.health.is_some() {
+        if wanted.container.health.is_some() {
             " and passes its health check"
         } else {
             ""
         }
     ));
-    if let Err(e) = health_gate(runtime, name, request.grace, parsed.health.as_ref()).await {
-        return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+    if let Err(e) = health_gate(runtime, name, request.grace, wanted.container.health.as_ref()).await {
+        return Err(roll_back(runtime, &store, name, &j, Error::Invalid(e), say).await);
     }
     crash_point("upgrade:healthy");
 
@@ -250,12 +269,12 @@ pub async fn upgrade<R: Runtime>(
     journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:committed");
     // The restart policy may have changed with the arguments.
-    super::tpc::install_unit(settings, &store, name, parsed.restart)?;
+    install_unit(settings, &store, name, wanted.container.restart)?;
     crate::systemd::unit_started(name).map_err(Error::Internal)?;
     say(&format!("Removing the old TPC-{name} version"));
-    finish_commit(runtime, &store, name, &j).await?;
+    finish_upgrade(runtime, &store, name, &j).await?;
     Ok(UpgradeOutcome::Upgraded {
-        from: old.image,
+        from: old.image().to_string(),
         to: new_image,
     })
 }
@@ -396,43 +415,16 @@ async fn abort<R: Runtime>(
     j: &UpgradeJournal,
     cause: Error,
 ) -> Error {
-    match finish_abort(runtime, store, name, j).await {
+    match abort_upgrade(runtime, store, name, j).await {
         Ok(()) => cause,
         Err(e) => Error::Internal(format!("{cause} (and cleaning up failed: {e})")),
     }
 }
 
-/// Takes back the new image and the pin, and ends the journal (idempotent).
-async fn finish_abort<R: Runtime>(
-    runtime: &R,
-    store: &Store,
-    name: &str,
-    j: &UpgradeJournal,
-) -> Result<(), Error> {
-    if let Some(pin) = &j.pin {
-        // The tag may have moved to the new image: point it back.
-        if let Ok(()) = runtime.tag_image(pin, &j.old.image).await
-            && !image_in_use(store, pin, "")
-        {
-            remove_image_if_present(runtime, pin).await?;
-        }
-    }
-    if let Some((new_image, _)) = &j.new_image
-        && !j.keep_new_image
-        && new_image != &j.old.image
-        && !image_in_use(store, new_image, name)
-    {
-        remove_image_if_present(runtime, new_image).await?;
-    }
-    journal::remove(store, name)
-}
-
-/// Brings the old version back after the old container was held (and possibly stopped and
-/// detached): the new container goes, the old one is restored and started again if it was
-/// running. Returns `cause`, saying the old version runs again.
+/// Brings the old version back ([`roll_back_upgrade`]) and returns `cause`, saying the old
+/// version runs again.
 async fn roll_back<R: Runtime>(
     runtime: &R,
-    settings: &Settings,
     store: &Store,
     name: &str,
     j: &UpgradeJournal,
@@ -440,7 +432,7 @@ async fn roll_back<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Error {
     say(&format!("Upgrade failed: {cause}; rolling back"));
-    match restore_old(runtime, settings, store, name, j).await {
+    match roll_back_upgrade(runtime, store, name, j).await {
         Ok(()) => Error::RolledBack(format!(
             "upgrade of TPC {name} failed: {cause}; rolled back, the old version is {}",
             if j.old.running {
@@ -452,90 +444,6 @@ async fn roll_back<R: Runtime>(
         Err(e) => Error::RollbackFailed(format!(
             "upgrade of TPC {name} failed: {cause}; ROLLBACK FAILED: {e}; run any tpcm command on {name} to retry it"
         )),
-    }
-}
-
-/// The rollback itself (idempotent, also run by recovery).
-async fn restore_old<R: Runtime>(
-    runtime: &R,
-    _settings: &Settings,
-    store: &Store,
-    name: &str,
-    j: &UpgradeJournal,
-) -> Result<(), Error> {
-    if let Some(held) = &j.held {
-        // A container with the TPC's name on another layer is the new one.
-        if let Some(layer) = runtime.container_layer(name).await?
-            && layer != held.layer
-        {
-            runtime.stop_container(name, STOP_GRACE).await?;
-            runtime.delete_container(name).await?;
-        }
-        runtime.restore_container(held).await?;
-    }
-    store.put(&j.old)?;
-    if j.old.running {
-        match runtime.container_state(name).await? {
-            ContainerState::Running { .. } => {}
-            _ => {
-                // Clears an exited or half-created task first.
-                runtime.stop_container(name, STOP_GRACE).await?;
-                runtime.start_container(name, &store.log_target(name)).await?;
-            }
-        }
-        crate::systemd::unit_started(name).map_err(Error::Internal)?;
-    }
-    finish_abort(runtime, store, name, j).await
-}
-
-/// After the commit: drop the old layer, the pin, and the old image if nothing uses it.
-async fn finish_commit<R: Runtime>(
-    runtime: &R,
-    store: &Store,
-    name: &str,
-    j: &UpgradeJournal,
-) -> Result<(), Error> {
-    if let Some(held) = &j.held {
-        runtime.discard_detached(held).await?;
-    }
-    if let Some(pin) = &j.pin
-        && !image_in_use(store, pin, "")
-    {
-        remove_image_if_present(runtime, pin).await?;
-    }
-    let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
-    // An upgrade to an image that was there already (gNOI UpdateContainer) leaves the old one
-    // too, owned or not: an update client that finds the new version failing goes back to it.
-    // Unused, the janitor removes it later.
-    if j.old.owns_image
-        && !j.keep_new_image
-        && new_image != Some(j.old.image.as_str())
-        && !image_in_use(store, &j.old.image, name)
-    {
-        remove_image_if_present(runtime, &j.old.image).await?;
-    }
-    journal::remove(store, name)
-}
-
-/// Finishes (after the commit) or rolls back (before it) an interrupted upgrade of TPC `name`.
-pub(super) async fn recover_upgrade<R: Runtime>(
-    runtime: &R,
-    settings: &Settings,
-    store: &Store,
-    name: &str,
-    j: &UpgradeJournal,
-    say: &dyn Fn(&str),
-) -> Result<(), Error> {
-    if j.step == UpgradeStep::Committed {
-        say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
-        let record = j.new_record.as_ref().unwrap_or(&j.old);
-        store.put(record)?;
-        super::tpc::install_unit(settings, store, name, parse_tpc_args(&record.args)?.restart)?;
-        crate::systemd::unit_started(name).map_err(Error::Internal)?;
-        finish_commit(runtime, store, name, j).await
-    } else {
-        say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));
-        restore_old(runtime, settings, store, name, j).await
     }
 }
 

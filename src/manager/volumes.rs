@@ -182,7 +182,7 @@ pub fn users(store: &Store, volume: &Volume) -> Result<Vec<String>, Error> {
     Ok(store
         .list()?
         .into_iter()
-        .filter(|r| r.container.mounts.iter().any(|m| m.host == volume.host_path))
+        .filter(|r| r.spec.settings.volumes.iter().any(|m| m.host == volume.host_path))
         .map(|r| r.name)
         .collect())
 }

@@ -92,9 +92,27 @@ struct Rotating {
     size: u64,
 }
 
+/// Opens (creating) a log file for appending, readable by root only: a TPC's output may carry
+/// its secrets. A file an older tpcm created world-readable is made private too.
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_MODE)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(LOG_MODE))?;
+    }
+    Ok(file)
+}
+
+/// Mode of log files.
+const LOG_MODE: u32 = 0o600;
+
 impl Rotating {
     fn open(target: LogTarget) -> io::Result<Rotating> {
-        let file = OpenOptions::new().create(true).append(true).open(&target.file)?;
+        let file = open_log(&target.file)?;
         let size = file.metadata()?.len();
         Ok(Rotating { target, file, size })
     }
@@ -111,10 +129,7 @@ impl Rotating {
     fn rotate(&mut self) -> io::Result<()> {
         if !self.target.file.exists() {
             // Removed behind our back: start a new file rather than shifting the old ones.
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.target.file)?;
+            self.file = open_log(&self.target.file)?;
             self.size = 0;
             return Ok(());
         }
@@ -125,10 +140,7 @@ impl Rotating {
                 let _ = std::fs::rename(self.target.rotated(n), self.target.rotated(n + 1));
             }
             std::fs::rename(&self.target.file, self.target.rotated(1))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.target.file)?;
+            self.file = open_log(&self.target.file)?;
         }
         self.size = 0;
         Ok(())

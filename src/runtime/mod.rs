@@ -2,6 +2,8 @@
 //! trait, [`Runtime`], with containerd as its only backend. Nothing above this module knows which
 //! runtime runs the containers.
 
+#[cfg(test)]
+pub mod fake;
 pub mod logs;
 pub mod spec;
 
@@ -31,6 +33,18 @@ pub enum Error {
     /// The request cannot be carried out as asked (e.g. an archive without names and no tag).
     #[error("{0}")]
     InvalidRequest(String),
+    /// What the request names (a container, content, a snapshot) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// What the request would create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object is not in a state that allows the request (in use, running, not running).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The runtime ran out of space or another resource.
+    #[error("{0}")]
+    Exhausted(String),
     /// The runtime refused or failed an operation.
     #[error("{0}")]
     Backend(String),
@@ -247,7 +261,10 @@ pub trait Runtime: Send + Sync {
     /// Removes an image by its normalized name, and whatever only it used.
     fn remove_image(&self, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
-    /// Creates (does not start) a container from an imported image. Nothing is left if it fails.
+    /// Creates (does not start) a container from an imported image, made from the manifest
+    /// `config.image` names by digest (whatever its name points at now) and pinning it: as long
+    /// as the container exists, the runtime keeps that image's content and layers, even once no
+    /// name points at it. Nothing is left if it fails.
     fn create_container(
         &self,
         config: &spec::ContainerConfig,
@@ -300,6 +317,10 @@ pub trait Runtime: Send + Sync {
 
     /// Points image name `name` at the image `source` names (creating or moving it).
     fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Makes existing container `id` pin the manifest `digest` (see [`Runtime::create_container`]):
+    /// for containers made before containers pinned their image. A missing container is fine.
+    fn pin_image(&self, id: &str, digest: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Deletes a stopped container and its writable layer; a missing one is fine.
     fn delete_container(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;

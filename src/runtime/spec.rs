@@ -6,6 +6,7 @@
 //! `/<namespace>/<name>` so operators find limits under `/sys/fs/cgroup/<ctrl>/<ns>/<name>`;
 //! a CFS period of 100 ms with quota = cpus × period.
 
+use crate::tpc_spec::{ContainerSettings, DeviceMapping, ImageRef, Network, PortMapping};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxResources,
@@ -85,7 +86,8 @@ pub fn capability(name: &str) -> Option<Capability> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
 
-/// A bind mount from the host.
+/// A bind mount from the host that tpcm itself adds (the TPC's data directory at `/tpc`, the
+/// shared one at `/tpc-shared`); the operator's are the settings' volumes.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BindMount {
     /// Host path.
@@ -96,71 +98,34 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-/// A host device made available in the container.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Device {
-    /// Host device node.
-    pub host: PathBuf,
-    /// Path inside the container.
-    pub container: String,
-    /// Cgroup permissions, a subset of `rwm`.
-    pub permissions: String,
-}
-
-/// A host port forwarded into a container on a bridge network.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PortMapping {
-    /// Port on the host (on every address).
-    pub host: u16,
-    /// Port inside the container.
-    pub container: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-}
-
-/// Everything about a container that is not in its image: the runtime-neutral settings a backend
-/// turns into its own configuration (containerd: this spec).
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+/// A container to create: the TPC's spec placed on this host. Built by the manager from the
+/// TPC's record each time a container is made; the backend turns it into its own configuration
+/// (containerd: an OCI runtime spec).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContainerConfig {
     /// Container ID (the TPC name).
     pub id: String,
-    /// Normalized image reference.
-    pub image: String,
-    /// `KEY=VALUE` entries applied over the image's environment.
-    pub env: Vec<String>,
-    /// Bind mounts (the TPC's `/tpc` and `/tpc-shared` included).
+    /// The image to run: its name (shown by the runtime) and the manifest digest the container
+    /// is made from and pinned to (the name's tag may point elsewhere meanwhile).
+    pub image: ImageRef,
+    /// The TPC's settings.
+    pub settings: ContainerSettings,
+    /// tpcm's own bind mounts, mounted before the settings' volumes.
     pub mounts: Vec<BindMount>,
-    /// CPU cap in CPUs (0.5 = half a CPU).
+    /// The CPU cap in CPUs (the settings' `cpus`, or tpcm's default share resolved).
     pub cpus: f64,
-    /// Memory limit in bytes.
-    pub memory: Option<u64>,
-    /// Memory soft limit in bytes.
-    pub memory_reservation: Option<u64>,
-    /// Capabilities added to the default set (`CAP_` names; `ALL` allowed).
-    pub cap_add: Vec<String>,
-    /// Capabilities removed from it.
-    pub cap_drop: Vec<String>,
-    /// All capabilities and devices, no masked paths.
-    pub privileged: bool,
-    /// `uid[:gid]` (numeric, or `root`).
-    pub user: Option<String>,
-    /// Working directory (absolute).
-    pub workdir: Option<String>,
-    /// Replaces the image's entrypoint (`Some(vec![])` clears it).
-    pub entrypoint: Option<Vec<String>>,
-    /// Replaces the image's command when not empty.
-    pub command: Vec<String>,
-    /// Hostname; only meaningful without the host network.
-    pub hostname: Option<String>,
-    /// Use the host's network (and UTS) namespace.
-    pub host_network: bool,
-    /// Attach the container's own network namespace to the runtime's bridge, with these host
-    /// ports forwarded (`None`: no bridge; only loopback unless `host_network`). Records
-    /// written before bridges existed read as `None`.
-    #[serde(default)]
-    pub bridge: Option<Vec<PortMapping>>,
-    /// Devices.
-    pub devices: Vec<Device>,
+}
+
+impl ContainerConfig {
+    /// Whether the container shares the host's network namespace.
+    pub fn host_network(&self) -> bool {
+        self.settings.network == Network::Host
+    }
+
+    /// The ports to forward when the container is on the runtime's bridge; `None` when it is not.
+    pub fn bridge(&self) -> Option<&[PortMapping]> {
+        (self.settings.network == Network::Bridge).then_some(&self.settings.ports)
+    }
 }
 
 /// Why a spec cannot be built.
@@ -209,6 +174,7 @@ fn capabilities(config: &ContainerConfig) -> Result<Capabilities, SpecError> {
             .map(|n| parse(n))
             .collect::<Result<Capabilities, _>>()
     };
+    let config = &config.settings;
     if config.privileged {
         return all();
     }
@@ -253,7 +219,7 @@ fn merge_env(base: &[String], over: &[String]) -> Vec<String> {
 }
 
 /// Docker's rule: an entrypoint override drops the image's command unless one is given.
-fn process_args(config: &ContainerConfig, image: &ImageConfiguration) -> Result<Vec<String>, SpecError> {
+fn process_args(config: &ContainerSettings, image: &ImageConfiguration) -> Result<Vec<String>, SpecError> {
     let img = image.config().clone().unwrap_or_default();
     let (entrypoint, image_cmd) = match &config.entrypoint {
         Some(e) => (e.clone(), Vec::new()),
@@ -292,20 +258,24 @@ pub fn build(
     cgroup_parent: &str,
 ) -> Result<Spec, SpecError> {
     let img = image.config().clone().unwrap_or_default();
+    let settings = &config.settings;
     let mut spec = Spec::default();
 
     let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(process_args(config, image)?));
+    process.set_args(Some(process_args(settings, image)?));
     let default_env = process.env().clone().unwrap_or_default();
     let image_env = img.env().clone().unwrap_or_default();
-    process.set_env(Some(merge_env(&merge_env(&default_env, &image_env), &config.env)));
-    let cwd = config
+    process.set_env(Some(merge_env(
+        &merge_env(&default_env, &image_env),
+        &settings.env,
+    )));
+    let cwd = settings
         .workdir
         .clone()
         .or_else(|| img.working_dir().clone())
         .filter(|w| !w.is_empty());
     process.set_cwd(cwd.unwrap_or_else(|| "/".into()).into());
-    if let Some(user) = config
+    if let Some(user) = settings
         .user
         .clone()
         .or_else(|| img.user().clone())
@@ -333,7 +303,7 @@ pub fn build(
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    if config.host_network || config.bridge.is_some() {
+    if settings.network != Network::None {
         // The default fresh, read-only sysfs is kept: mounted from within the host's network
         // namespace it already shows the host's interfaces. (A bind of the host's /sys would be
         // read-only only at its top and expose every cgroup's limits to the container.)
@@ -346,23 +316,26 @@ pub fn build(
     for m in &config.mounts {
         mounts.push(bind(&m.container, &m.host, m.read_only));
     }
+    for v in &settings.volumes {
+        mounts.push(bind(&v.container, &v.host, v.read_only));
+    }
     spec.set_mounts(Some(mounts));
 
-    let hostname = if config.host_network {
+    let hostname = if config.host_network() {
         None
     } else {
-        Some(config.hostname.clone().unwrap_or(config.id.clone()))
+        Some(settings.hostname.clone().unwrap_or(config.id.clone()))
     };
     spec.set_hostname(hostname);
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    if config.host_network {
+    if config.host_network() {
         namespaces.retain(|n| !matches!(n.typ(), LinuxNamespaceType::Network | LinuxNamespaceType::Uts));
     }
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(format!("/{cgroup_parent}/{}", config.id).into()));
-    if config.privileged {
+    if settings.privileged {
         linux
             .set_masked_paths(Some(vec![]))
             .set_readonly_paths(Some(vec![]));
@@ -373,20 +346,20 @@ pub fn build(
     cpu.set_period(Some(CPU_PERIOD_US))
         .set_quota(Some((config.cpus * CPU_PERIOD_US as f64).round() as i64));
     resources.set_cpu(Some(cpu));
-    if config.memory.is_some() || config.memory_reservation.is_some() {
+    if settings.memory.is_some() || settings.memory_reservation.is_some() {
         let mut mem = LinuxMemory::default();
-        mem.set_limit(config.memory.map(|m| m as i64))
-            .set_reservation(config.memory_reservation.map(|m| m as i64));
+        mem.set_limit(settings.memory.map(|m| m as i64))
+            .set_reservation(settings.memory_reservation.map(|m| m as i64));
         resources.set_memory(Some(mem));
     }
     let mut rules = Vec::new();
     let mut devices = linux.devices().clone().unwrap_or_default();
-    if config.privileged {
+    if settings.privileged {
         let mut all = LinuxDeviceCgroup::default();
         all.set_allow(true).set_access(Some("rwm".into()));
         rules.push(all);
     }
-    for d in &config.devices {
+    for d in &settings.devices {
         let (dev, rule) = device(d)?;
         devices.push(dev);
         rules.push(rule);
@@ -402,7 +375,7 @@ pub fn build(
     Ok(spec)
 }
 
-fn device(d: &Device) -> Result<(oci_spec::runtime::LinuxDevice, LinuxDeviceCgroup), SpecError> {
+fn device(d: &DeviceMapping) -> Result<(oci_spec::runtime::LinuxDevice, LinuxDeviceCgroup), SpecError> {
     use oci_spec::runtime::{LinuxDevice, LinuxDeviceType};
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let err = |reason: String| SpecError::Device {
@@ -456,9 +429,11 @@ mod tests {
     fn config() -> ContainerConfig {
         ContainerConfig {
             id: "tpc1".into(),
-            image: "x".into(),
+            image: ImageRef {
+                reference: "x".into(),
+                digest: String::new(),
+            },
             cpus: 0.4,
-            host_network: true,
             ..Default::default()
         }
     }
@@ -480,23 +455,23 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(args(&c), ["/ep", "a"]);
-        c.command = vec!["b".into()];
+        c.settings.command = vec!["b".into()];
         assert_eq!(args(&c), ["/ep", "b"]);
-        c.entrypoint = Some(vec!["/other".into()]);
-        c.command.clear();
+        c.settings.entrypoint = Some(vec!["/other".into()]);
+        c.settings.command.clear();
         assert_eq!(
             args(&c),
             ["/other"],
             "an entrypoint override drops the image command"
         );
-        c.entrypoint = Some(vec![]);
+        c.settings.entrypoint = Some(vec![]);
         assert!(matches!(build(&c, &img, "ns"), Err(SpecError::NothingToRun)));
     }
 
     #[test]
     fn env_merges_image_then_settings() {
         let mut c = config();
-        c.env = vec!["A=mine".into(), "B=2".into()];
+        c.settings.env = vec!["A=mine".into(), "B=2".into()];
         let spec = build(&c, &busybox(), "ns").unwrap();
         let env = spec.process().clone().unwrap().env().clone().unwrap();
         assert!(env.contains(&"A=mine".to_string()), "{env:?}");
@@ -535,7 +510,7 @@ mod tests {
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
         let mut c = config();
-        c.host_network = false;
+        c.settings.network = Network::None;
         let spec = build(&c, &busybox(), "ns").unwrap();
         assert!(
             spec.linux()
@@ -565,14 +540,14 @@ mod tests {
     #[test]
     fn capabilities_start_from_docker_defaults() {
         let mut c = config();
-        c.cap_add = vec!["net_admin".into()];
-        c.cap_drop = vec!["CAP_MKNOD".into()];
+        c.settings.cap_add = vec!["net_admin".into()];
+        c.settings.cap_drop = vec!["CAP_MKNOD".into()];
         let spec = build(&c, &busybox(), "ns").unwrap();
         let caps = bounding(&spec);
         assert!(caps.contains(&Capability::NetAdmin));
         assert!(!caps.contains(&Capability::Mknod));
         assert!(caps.contains(&Capability::Chown));
-        c.cap_drop = vec!["ALL".into()];
+        c.settings.cap_drop = vec!["ALL".into()];
         let spec = build(&c, &busybox(), "ns").unwrap();
         let caps = bounding(&spec);
         assert_eq!(
@@ -580,15 +555,15 @@ mod tests {
             [Capability::NetAdmin].into_iter().collect(),
             "drop ALL then add"
         );
-        c.cap_add = vec!["ALL".into()];
-        c.cap_drop = vec!["SYS_ADMIN".into()];
+        c.settings.cap_add = vec!["ALL".into()];
+        c.settings.cap_drop = vec!["SYS_ADMIN".into()];
         let caps = bounding(&build(&c, &busybox(), "ns").unwrap());
         assert!(
             !caps.contains(&Capability::SysAdmin),
             "add ALL keeps the named drops"
         );
         assert!(caps.contains(&Capability::SysModule));
-        c.cap_add = vec!["NOT_A_CAP".into()];
+        c.settings.cap_add = vec!["NOT_A_CAP".into()];
         assert!(matches!(
             build(&c, &busybox(), "ns"),
             Err(SpecError::Capability(_))

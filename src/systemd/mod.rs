@@ -8,7 +8,7 @@
 //! `tpcm unit-stop <name>`, which stops the container without changing what the operator asked
 //! for (so a shutdown does not turn a running TPC into a stopped one).
 
-use crate::manager::args::RestartPolicy;
+use crate::tpc_spec::RestartPolicy;
 use std::path::Path;
 use std::process::Command;
 

@@ -532,11 +532,13 @@ disabled_plugins = [
 // ---- running commands --------------------------------------------------------------------------
 
 /// The tpcm binary configured for `cd`: TPCM_CONTAINERD, TPCM_NAMESPACE, TPCM_ROOT=<dir>/store,
-/// TPCM_DATA_ROOT=<dir>/data, TPCM_SYSTEMD_DIR=<dir>/units; stdin null. Add args and run it with
-/// [`run_with_timeout`] when `tpcm()` is not flexible enough.
+/// TPCM_DATA_ROOT=<dir>/data, TPCM_SYSTEMD_DIR=<dir>/units, and TPCM_BINARY (what units run) the
+/// binary under test; stdin null. Add args and run it with [`run_with_timeout`] when `tpcm()`
+/// is not flexible enough.
 pub fn tpcm_cmd(cd: &Containerd) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tpcm"));
-    cmd.env("TPCM_CONTAINERD", cd.socket())
+    cmd.env("TPCM_BINARY", env!("CARGO_BIN_EXE_tpcm"))
+        .env("TPCM_CONTAINERD", cd.socket())
         .env("TPCM_NAMESPACE", cd.namespace())
         .env("TPCM_ROOT", cd.store_dir())
         .env("TPCM_DATA_ROOT", cd.data_dir())
