@@ -7,7 +7,8 @@
 # openssl and ca-certificates (https tests), docker-registry and apache2-utils (the registry tests'
 # server and its htpasswd file), openssh-server and openssh-client (the scp/sftp tests' sshd;
 # ssh-keygen; the server side of scp), bsdutils and systemd (script(1) and systemd-analyze for
-# tests), and a C toolchain only if no `cc` is present. Safe to re-run; runs `apt-get update` at most once,
+# tests), a C toolchain only if no `cc` is present (with glibc's static library for the
+# confinement probe), and tini (its static build is what --init runs). Safe to re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
 
@@ -45,6 +46,10 @@ have_cmd htpasswd || missing+=(apache2-utils)
 have_cmd script || missing+=(bsdutils)
 have_cmd systemd-analyze || missing+=(systemd)
 have_cmd cc || missing+=(build-essential pkg-config)
+# The confinement tests link their probe statically (glibc's libc.a).
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+# --init runs Debian's static tini (tini-static) as the TPC's PID 1.
+[ -x /usr/bin/tini-static ] || missing+=(tini)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all required packages are present"

@@ -14,6 +14,9 @@ pub const DEFAULT_ROOT: &str = "/host/tpcm";
 pub const DEFAULT_DATA_ROOT: &str = "/host/tpc";
 /// Where per-TPC systemd units are installed.
 pub const DEFAULT_SYSTEMD_DIR: &str = "/etc/systemd/system";
+/// Where gNOI plugins' socket directories go on the host (`<dir>/<plugin id>/`, seen as
+/// `/run/docker/plugins` inside the plugin): docker's place.
+pub const DEFAULT_PLUGIN_SOCKETS: &str = "/run/docker/plugins";
 /// The tpcm binary the per-TPC units run, where the package installs it. Units never name the
 /// binary that happened to run `install`: it may move, and a unit naming it would fail at boot.
 pub const DEFAULT_BINARY: &str = "/usr/bin/tpcm";
@@ -34,6 +37,8 @@ pub struct Settings {
     /// The tpcm binary the per-TPC units run (`TPCM_BINARY`); `None`: `tpcm_binary` in
     /// tpcm.toml, else [`DEFAULT_BINARY`].
     pub binary: Option<PathBuf>,
+    /// Where plugins' socket directories go on the host (`TPCM_PLUGIN_SOCKETS`).
+    pub plugin_sockets: PathBuf,
 }
 
 impl Default for Settings {
@@ -45,6 +50,7 @@ impl Default for Settings {
             data_root: DEFAULT_DATA_ROOT.into(),
             systemd_dir: DEFAULT_SYSTEMD_DIR.into(),
             binary: None,
+            plugin_sockets: DEFAULT_PLUGIN_SOCKETS.into(),
         }
     }
 }
@@ -173,6 +179,31 @@ impl FileConfig {
                 path.display()
             ));
         }
+        // Timeouts beyond a day are typos (seconds taken for milliseconds) that would wedge a
+        // command or an upgrade for as long.
+        for (key, value, max) in [
+            (
+                "network_timeout_secs",
+                config.network_timeout_secs,
+                MAX_TIMEOUT_SECS,
+            ),
+            ("upgrade_grace_secs", config.upgrade_grace_secs, MAX_TIMEOUT_SECS),
+            ("hook_timeout_secs", config.hook_timeout_secs, MAX_TIMEOUT_SECS),
+            (
+                "serve.janitor_interval_secs",
+                config.serve.as_ref().and_then(|s| s.janitor_interval_secs),
+                MAX_TIMEOUT_SECS,
+            ),
+        ] {
+            if let Some(v) = value
+                && v > max
+            {
+                return Err(format!(
+                    "{}: {key} = {v} is more than a day ({max} s); give seconds",
+                    path.display()
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -192,11 +223,30 @@ impl FileConfig {
     }
 }
 
-/// Checks an IPv4 subnet in CIDR form that CNI's host-local can hand addresses out of.
+/// Longest timeout or interval `tpcm.toml` accepts: a day.
+const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// Checks an IPv4 subnet in CIDR form that CNI's host-local can hand addresses out of, and
+/// that is not a range a bridge must never take (loopback, "this network", link-local,
+/// multicast and reserved).
 fn check_subnet(subnet: &str) -> Result<(), String> {
     let net: ipnet::Ipv4Net = subnet.parse().map_err(|_| "is not a.b.c.d/n".to_string())?;
     if !(8..=30).contains(&net.prefix_len()) {
         return Err("needs a prefix length from 8 to 30".into());
+    }
+    for (range, what) in [
+        ("127.0.0.0/8", "loopback"),
+        ("0.0.0.0/8", "\"this network\""),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"),
+    ] {
+        let range: ipnet::Ipv4Net = range.parse().expect("a network");
+        if range.contains(&net.network()) || net.contains(&range.network()) {
+            return Err(format!(
+                "overlaps the {what} range {range}; use a private range such as 10.213.0.0/16"
+            ));
+        }
     }
     if net.trunc() != net {
         return Err(format!(
@@ -246,6 +296,16 @@ mod tests {
         assert!(load("10.214.7.0/31").unwrap_err().contains("from 8 to 30"));
         assert!(load("10.214.7.0").unwrap_err().contains("a.b.c.d/n"));
         assert!(load("fd00::/64").unwrap_err().contains("bridge_subnet"));
+        for (risky, what) in [
+            ("127.0.0.0/16", "loopback"),
+            ("0.0.0.0/8", "this network"),
+            ("169.254.0.0/24", "link-local"),
+            ("224.1.0.0/16", "multicast"),
+            ("240.0.0.0/8", "reserved"),
+        ] {
+            let e = load(risky).unwrap_err();
+            assert!(e.contains(what), "{risky}: {e}");
+        }
     }
 
     #[test]
@@ -266,5 +326,21 @@ mod tests {
         assert_eq!((t.connect.as_secs(), t.idle.as_secs()), (5, 5));
         std::fs::write(dir.path().join(CONFIG_FILE), "network_timeout_secs = 0\n").unwrap();
         assert!(FileConfig::load(dir.path()).unwrap_err().contains("at least 1"));
+        std::fs::write(dir.path().join(CONFIG_FILE), "hook_timeout_secs = 300000000\n").unwrap();
+        assert!(
+            FileConfig::load(dir.path())
+                .unwrap_err()
+                .contains("more than a day")
+        );
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "[serve]\njanitor_interval_secs = 99999999\n",
+        )
+        .unwrap();
+        assert!(
+            FileConfig::load(dir.path())
+                .unwrap_err()
+                .contains("janitor_interval_secs")
+        );
     }
 }

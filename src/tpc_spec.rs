@@ -11,6 +11,8 @@
 //! The checks both front ends share live here ([`ContainerSettings::check`] and the value
 //! checks), so a setting refused by one is refused by the other.
 
+pub mod plugin;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,7 +129,8 @@ pub struct ContainerSettings {
     /// Replaces the image's entrypoint (`Some(vec![])` clears it); either way the image's command
     /// is dropped unless [`command`](Self::command) gives one (docker's rule).
     pub entrypoint: Option<Vec<String>>,
-    /// Host name; only without the host network (there a container has the host's name).
+    /// Host name (default: the host's on the host network, else the TPC's name); not with
+    /// `uts_host`.
     pub hostname: Option<String>,
     /// Which network namespace the container gets.
     pub network: Network,
@@ -142,8 +145,157 @@ pub struct ContainerSettings {
     pub restart: RestartPolicy,
     /// How an upgrade checks the new version.
     pub health: Option<HealthCheck>,
+    /// When and how often the health check runs.
+    pub health_timing: HealthTiming,
     /// Replaces the image's command when not empty.
     pub command: Vec<String>,
+    /// Seccomp, no-new-privileges and AppArmor.
+    pub security: Security,
+    /// Most processes (tasks) in the container; `None` = no limit.
+    pub pids_limit: Option<i64>,
+    /// Resource limits (`setrlimit`) of the container's processes, by name (`nofile`, ...).
+    pub ulimits: Vec<Ulimit>,
+    /// The root filesystem is mounted read-only (volumes, tmpfs mounts and `/tpc` stay as set).
+    pub read_only: bool,
+    /// tmpfs mounts: path → extra mount options (after docker's `noexec,nosuid,nodev`).
+    pub tmpfs: BTreeMap<String, Vec<String>>,
+    /// Size of `/dev/shm` in bytes; `None` = 64 MiB (docker's default).
+    pub shm_size: Option<u64>,
+    /// Namespaced kernel parameters.
+    pub sysctls: BTreeMap<String, String>,
+    /// Extra `/etc/hosts` lines: (host name, address).
+    pub extra_hosts: Vec<(String, String)>,
+    /// DNS settings replacing the host's resolv.conf ones.
+    pub dns: Dns,
+    /// Signal that asks the main process to stop (`SIGTERM` when not set, or the image's).
+    pub stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL (`None` = 10; negative = wait forever).
+    pub stop_timeout: Option<i64>,
+    /// The container's OOM score adjustment, -1000 to 1000 (docker's default: 0).
+    pub oom_score_adj: i32,
+    /// Run an init process (tini) as PID 1 that reaps zombies and forwards signals.
+    pub init: bool,
+    /// Share the host's UTS namespace (host name); by default the container has its own, which
+    /// carries the host's name on the host network (docker's `--uts host`).
+    pub uts_host: bool,
+}
+
+/// Seccomp, no-new-privileges and AppArmor (`--security-opt`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Security {
+    /// Which seccomp filter the container gets.
+    pub seccomp: Seccomp,
+    /// Processes cannot gain privileges (set-id programs, file capabilities).
+    pub no_new_privileges: bool,
+    /// AppArmor profile, applied when the host has AppArmor (as docker).
+    pub apparmor: Option<String>,
+}
+
+/// Which seccomp filter a container gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "profile", content = "json")]
+pub enum Seccomp {
+    /// Docker's default profile (`runtime::seccomp`); none for a privileged container.
+    #[default]
+    Default,
+    /// No filter.
+    Unconfined,
+    /// A profile in docker's format, its JSON as read at install.
+    Custom(String),
+}
+
+/// One resource limit: `setrlimit(RLIMIT_<NAME>, soft, hard)`; `u64::MAX` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// docker's name (`nofile`, `nproc`, `core`, ...).
+    pub name: String,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// DNS settings (`--dns`, `--dns-search`, `--dns-option`): each non-empty list replaces the
+/// host's.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Dns {
+    /// Name server addresses.
+    pub servers: Vec<String>,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// resolv.conf options.
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    /// Whether nothing is set (the container sees the host's resolv.conf).
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.search.is_empty() && self.options.is_empty()
+    }
+}
+
+/// When and how often a health check runs (docker's `--health-*` durations, in milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthTiming {
+    /// Between the end of one probe and the start of the next (docker: 30 s).
+    pub interval_ms: u64,
+    /// Longest a probe may take (docker: 30 s).
+    pub timeout_ms: u64,
+    /// Failed probes in a row that make the container unhealthy (docker: 3).
+    pub retries: u32,
+    /// After the start, failures do not count until a probe passed (docker: 0).
+    pub start_period_ms: u64,
+}
+
+impl Default for HealthTiming {
+    fn default() -> Self {
+        HealthTiming {
+            interval_ms: 30_000,
+            timeout_ms: 30_000,
+            retries: 3,
+            start_period_ms: 0,
+        }
+    }
+}
+
+/// The docker `--ulimit` names, with their `RLIMIT_` resource. `as` is not among them, as in
+/// docker.
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// The sysctls a container may set, as docker allows them: IPC ones (the container has its own
+/// IPC namespace), `fs.mqueue.*`, and `net.*` (only with its own network namespace).
+pub fn sysctl_allowed(key: &str) -> bool {
+    matches!(
+        key,
+        "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+            | "kernel.shmall"
+            | "kernel.shmmax"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+    ) || key.starts_with("fs.mqueue.")
+        || key.starts_with("net.")
 }
 
 /// One bind mount from the host.
@@ -361,12 +513,6 @@ impl ContainerSettings {
                 ),
             ));
         }
-        if self.hostname.is_some() && self.network == Network::Host {
-            return Err(refused(
-                "--hostname",
-                "needs --network none or bridge (on the host network a container has the host's name)",
-            ));
-        }
         for (i, p) in self.ports.iter().enumerate() {
             if self.ports[..i]
                 .iter()
@@ -378,14 +524,68 @@ impl ContainerSettings {
                 ));
             }
         }
-        if !self.ports.is_empty() && self.network != Network::Bridge {
-            return Err(refused(
-                "--publish",
-                "needs --network bridge (the host network has no ports to forward)",
-            ));
+        match self.network {
+            Network::Bridge => {}
+            _ if self.ports.is_empty() => {}
+            // On the host network a port is the container's own: it can be declared (docker and
+            // gNOI clients send them) but not mapped to another.
+            Network::Host => {
+                if let Some(p) = self.ports.iter().find(|p| p.host != p.container) {
+                    return Err(refused(
+                        "--publish",
+                        format!(
+                            "{}:{}: on the host network the container listens on the host's port itself, so both numbers must be equal (use --network bridge to map a port)",
+                            p.host, p.container
+                        ),
+                    ));
+                }
+            }
+            Network::None => {
+                return Err(refused(
+                    "--publish",
+                    "needs --network bridge or host (--network none has no ports to reach)",
+                ));
+            }
         }
         for key in self.labels.keys() {
             check_label_key(key)?;
+        }
+        for key in self.sysctls.keys() {
+            if !sysctl_allowed(key) {
+                return Err(refused(
+                    "--sysctl",
+                    format!("{key} is not a namespaced sysctl a container may set"),
+                ));
+            }
+            if key.starts_with("net.") && self.network == Network::Host {
+                return Err(refused(
+                    "--sysctl",
+                    format!("{key}: net.* needs the container's own network (--network none or bridge)"),
+                ));
+            }
+        }
+        for path in self.tmpfs.keys() {
+            if !path.starts_with('/') || path == "/" {
+                return Err(refused(
+                    "--tmpfs",
+                    format!("{path:?} is not an absolute path other than /"),
+                ));
+            }
+            if path == PRIVATE_MOUNT || path == SHARED_MOUNT {
+                return Err(refused("--tmpfs", format!("{path} is tpcm's own mount")));
+            }
+            if self.volumes.iter().any(|v| &v.container == path) {
+                return Err(refused("--tmpfs", format!("{path} is also a volume")));
+            }
+        }
+        if !(-1000..=1000).contains(&self.oom_score_adj) {
+            return Err(refused(
+                "--oom-score-adj",
+                format!("{} is not in -1000..=1000", self.oom_score_adj),
+            ));
+        }
+        if self.uts_host && self.hostname.is_some() {
+            return Err(refused("--uts", "host conflicts with --hostname"));
         }
         Ok(())
     }
@@ -623,7 +823,12 @@ mod tests {
             container: 80,
             protocol: "tcp".into(),
         });
+        assert!(s.check().is_ok(), "the container's own port on the host network");
+        s.ports[0].container = 8080;
+        assert!(s.check().unwrap_err().message.contains("must be equal"));
+        s.network = Network::None;
         assert_eq!(s.check().unwrap_err().setting, "--publish");
+        s.ports[0].container = 80;
         s.network = Network::Bridge;
         assert!(s.check().is_ok());
         s.ports.push(s.ports[0].clone());
@@ -636,7 +841,21 @@ mod tests {
 
         let mut s = settings();
         s.hostname = Some("h".into());
-        assert_eq!(s.check().unwrap_err().setting, "--hostname");
+        assert!(s.check().is_ok(), "a host name on the host network, as docker");
+        s.uts_host = true;
+        assert_eq!(s.check().unwrap_err().setting, "--uts");
+
+        let mut s = settings();
+        s.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+        assert_eq!(
+            s.check().unwrap_err().setting,
+            "--sysctl",
+            "net.* on the host network"
+        );
+        s.network = Network::None;
+        assert!(s.check().is_ok());
+        s.sysctls.insert("kernel.hostname".into(), "x".into());
+        assert_eq!(s.check().unwrap_err().setting, "--sysctl");
 
         for bad in ["io.tpcm.network.ports", "a\nb", "a b", ""] {
             let mut s = settings();

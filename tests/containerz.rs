@@ -1,7 +1,7 @@
 //! The gNOI containerz server (`tpcm serve`) through a real mutual-TLS gRPC connection against a
 //! private containerd: authentication and scopes, Deploy of every archive format with its error
 //! codes, the container lifecycle with Log follow, UpdateContainer with rollback, volumes,
-//! plugins, the janitor, restart policies, and a server restart that leaves containers running.
+//! the janitor, restart policies, and a server restart that leaves containers running.
 
 #[path = "../fixtures/builder.rs"]
 mod builder;
@@ -296,13 +296,13 @@ fn deploy_streams_every_archive_format_and_refuses_bad_transfers() {
         std::fs::write(&broken, vec![7u8; 4096]).unwrap();
         let e = deploy(&mut c, &broken, "bad", "1", None).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        // A plugin.
+        // A plugin tarball under a name that is no identifier (tests/plugins.rs has the rest).
         let e = gnoi::deploy_messages(
             &mut c,
             vec![proto::DeployRequest {
                 request: Some(proto::deploy_request::Request::ImageTransfer(
                     proto::ImageTransfer {
-                        name: "p".into(),
+                        name: "P/Q".into(),
                         is_plugin: true,
                         ..Default::default()
                     },
@@ -311,7 +311,7 @@ fn deploy_streams_every_archive_format_and_refuses_bad_transfers() {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented);
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     });
     // Refused transfers leave nothing behind (the lease is gone, so nothing half-made stays).
     common::wait_until(WAIT, "refused deploys to leave no lease", || {
@@ -458,7 +458,7 @@ fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
         assert_eq!(e.code(), Code::NotFound);
         // A name that is a path is refused before anything touches the store.
         let escape = format!("../../{}", cd.dir().join("escaped").display());
-        for name in [escape.as_str(), "../x", "Web"] {
+        for name in [escape.as_str(), "../x", "a b", "-lead"] {
             let e = c
                 .stop_container(proto::StopContainerRequest {
                     instance_name: name.into(),
@@ -646,7 +646,7 @@ fn update_container_replaces_the_version_and_rolls_back_a_failing_one() {
 }
 
 #[test]
-fn volumes_bind_into_containers_and_plugins_are_unimplemented() {
+fn volumes_bind_into_containers() {
     let cd = Containerd::start();
     let server = Server::start(&cd, &[]);
     rt().block_on(async {
@@ -670,6 +670,7 @@ fn volumes_bind_into_containers_and_plugins_are_unimplemented() {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::AlreadyExists);
+        // DS_CUSTOM without a plugin to serve it (tests/plugins.rs starts one).
         let e = c
             .create_volume(proto::CreateVolumeRequest {
                 name: "c".into(),
@@ -678,7 +679,8 @@ fn volumes_bind_into_containers_and_plugins_are_unimplemented() {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented);
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().contains("custom"), "{}", e.message());
         let mut s = c
             .list_volume(proto::ListVolumeRequest::default())
             .await
@@ -728,18 +730,6 @@ fn volumes_bind_into_containers_and_plugins_are_unimplemented() {
         .await
         .unwrap();
         assert!(!out.exists());
-
-        let e = c
-            .list_plugins(proto::ListPluginsRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented);
-        assert!(e.message().contains("containerd"), "{}", e.message());
-        let e = c
-            .start_plugin(proto::StartPluginRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented);
     });
 }
 
@@ -1675,7 +1665,7 @@ fn run_as_devices_network_none_and_volume_mountpoints_take_effect() {
         .unwrap();
         assert_eq!(std::fs::read_to_string(&note).unwrap(), "kept\n");
 
-        // A custom driver's options, and the plugin RPCs no other test calls.
+        // A custom driver's options need DS_CUSTOM.
         let e = c
             .create_volume(proto::CreateVolumeRequest {
                 name: "custom".into(),
@@ -1686,17 +1676,7 @@ fn run_as_devices_network_none_and_volume_mountpoints_take_effect() {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-        let e = c
-            .stop_plugin(proto::StopPluginRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
-        let e = c
-            .remove_plugin(proto::RemovePluginRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     });
 }
 
@@ -1762,5 +1742,83 @@ fn deploy_with_remote_download_fetches_over_sftp_and_scp_from_a_known_host_only(
             .unwrap_err();
         assert!(e.message().contains("CHANGED"), "{e:?}");
         assert_eq!(images(&mut c).await.len(), 2);
+    });
+}
+
+#[test]
+fn location_is_kept_and_reported_as_the_proto_says() {
+    use proto::start_container_request::Location;
+    const INTENDED: &str = "net.openconfig.containerz.location.intended";
+    const ACTUAL: &str = "net.openconfig.containerz.location.actual";
+    const REASON: &str = "net.openconfig.containerz.location.reason";
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &docker_archive(cd.dir(), "1"), "app", "1", None)
+            .await
+            .unwrap();
+        let mut backup = start_request("app", "1", "on-backup", SERVICE);
+        backup.location = Location::LBackup as i32;
+        c.start_container(backup).await.unwrap();
+        c.start_container(start_request("app", "1", "unset", SERVICE))
+            .await
+            .unwrap();
+        // A label of that name that contradicts the field is refused; one that agrees is fine.
+        let mut contradicting = start_request("app", "1", "contradicting", SERVICE);
+        contradicting.location = Location::LAll as i32;
+        contradicting.labels.insert(INTENDED.into(), "L_PRIMARY".into());
+        let e = c.start_container(contradicting).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains(INTENDED), "{}", e.message());
+        let mut agreeing = start_request("app", "1", "agreeing", SERVICE);
+        agreeing.location = Location::LAll as i32;
+        agreeing.labels.insert(INTENDED.into(), "L_ALL".into());
+        c.start_container(agreeing).await.unwrap();
+
+        let listed = containers(&mut c).await;
+        let labels = |name: &str| {
+            let x = listed.iter().find(|x| x.name == name).expect(name);
+            [INTENDED, ACTUAL, REASON].map(|k| x.labels.get(k).cloned().unwrap_or_default())
+        };
+        // One supervisor card: everything runs on the primary, and says why when it was meant
+        // for elsewhere; an unset location is the primary (as the reference server).
+        let [intended, actual, reason] = labels("on-backup");
+        assert_eq!((intended.as_str(), actual.as_str()), ("L_BACKUP", "L_PRIMARY"));
+        assert!(reason.contains("single supervisor"), "{reason}");
+        assert_eq!(
+            labels("unset"),
+            ["L_PRIMARY".to_string(), "L_PRIMARY".into(), String::new()]
+        );
+        assert_eq!(labels("agreeing")[0], "L_ALL");
+
+        // The location is the instance's for life: an update keeps it, and cannot change it.
+        let mut params = start_request("app", "1", "on-backup", SERVICE);
+        params.location = Location::LPrimary as i32;
+        let e = c
+            .update_container(proto::UpdateContainerRequest {
+                instance_name: "on-backup".into(),
+                image_name: "app".into(),
+                image_tag: "1".into(),
+                params: Some(params),
+                r#async: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let mut params = start_request("app", "1", "on-backup", SERVICE);
+        params.environment.insert("MODE".into(), "two".into());
+        c.update_container(proto::UpdateContainerRequest {
+            instance_name: "on-backup".into(),
+            image_name: "app".into(),
+            image_tag: "1".into(),
+            params: Some(params),
+            r#async: false,
+        })
+        .await
+        .unwrap();
+        let listed = containers(&mut c).await;
+        let x = listed.iter().find(|x| x.name == "on-backup").unwrap();
+        assert_eq!(x.labels.get(INTENDED).map(String::as_str), Some("L_BACKUP"));
     });
 }

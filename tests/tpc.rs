@@ -181,8 +181,11 @@ fn bad_requests_are_refused_before_anything_is_made() {
             "{what}: log file left"
         );
     };
+    // One past containerd's identifier limit.
+    let long_name = "n".repeat(77);
     for (args, expect) in [
-        (vec!["install", "Bad", a, "-y"], "Bad"),
+        (vec!["install", "a..b", a, "-y"], "a..b"),
+        (vec!["install", &long_name, a, "-y"], "76"),
         (vec!["install", "../x", a, "-y"], "../x"),
         (vec!["install", "ok", a, "--args", "--bogus 1", "-y"], "--bogus"),
         (

@@ -42,6 +42,9 @@ pub struct Cli {
     /// /usr/bin/tpcm].
     #[arg(long, global = true, env = "TPCM_BINARY", hide_short_help = true)]
     binary: Option<PathBuf>,
+    /// Where gNOI plugins' socket directories go on the host.
+    #[arg(long, global = true, env = "TPCM_PLUGIN_SOCKETS", default_value = config::DEFAULT_PLUGIN_SOCKETS, hide_short_help = true)]
+    plugin_sockets: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,6 +126,7 @@ impl Cli {
             data_root: self.data_root.clone(),
             systemd_dir: self.systemd_dir.clone(),
             binary: self.binary.clone(),
+            plugin_sockets: self.plugin_sockets.clone(),
         })
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// `tpcm install`.
 #[derive(Args, Debug)]
 pub(super) struct Install {
-    /// TPC name: 1 to 32 of a-z, 0-9, '_' and '-'.
+    /// TPC name: 1 to 76 of letters, digits, '.', '_' and '-' (containerd's identifier rule).
     name: String,
     /// The image: an archive (docker save or OCI layout, .tar or gzip'd) as a local path, an
     /// http(s) URL or, with --protocol, a path on the SSH server; or a registry image
@@ -146,6 +146,7 @@ pub(super) async fn install(cmd: Install, settings: &Settings) -> Result<(), Str
     let request = InstallRequest {
         source: &source,
         settings: requested,
+        plugin: None,
     };
     tpc::install(&cd, settings, &cmd.name, &request, progress, &say)
         .await

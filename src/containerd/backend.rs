@@ -39,6 +39,10 @@ impl From<Error> for runtime::Error {
 /// through its own labels the config, layers and snapshots, stay while the container does.
 pub(super) const IMAGE_PIN_LABEL: &str = "containerd.io/gc.ref.content.tpcm.image";
 
+/// containerd's label for the signal that stops a container (`ctr` and the task service read
+/// it too).
+pub(super) const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+
 /// Largest manifest read back when sizing an image for a listing.
 const MANIFEST_LIMIT: u64 = 4 << 20;
 
@@ -103,8 +107,20 @@ impl Runtime for Containerd {
                     .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
                 config.settings.user = Some(resolved);
             }
-            let mut spec = spec::build(&config, &image_config, self.namespace())
+            let host = spec::Host::detect(config.settings.privileged);
+            let mut spec = spec::build(&config, &image_config, self.namespace(), &host)
                 .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+            // containerd's own label for the signal a stop sends (the image's STOPSIGNAL unless
+            // the settings name one), read back by stop_task.
+            let stop_signal = config.settings.stop_signal.clone().or_else(|| {
+                image_config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().clone())
+            });
+            if let Some(signal) = stop_signal {
+                labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);
+            }
             if let Some(ports) = config.bridge() {
                 super::cni::join_netns(&mut spec, self.namespace(), &config.id);
                 labels.insert(

@@ -208,7 +208,13 @@ impl Containerd {
     /// deletes the task. No task is not an error.
     pub(crate) async fn stop_task(&self, id: &str, grace: Duration) -> Result<(), Error> {
         if let ContainerState::Running { .. } = self.task_state(id).await? {
-            self.kill(id, libc::SIGTERM as u32).await?;
+            let signal = self
+                .container_record(id)
+                .await?
+                .and_then(|c| c.labels.get(super::backend::STOP_SIGNAL_LABEL).cloned())
+                .and_then(|s| s.parse::<nix::sys::signal::Signal>().ok())
+                .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+            self.kill(id, signal as u32).await?;
             let mut tasks = self.tasks();
             let wait = tasks.wait(self.request(
                 WaitRequest {
@@ -217,7 +223,13 @@ impl Containerd {
                 },
                 None,
             ));
-            match tokio::time::timeout(grace, wait).await {
+            // A grace too long for a timer (a negative --stop-timeout: wait forever) is none.
+            let deadline = tokio::time::Instant::now().checked_add(grace);
+            let waited = match deadline {
+                Some(d) => tokio::time::timeout_at(d, wait).await,
+                None => Ok(wait.await),
+            };
+            match waited {
                 Ok(r) => {
                     r.map_err(Error::rpc(format!("task wait {id}")))?;
                 }

@@ -6,7 +6,7 @@
 //! same record, shown by `tpcm list`, and upgraded like any TPC.
 
 use super::{Shared, on_manager, proto};
-use crate::manager::container::{STOP_GRACE, container_labels, validate_name};
+use crate::manager::container::{container_labels, validate_name};
 use crate::manager::store::Store;
 use crate::manager::tpc::{InstallRequest, RequestedSettings};
 use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
@@ -29,6 +29,45 @@ use tonic::Status;
 pub const UPDATE_LABEL: &str = "io.tpcm.update";
 /// ListContainer label naming the instance's image reference in full.
 pub const IMAGE_LABEL: &str = "io.tpcm.image";
+/// The container label holding the location a StartContainer asked for (the proto names it;
+/// the value is the enum's name, `L_UNKNOWN` counting as `L_PRIMARY`, as the reference server).
+pub const LOCATION_INTENDED: &str = "net.openconfig.containerz.location.intended";
+/// ListContainer label: where the container runs.
+pub const LOCATION_ACTUAL: &str = "net.openconfig.containerz.location.actual";
+/// ListContainer label: why it does not run where it was meant to, when it does not.
+pub const LOCATION_REASON: &str = "net.openconfig.containerz.location.reason";
+
+/// The intended location a request asks for, as its label value.
+fn intended_location(r: &proto::StartContainerRequest) -> Result<&'static str, Status> {
+    use proto::start_container_request::Location;
+    match Location::try_from(r.location) {
+        Ok(Location::LUnknown | Location::LPrimary) => Ok("L_PRIMARY"),
+        Ok(Location::LBackup) => Ok("L_BACKUP"),
+        Ok(Location::LAll) => Ok("L_ALL"),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "StartContainer: location {} is not one of the proto's",
+            r.location
+        ))),
+    }
+}
+
+/// The location labels ListContainer reports for an instance: a SONiC switch has one
+/// supervisor card (single card mode), so every container runs on it, the primary; one meant
+/// for the backup or for all cards says so in `reason`.
+fn location_labels(intended: Option<&str>) -> [(&'static str, String); 3] {
+    let intended = intended.unwrap_or("L_PRIMARY");
+    let reason = match intended {
+        "L_BACKUP" => "single supervisor card: running on the primary",
+        "L_ALL" => "single supervisor card: one instance, on the primary",
+        _ => "",
+    };
+    [
+        (LOCATION_INTENDED, intended.to_string()),
+        (LOCATION_ACTUAL, "L_PRIMARY".to_string()),
+        (LOCATION_REASON, reason.to_string()),
+    ]
+}
+
 /// Default time a new version must stay up in UpdateContainer (tpcm.toml `upgrade_grace_secs`).
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// Default longest run of an upgrade hook (tpcm.toml `hook_timeout_secs`).
@@ -46,15 +85,16 @@ pub(super) fn start_settings(
     let setting = |e: SettingError| refused(e.message);
     // Ports need the container's own network: with ports and no network named, the bridge is
     // chosen (upstream's default, host, would silently publish nothing).
+    // On the host network a port is the container's own (internal and external equal, as
+    // docker ignores them there; the shared check refuses unequal ones).
     let network = match (r.network.as_str(), r.ports.is_empty()) {
-        ("" | "host", true) => Network::Host,
+        ("host", _) | ("", true) => Network::Host,
         ("" | "bridge", false) | ("bridge", true) => Network::Bridge,
         ("none", true) => Network::None,
-        ("host" | "none", false) => {
-            return Err(refused(format!(
-                "ports need network bridge (or none given), not {:?}",
-                r.network
-            )));
+        ("none", false) => {
+            return Err(refused(
+                "ports need network bridge or host, not \"none\"".to_string(),
+            ));
         }
         (other, _) => {
             return Err(refused(format!(
@@ -119,9 +159,10 @@ pub(super) fn start_settings(
         }
     }
     if let Some(restart) = &r.restart {
+        // The proto names FAILED_PRECONDITION for an invalid restart policy.
         let policy = Policy::try_from(restart.policy).map_err(|_| {
-            refused(format!(
-                "restart policy {} is not one of the proto's",
+            Status::failed_precondition(format!(
+                "StartContainer: restart policy {} is not one of the proto's",
                 restart.policy
             ))
         })?;
@@ -146,6 +187,20 @@ pub(super) fn start_settings(
         s.user = Some(user);
     }
     s.labels = r.labels.clone().into_iter().collect();
+    // The location is kept as a label (as the reference server does); a label of that name
+    // that says otherwise is refused.
+    let location = intended_location(r)?;
+    match s.labels.get(LOCATION_INTENDED) {
+        Some(given) if given != location => {
+            return Err(refused(format!(
+                "label {LOCATION_INTENDED}={given} contradicts the location field ({location}); leave the label out"
+            )));
+        }
+        _ => {
+            s.labels
+                .insert(LOCATION_INTENDED.to_string(), location.to_string());
+        }
+    }
     if let Some(l) = &r.limits {
         if l.max_cpu < 0.0 || l.soft_mem_bytes < 0 || l.hard_mem_bytes < 0 {
             return Err(refused("limits must not be negative".into()));
@@ -258,7 +313,15 @@ pub(super) async fn start<R: Runtime + 'static>(
         let name = r.instance_name.clone();
         on_manager(shared, {
             let name = name.clone();
-            move |s| async move { tpc::start(&s.runtime, &s.settings, &name).await }
+            move |s| async move {
+                // The proto: an instance that exists and runs is an error, not a start.
+                if tpc::is_running(&s.runtime, &s.settings, &name).await? {
+                    return Err(manager::Error::AlreadyExists(format!(
+                        "container instance {name} is already running"
+                    )));
+                }
+                tpc::start(&s.runtime, &s.settings, &name).await
+            }
         })
         .await?;
         return Ok(ok(name));
@@ -282,6 +345,7 @@ pub(super) async fn start<R: Runtime + 'static>(
                     container,
                     args: String::new(),
                 },
+                plugin: None,
             };
             tpc::install(&s.runtime, &s.settings, &name, &request, quiet, &|m| {
                 tracing::debug!("{m}")
@@ -294,15 +358,23 @@ pub(super) async fn start<R: Runtime + 'static>(
     Ok(ok(name))
 }
 
-/// StopContainer: graceful (SIGTERM, SIGKILL after the grace time) or, with `force`, SIGKILL at
-/// once; with `restart`, started again afterwards.
+/// StopContainer: graceful (the instance's stop signal, SIGKILL after its grace time) or, with
+/// `force`, SIGKILL at once; with `restart`, started again afterwards. An instance that does not
+/// run is FAILED_PRECONDITION, an unknown one NOT_FOUND.
 pub(super) async fn stop<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     r: proto::StopContainerRequest,
 ) -> Result<proto::StopContainerResponse, Status> {
-    let grace = if r.force { Duration::ZERO } else { STOP_GRACE };
     on_manager(shared, move |s| async move {
-        tpc::stop_within(&s.runtime, &s.settings, &r.instance_name, grace).await?;
+        not_a_plugin(&Store::new(&s.settings.root), &r.instance_name)?;
+        // The proto: stopping an instance that does not run is an error.
+        if !tpc::is_running(&s.runtime, &s.settings, &r.instance_name).await? {
+            return Err(manager::Error::InUse(format!(
+                "container instance {} is not running",
+                r.instance_name
+            )));
+        }
+        tpc::stop_within(&s.runtime, &s.settings, &r.instance_name, r.force).await?;
         if r.restart {
             tpc::start(&s.runtime, &s.settings, &r.instance_name).await?;
         }
@@ -329,6 +401,7 @@ pub(super) async fn remove<R: Runtime + 'static>(
                 r.name
             )));
         }
+        not_a_plugin(&store, &r.name)?;
         if let ContainerState::Running { .. } = s.runtime.container_state(&r.name).await?
             && !r.force
         {
@@ -345,6 +418,17 @@ pub(super) async fn remove<R: Runtime + 'static>(
     .await?;
     shared.updates.lock().expect("update map").remove(&name);
     Ok(proto::RemoveContainerResponse {})
+}
+
+/// FAILED_PRECONDITION for the container RPCs on a plugin: StopPlugin and RemovePlugin manage
+/// it, so its socket and driver state go with it.
+fn not_a_plugin(store: &Store, name: &str) -> Result<(), manager::Error> {
+    match store.get(name)? {
+        Some(record) if record.plugin.is_some() => Err(manager::Error::InUse(format!(
+            "{name} is a plugin; StopPlugin and RemovePlugin manage it"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What ListContainer reports for a TPC: RUNNING while its process runs; STOPPED once it
@@ -375,7 +459,8 @@ pub(super) async fn list<R: Runtime + 'static>(
     let entries = on_manager(shared, |s| async move {
         let store = Store::new(&s.settings.root);
         let mut out = Vec::new();
-        for record in store.list()? {
+        // Plugins are listed by ListPlugins, as docker lists them apart from its containers.
+        for record in store.list()?.into_iter().filter(|r| r.plugin.is_none()) {
             let state = s.runtime.container_state(&record.name).await?;
             let labels = container_labels(&record.name, &record.spec.settings);
             out.push((record, state, labels));
@@ -396,6 +481,10 @@ pub(super) async fn list<R: Runtime + 'static>(
             format!("{name}:{tag}")
         };
         labels.insert(IMAGE_LABEL.to_string(), record.image().to_string());
+        let intended = record.spec.settings.labels.get(LOCATION_INTENDED).cloned();
+        for (key, value) in location_labels(intended.as_deref()) {
+            labels.insert(key.to_string(), value);
+        }
         if let Some(u) = updates.get(&record.name) {
             labels.insert(UPDATE_LABEL.to_string(), u.clone());
         }
@@ -450,15 +539,12 @@ pub(super) async fn update<R: Runtime + 'static>(
     let name = r.instance_name.clone();
     validate_name(&name).map_err(super::status_of)?;
     let store = Store::new(&shared.settings.root);
-    if store
-        .get(&name)
-        .map_err(|e| super::status_of(e.into()))?
-        .is_none()
-    {
+    let Some(current) = store.get(&name).map_err(|e| super::status_of(e.into()))? else {
         return Err(Status::not_found(format!(
             "UpdateContainer: no container instance named {name}"
         )));
-    }
+    };
+    not_a_plugin(&store, &name).map_err(super::status_of)?;
     let params = r.params.clone();
     let image_name = if !r.image_name.is_empty() {
         r.image_name.clone()
@@ -471,14 +557,36 @@ pub(super) async fn update<R: Runtime + 'static>(
         params.as_ref().map(|p| p.tag.clone()).unwrap_or_default()
     };
     let reference = super::held_reference(&image_name, &image_tag)?;
-    let requested = params
-        .as_ref()
-        .map(|p| start_settings(&store, p))
-        .transpose()?
-        .map(|container| RequestedSettings {
-            container,
-            args: String::new(),
-        });
+    let requested = match &params {
+        None => None,
+        Some(p) => {
+            let mut container = start_settings(&store, p)?;
+            // The location is fixed for an instance's life (the proto): unset keeps it, another
+            // one is refused.
+            let was = current
+                .spec
+                .settings
+                .labels
+                .get(LOCATION_INTENDED)
+                .cloned()
+                .unwrap_or_else(|| "L_PRIMARY".to_string());
+            let asked = container
+                .labels
+                .get(LOCATION_INTENDED)
+                .cloned()
+                .unwrap_or_default();
+            if p.location != 0 && asked != was {
+                return Err(Status::invalid_argument(format!(
+                    "UpdateContainer: the location of {name} is {was} and cannot be changed to {asked}; remove the instance and start it again"
+                )));
+            }
+            container.labels.insert(LOCATION_INTENDED.to_string(), was);
+            Some(RequestedSettings {
+                container,
+                args: String::new(),
+            })
+        }
+    };
     let present = on_manager(shared, {
         let reference = reference.clone();
         move |s| async move {

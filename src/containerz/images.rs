@@ -118,7 +118,7 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         }
     };
     if transfer.is_plugin {
-        return Err(super::plugins::unimplemented("Deploy of a plugin"));
+        return super::plugins::deploy(shared, transfer, inbound).await;
     }
     let reference = super::reference(&transfer.name, &transfer.tag)?;
     let tag = if transfer.tag.is_empty() {
@@ -175,7 +175,7 @@ pub(super) async fn deploy<R: Runtime + 'static>(
 }
 
 /// RESOURCE_EXHAUSTED unless the content store's filesystem has room for the image.
-fn check_space(root: &std::path::Path, size: u64) -> Result<(), Status> {
+pub(super) fn check_space(root: &std::path::Path, size: u64) -> Result<(), Status> {
     let stat = nix::sys::statvfs::statvfs(root)
         .map_err(|e| Status::internal(format!("cannot read the free space of {}: {e}", root.display())))?;
     let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;

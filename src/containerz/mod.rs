@@ -4,7 +4,7 @@
 //! through [`crate::runtime::Runtime`].
 //!
 //! One file per RPC group: `images` (Deploy, ListImage, RemoveImage), `containers` (Start, Stop,
-//! Remove, List, Update, Log), `volumes`, `plugins` (UNIMPLEMENTED: containerd has no plugins);
+//! Remove, List, Update, Log), `volumes`, `plugins` (docker managed plugins run as TPCs);
 //! `auth` decides who may call what, `serve` runs the TLS server, the janitor and the restart
 //! supervisor. Conformance per RPC and field: `docs/containerz.md`.
 
@@ -306,7 +306,9 @@ impl<R: Runtime + 'static> containerz_server::Containerz for Containerz<R> {
         request: Request<proto::StartPluginRequest>,
     ) -> Result<Response<proto::StartPluginResponse>, Status> {
         self.authorize(&request, Scope::Write, "StartPlugin")?;
-        Err(plugins::unimplemented("StartPlugin"))
+        plugins::start(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn stop_plugin(
@@ -314,7 +316,9 @@ impl<R: Runtime + 'static> containerz_server::Containerz for Containerz<R> {
         request: Request<proto::StopPluginRequest>,
     ) -> Result<Response<proto::StopPluginResponse>, Status> {
         self.authorize(&request, Scope::Write, "StopPlugin")?;
-        Err(plugins::unimplemented("StopPlugin"))
+        plugins::stop(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_plugins(
@@ -322,7 +326,9 @@ impl<R: Runtime + 'static> containerz_server::Containerz for Containerz<R> {
         request: Request<proto::ListPluginsRequest>,
     ) -> Result<Response<proto::ListPluginsResponse>, Status> {
         self.authorize(&request, Scope::Read, "ListPlugins")?;
-        Err(plugins::unimplemented("ListPlugins"))
+        plugins::list(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn remove_plugin(
@@ -330,7 +336,19 @@ impl<R: Runtime + 'static> containerz_server::Containerz for Containerz<R> {
         request: Request<proto::RemovePluginRequest>,
     ) -> Result<Response<proto::RemovePluginResponse>, Status> {
         self.authorize(&request, Scope::Write, "RemovePlugin")?;
-        Err(plugins::unimplemented("RemovePlugin"))
+        plugins::remove(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_plugin_tar(
+        &self,
+        request: Request<proto::RemovePluginTarRequest>,
+    ) -> Result<Response<proto::RemovePluginTarResponse>, Status> {
+        self.authorize(&request, Scope::Write, "RemovePluginTar")?;
+        plugins::remove_tar(&self.shared, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

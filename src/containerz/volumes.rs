@@ -2,6 +2,7 @@
 //! bind mounts of directories under the TPCM store, or of an existing directory).
 
 use super::{Shared, on_manager, proto};
+use crate::manager;
 use crate::manager::store::Store;
 use crate::manager::volumes::{self, VolumeRequest};
 use crate::runtime::Runtime;
@@ -9,7 +10,16 @@ use proto::create_volume_request::Options;
 use std::sync::Arc;
 use tonic::Status;
 
-/// CreateVolume: DS_LOCAL (or unspecified) only; DS_CUSTOM is UNIMPLEMENTED (no plugins).
+/// The custom option that names the plugin instance serving a DS_CUSTOM volume (tpcm's choice
+/// where the proto is silent); without it, the plugin named [`DEFAULT_CUSTOM_DRIVER`].
+pub const DRIVER_OPTION: &str = "driver";
+/// The plugin instance a DS_CUSTOM volume goes to when its options name none (the reference
+/// server's `custom:latest`).
+pub const DEFAULT_CUSTOM_DRIVER: &str = "custom";
+
+/// CreateVolume: DS_LOCAL (or unspecified): a directory bound into containers; DS_CUSTOM: a
+/// volume of a started plugin's volume driver (`custom_options.options`, less `driver`, go to
+/// the driver; `driver` names the plugin, default `custom`).
 pub(super) async fn create<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     r: proto::CreateVolumeRequest,
@@ -20,13 +30,31 @@ pub(super) async fn create<R: Runtime + 'static>(
             r.driver
         ))
     })?;
-    match driver {
-        proto::Driver::DsCustom => {
-            return Err(Status::unimplemented(
-                "CreateVolume: custom volume drivers are Docker plugins, which containerd does not have; use DS_LOCAL",
-            ));
-        }
-        proto::Driver::DsLocal | proto::Driver::DsUnspecified => {}
+    if driver == proto::Driver::DsCustom {
+        let mut options = match r.options {
+            Some(Options::CustomOptions(o)) => o.options,
+            None => Default::default(),
+            Some(Options::LocalMountOptions(_)) => {
+                return Err(Status::invalid_argument(
+                    "CreateVolume: DS_CUSTOM takes custom_options, not local_mount_options",
+                ));
+            }
+        };
+        let plugin = options
+            .remove(DRIVER_OPTION)
+            .unwrap_or_else(|| DEFAULT_CUSTOM_DRIVER.to_string());
+        let request = volumes::DriverVolumeRequest {
+            name: r.name.clone(),
+            plugin,
+            options: options.into_iter().collect(),
+            labels: r.labels.into_iter().collect(),
+        };
+        let volume = on_manager(shared, move |s| async move {
+            volumes::create_with_driver(&s.settings, &request).await
+        })
+        .await?;
+        tracing::info!(volume = %volume.name, driver = %volume.driver, "CreateVolume created a custom volume");
+        return Ok(proto::CreateVolumeResponse { name: volume.name });
     }
     let mut request = VolumeRequest {
         name: r.name.clone(),
@@ -36,8 +64,8 @@ pub(super) async fn create<R: Runtime + 'static>(
     match r.options {
         None => {}
         Some(Options::CustomOptions(_)) => {
-            return Err(Status::unimplemented(
-                "CreateVolume: custom_options need a custom driver, which is not supported",
+            return Err(Status::invalid_argument(
+                "CreateVolume: custom_options need driver DS_CUSTOM",
             ));
         }
         Some(Options::LocalMountOptions(o)) => {
@@ -61,7 +89,11 @@ pub(super) async fn remove<R: Runtime + 'static>(
     r: proto::RemoveVolumeRequest,
 ) -> Result<proto::RemoveVolumeResponse, Status> {
     on_manager(shared, move |s| async move {
-        volumes::remove(&Store::new(&s.settings.root), &r.name, r.force)
+        // The proto: removing a volume that does not exist is a no-op.
+        match volumes::remove(&s.settings, &r.name, r.force).await {
+            Err(manager::Error::NotFound(_)) => Ok(()),
+            other => other,
+        }
     })
     .await?;
     Ok(proto::RemoveVolumeResponse {})

@@ -59,7 +59,7 @@ pub async fn boot<R: Runtime>(
     // tpcm would write.
     let mut rewritten = false;
     for r in &records {
-        let text = unit_text(settings, &r.name, r.spec.settings.restart)?;
+        let text = unit_text(settings, &r.name, &r.spec.settings)?;
         let installed = settings.systemd_dir.join(crate::systemd::unit_name(&r.name));
         let current = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| b == text.as_bytes());
         if current(&installed) && current(&store.unit_path(&r.name)) {
@@ -79,14 +79,18 @@ pub async fn boot<R: Runtime>(
     }
     let (to_start, stopped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.running);
     report.stopped = stopped.into_iter().map(|r| r.name).collect();
-    let starts = to_start.iter().map(|r| async move {
-        let result = tpc::start(runtime, settings, &r.name).await;
-        (r.name.clone(), result)
-    });
-    for (name, result) in futures_util::future::join_all(starts).await {
-        match result {
-            Ok(()) => report.started.push(name),
-            Err(e) => report.failed.push((name, e.to_string())),
+    // Plugins first: a container's custom volume is mounted by its plugin before it starts.
+    let (plugins, others): (Vec<_>, Vec<_>) = to_start.into_iter().partition(|r| r.plugin.is_some());
+    for wave in [plugins, others] {
+        let starts = wave.iter().map(|r| async move {
+            let result = tpc::start(runtime, settings, &r.name).await;
+            (r.name.clone(), result)
+        });
+        for (name, result) in futures_util::future::join_all(starts).await {
+            match result {
+                Ok(()) => report.started.push(name),
+                Err(e) => report.failed.push((name, e.to_string())),
+            }
         }
     }
     Ok(report)

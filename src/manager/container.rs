@@ -10,7 +10,7 @@ use crate::config::{FileConfig, Settings};
 use crate::runtime::spec::{BindMount, ContainerConfig};
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
-use crate::tpc_spec::{ContainerSettings, ImageRef, Network, PortMapping, RestartPolicy};
+use crate::tpc_spec::{ContainerSettings, ImageRef, Network, PortMapping};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -21,22 +21,29 @@ pub use crate::tpc_spec::{PRIVATE_MOUNT, SHARED_MOUNT};
 pub const DEFAULT_CPU_SHARE: f64 = 0.20;
 /// How long a TPC gets to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a TPC with these settings gets between its stop signal and SIGKILL: its
+/// `--stop-timeout` (negative: forever), else [`STOP_GRACE`].
+pub fn stop_grace(container: &ContainerSettings) -> Duration {
+    match container.stop_timeout {
+        None => STOP_GRACE,
+        Some(n) if n < 0 => Duration::MAX,
+        Some(n) => Duration::from_secs(n as u64),
+    }
+}
+
 /// Container label that marks a container as a TPC (its value is the TPC name).
 pub const TPC_LABEL: &str = "io.tpcm.tpc";
 
-/// Checks a TPC name: `[a-z0-9][a-z0-9_-]{0,31}` (it becomes a container ID, a unit name and a
-/// directory name, so nothing else is allowed).
+/// Checks a TPC (or gNOI instance) name: containerd's identifier rule — letters and digits
+/// joined by single `.`, `_` or `-`, at most 76 characters. It becomes a container ID, a unit
+/// name (`tpc-<name>.service`), a directory and a file name, all of which take it as it is.
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
-        });
-    if ok {
+    if crate::tpc_spec::is_identifier(name) {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "invalid TPC name {name:?}: use 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+            "invalid name {name:?}: use letters and digits joined by single '.', '_' or '-', at most {} characters",
+            crate::tpc_spec::MAX_IDENTIFIER
         )))
     }
 }
@@ -62,9 +69,44 @@ pub fn container_labels(name: &str, container: &ContainerSettings) -> HashMap<St
     labels
 }
 
-/// The container TPC `record` gets on this host: its spec, its data directory at `/tpc`, the
-/// shared directory at `/tpc-shared`, made from the manifest it is pinned to.
+/// The container TPC `record` gets on this host, made from the manifest it is pinned to: its
+/// spec, its data directory at `/tpc` and the shared directory at `/tpc-shared`; a plugin
+/// instead gets its socket directory at `/run/docker/plugins` and its propagated mount (a
+/// shared bind, so the mounts it makes there reach the host).
 pub(super) fn container_config(settings: &Settings, store: &Store, record: &TpcRecord) -> ContainerConfig {
+    let mounts = match &record.plugin {
+        None => vec![
+            BindMount {
+                host: settings.data_root.join(&record.name),
+                container: PRIVATE_MOUNT.into(),
+                read_only: false,
+                shared: false,
+            },
+            BindMount {
+                host: store.shared_dir(),
+                container: SHARED_MOUNT.into(),
+                read_only: false,
+                shared: false,
+            },
+        ],
+        Some(plugin) => {
+            let mut mounts = vec![BindMount {
+                host: super::plugins::socket_dir(settings, plugin),
+                container: super::plugins::SOCKET_DIR_INSIDE.into(),
+                read_only: false,
+                shared: false,
+            }];
+            if !plugin.config.propagatedmount.is_empty() {
+                mounts.push(BindMount {
+                    host: super::plugins::propagated_dir(store, &record.name),
+                    container: plugin.config.propagatedmount.clone(),
+                    read_only: false,
+                    shared: true,
+                });
+            }
+            mounts
+        }
+    };
     ContainerConfig {
         id: record.name.clone(),
         image: ImageRef {
@@ -72,20 +114,74 @@ pub(super) fn container_config(settings: &Settings, store: &Store, record: &TpcR
             digest: record.runs_on().to_string(),
         },
         settings: record.spec.settings.clone(),
-        mounts: vec![
-            BindMount {
-                host: settings.data_root.join(&record.name),
-                container: PRIVATE_MOUNT.into(),
-                read_only: false,
-            },
-            BindMount {
-                host: store.shared_dir(),
-                container: SHARED_MOUNT.into(),
-                read_only: false,
-            },
-        ],
+        mounts,
         cpus: record.cpus,
     }
+}
+
+/// docker's `/etc/hosts` for a container given extra hosts (`--add-host`): loopback and the
+/// IPv6 names, then the extra lines (docker builds it so even on the host network).
+const HOSTS_BASE: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::\tip6-localnet\nff00::\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
+/// The `/etc/hosts` and `/etc/resolv.conf` a TPC gets when its settings change them
+/// (`--add-host`, `--dns*`), written into `<store>/containers/<name>/` (re-made at every
+/// container creation) and bound read-only; otherwise none, and the host's files are bound.
+fn network_files(store: &Store, record: &TpcRecord) -> Result<Vec<BindMount>, Error> {
+    let s = &record.spec.settings;
+    let dir = store.root().join("containers").join(&record.name);
+    let mut out = Vec::new();
+    let write = |file: &str, text: String| -> Result<BindMount, Error> {
+        let path = dir.join(file);
+        super::store::write_atomic_mode(&path, text.as_bytes(), 0o644)?;
+        Ok(BindMount {
+            host: path,
+            container: format!("/etc/{file}"),
+            read_only: true,
+            shared: false,
+        })
+    };
+    if !s.extra_hosts.is_empty() {
+        let mut text = HOSTS_BASE.to_string();
+        for (name, address) in &s.extra_hosts {
+            text.push_str(&format!("{address}\t{name}\n"));
+        }
+        out.push(write("hosts", text)?);
+    }
+    if !s.dns.is_empty() {
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        out.push(write("resolv.conf", resolv_conf(&host, &s.dns))?);
+    }
+    Ok(out)
+}
+
+/// The host's resolv.conf with the lists `dns` gives replacing the host's (docker's rule).
+fn resolv_conf(host: &str, dns: &crate::tpc_spec::Dns) -> String {
+    let mut text =
+        String::from("# Generated by tpcm from the host's resolv.conf and the TPC's --dns settings.\n");
+    let keyword = |l: &str| l.split_whitespace().next().unwrap_or_default().to_string();
+    for line in host.lines() {
+        let replaced = match keyword(line).as_str() {
+            "nameserver" => !dns.servers.is_empty(),
+            "search" | "domain" => !dns.search.is_empty(),
+            "options" => !dns.options.is_empty(),
+            _ => false,
+        };
+        if !replaced {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    for server in &dns.servers {
+        text.push_str(&format!("nameserver {server}\n"));
+    }
+    if !dns.search.is_empty() {
+        text.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        text.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    text
 }
 
 /// Creates TPC `record`'s container (not started).
@@ -95,7 +191,8 @@ pub(super) async fn create_container<R: Runtime>(
     store: &Store,
     record: &TpcRecord,
 ) -> Result<(), Error> {
-    let config = container_config(settings, store, record);
+    let mut config = container_config(settings, store, record);
+    config.mounts.extend(network_files(store, record)?);
     runtime
         .create_container(&config, container_labels(&record.name, &record.spec.settings))
         .await?;
@@ -108,12 +205,13 @@ const PORTS_LOCK: &str = "_ports";
 /// How long an install or upgrade that publishes ports waits for another one to record its own.
 const PORTS_PATIENCE: Duration = Duration::from_secs(120);
 
-/// The host ports a TPC with these settings publishes.
+/// The host ports a TPC with these settings holds: forwarded ones on the bridge, its own on the
+/// host network (declared so that a port is not given twice and a taken one is refused).
 fn published(container: &ContainerSettings) -> &[PortMapping] {
-    if container.network == Network::Bridge {
-        &container.ports
-    } else {
+    if container.network == Network::None {
         &[]
+    } else {
+        &container.ports
     }
 }
 
@@ -186,24 +284,61 @@ pub(super) async fn check_ports_before_start<R: Runtime>(
     ports.iter().try_for_each(check_host_port)
 }
 
+/// Starts TPC `record`'s task, after what the host side needs: a plugin's socket and
+/// propagated directories, and the volumes of custom drivers mounted by their plugins.
+pub(super) async fn start_task<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+) -> Result<(), Error> {
+    super::plugins::prepare_host(settings, store, record)?;
+    super::volumes::mount_driver_volumes(settings, store, record).await?;
+    runtime
+        .start_container(&record.name, &store.log_target(&record.name))
+        .await?;
+    Ok(())
+}
+
+/// Stops TPC `record`'s task (its stop signal, SIGKILL after `grace`), then lets its custom
+/// volumes' drivers unmount them.
+pub(super) async fn stop_task<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+    grace: Duration,
+) -> Result<(), Error> {
+    runtime.stop_container(&record.name, grace).await?;
+    super::volumes::unmount_driver_volumes(settings, store, record).await;
+    Ok(())
+}
+
 /// Starts the TPC's container unless it runs (an exited or half-made task is cleared first).
-pub(super) async fn ensure_running<R: Runtime>(runtime: &R, store: &Store, name: &str) -> Result<(), Error> {
-    match runtime.container_state(name).await? {
+pub(super) async fn ensure_running<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+) -> Result<(), Error> {
+    match runtime.container_state(&record.name).await? {
         ContainerState::Running { .. } => {}
         ContainerState::Exited { .. } | ContainerState::Other { .. } => {
-            runtime.stop_container(name, STOP_GRACE).await?;
-            runtime.start_container(name, &store.log_target(name)).await?;
+            runtime.stop_container(&record.name, STOP_GRACE).await?;
+            start_task(runtime, settings, store, record).await?;
         }
-        ContainerState::Stopped => {
-            runtime.start_container(name, &store.log_target(name)).await?;
-        }
+        ContainerState::Stopped => start_task(runtime, settings, store, record).await?,
     }
     Ok(())
 }
 
 /// The unit text of TPC `name`: it runs the installed tpcm binary with this invocation's
 /// locations, so it acts on the same containerd and store.
-pub(super) fn unit_text(settings: &Settings, name: &str, restart: RestartPolicy) -> Result<String, Error> {
+pub(super) fn unit_text(
+    settings: &Settings,
+    name: &str,
+    container: &ContainerSettings,
+) -> Result<String, Error> {
     let binary = settings.unit_binary().map_err(Error::Invalid)?;
     let env = [
         ("TPCM_CONTAINERD", settings.containerd.display().to_string()),
@@ -211,8 +346,18 @@ pub(super) fn unit_text(settings: &Settings, name: &str, restart: RestartPolicy)
         ("TPCM_ROOT", settings.root.display().to_string()),
         ("TPCM_DATA_ROOT", settings.data_root.display().to_string()),
         ("TPCM_SYSTEMD_DIR", settings.systemd_dir.display().to_string()),
+        (
+            "TPCM_PLUGIN_SOCKETS",
+            settings.plugin_sockets.display().to_string(),
+        ),
     ];
-    Ok(systemd::tpc_unit(name, &binary, &env, restart))
+    Ok(systemd::tpc_unit(
+        name,
+        &binary,
+        &env,
+        container.restart,
+        container.stop_timeout,
+    ))
 }
 
 /// Writes the TPC's unit into the store and the systemd unit directory. The store's copy is what
@@ -221,9 +366,9 @@ pub(super) fn install_unit(
     settings: &Settings,
     store: &Store,
     name: &str,
-    restart: RestartPolicy,
+    container: &ContainerSettings,
 ) -> Result<(), Error> {
-    let text = unit_text(settings, name, restart)?;
+    let text = unit_text(settings, name, container)?;
     let unit = systemd::unit_name(name);
     super::store::write_atomic_mode(&store.unit_path(name), text.as_bytes(), 0o644)?;
     super::store::write_atomic_mode(&settings.systemd_dir.join(&unit), text.as_bytes(), 0o644)?;
@@ -294,10 +439,24 @@ mod tests {
 
     #[test]
     fn names_follow_the_documented_pattern() {
-        for ok in ["a", "tpc1", "my-app_2", &"a".repeat(32)] {
+        for ok in ["a", "tpc1", "my-app_2", &"a".repeat(40)] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "_a", "A", "a.b", "a/b", "../x", &"a".repeat(33), "a b"] {
+        for ok in ["A", "a.b", "Test_Instance-1", &"a".repeat(76)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "a-",
+            "a..b",
+            "a/b",
+            "../x",
+            &"a".repeat(77),
+            "a b",
+            "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

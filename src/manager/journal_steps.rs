@@ -6,6 +6,7 @@
 use super::Error;
 use super::container::{
     STOP_GRACE, image_in_use, install_unit, remove_dir_if_present, remove_image_if_present, remove_unit,
+    start_task, stop_grace, stop_task,
 };
 use super::journal::{self, InstallJournal, UninstallJournal, UpgradeJournal, UpgradeStep, crash_point};
 use super::store::Store;
@@ -34,6 +35,7 @@ pub(super) async fn undo_install<R: Runtime>(
     if j.creates_data_dir {
         remove_dir_if_present(&settings.data_root.join(name))?;
     }
+    remove_dir_if_present(&store.root().join("containers").join(name))?;
     store.remove(name)?;
     if let Some(image) = &j.image
         && !image_in_use(store, image, name)
@@ -54,8 +56,12 @@ pub(super) async fn finish_uninstall<R: Runtime>(
 ) -> Result<(), Error> {
     say(&format!("Stopping the TPC-{name} container"));
     systemd::stop_unit(name).map_err(Error::Internal)?;
-    let grace = if j.kill { Duration::ZERO } else { STOP_GRACE };
-    runtime.stop_container(name, grace).await?;
+    let grace = if j.kill {
+        Duration::ZERO
+    } else {
+        stop_grace(&j.record.spec.settings)
+    };
+    stop_task(runtime, settings, store, &j.record, grace).await?;
     crash_point("uninstall:stopped");
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
@@ -72,8 +78,12 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     if j.clean_data {
         remove_dir_if_present(&settings.data_root.join(name))?;
     }
+    remove_dir_if_present(&store.root().join("containers").join(name))?;
     store.remove(name)?;
-    journal::remove(store, name)
+    journal::remove(store, name)?;
+    // The caller holds the lock; nothing of the TPC is left, its lock file neither.
+    store.remove_lock_file(name);
+    Ok(())
 }
 
 /// Ends an upgrade that did not touch the old container: the new image goes (unless it was there
@@ -111,6 +121,7 @@ pub(super) async fn abort_upgrade<R: Runtime>(
 /// running; then the upgrade is aborted.
 pub(super) async fn roll_back_upgrade<R: Runtime>(
     runtime: &R,
+    settings: &Settings,
     store: &Store,
     name: &str,
     j: &UpgradeJournal,
@@ -132,7 +143,7 @@ pub(super) async fn roll_back_upgrade<R: Runtime>(
             _ => {
                 // Clears an exited or half-created task first.
                 runtime.stop_container(name, STOP_GRACE).await?;
-                runtime.start_container(name, &store.log_target(name)).await?;
+                start_task(runtime, settings, store, &j.old).await?;
             }
         }
         systemd::unit_started(name).map_err(Error::Internal)?;
@@ -182,11 +193,11 @@ pub(super) async fn recover_upgrade<R: Runtime>(
         say(&format!("Finishing the interrupted upgrade of TPC-{name}"));
         let record = j.new_record.as_ref().unwrap_or(&j.old);
         store.put(record)?;
-        install_unit(settings, store, name, record.spec.settings.restart)?;
+        install_unit(settings, store, name, &record.spec.settings)?;
         systemd::unit_started(name).map_err(Error::Internal)?;
         finish_upgrade(runtime, store, name, j).await
     } else {
         say(&format!("Rolling back the interrupted upgrade of TPC-{name}"));
-        roll_back_upgrade(runtime, store, name, j).await
+        roll_back_upgrade(runtime, settings, store, name, j).await
     }
 }

@@ -273,7 +273,7 @@ pub async fn restore<R: Runtime>(
             record.rollback_image = None;
             create_container(runtime, settings, &store, &record).await?;
             store.put(&record)?;
-            install_unit(settings, &store, name, record.spec.settings.restart)?;
+            install_unit(settings, &store, name, &record.spec.settings)?;
             super::container::remove_image_if_present(runtime, &store, &s.image).await?;
         }
     }

@@ -15,6 +15,7 @@ pub mod janitor;
 pub mod journal;
 mod journal_steps;
 pub mod migrate;
+pub mod plugins;
 pub mod recovery;
 pub mod store;
 pub mod supervise;

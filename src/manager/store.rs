@@ -62,6 +62,9 @@ pub struct TpcRecord {
     /// next recovery of the TPC pins it and clears this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub converted: bool,
+    /// When the TPC is a gNOI plugin: what it was started from and its plugin config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<crate::tpc_spec::plugin::PluginSpec>,
 }
 
 impl Serialize for TpcRecord {
@@ -252,25 +255,51 @@ impl Store {
         })
     }
 
+    /// The lock file of `name`.
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{name}.lock"))
+    }
+
     fn flock(&self, name: &str, arg: FlockArg) -> Result<TpcLock, StoreError> {
-        let dir = self.root.join("locks");
-        create_private_dir(&dir)?;
-        let path = dir.join(format!("{name}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        match Flock::lock(file, arg) {
-            Ok(lock) => Ok(TpcLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Busy(name.to_string())),
-            Err((_, e)) => Err(StoreError::Io {
-                path,
-                source: e.into(),
-            }),
+        use std::os::unix::fs::MetadataExt;
+        let path = self.lock_path(name);
+        create_private_dir(path.parent().expect("locks live in a directory"))?;
+        loop {
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(FILE_MODE)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let lock = match Flock::lock(file, arg) {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Err(StoreError::Busy(name.to_string())),
+                Err((_, e)) => {
+                    return Err(StoreError::Io {
+                        path,
+                        source: e.into(),
+                    });
+                }
+            };
+            // The file may have been removed (by an uninstall holding it) between our open and
+            // our lock: then this lock guards nothing; take the one at the path now.
+            let held = lock.metadata().map_err(io_err(&path))?;
+            match fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(TpcLock { _lock: lock });
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Io { path, source: e }),
+            }
         }
+    }
+
+    /// Removes TPC `name`'s lock file, for an uninstall that holds the lock: whoever waits on
+    /// the removed file notices and takes the lock at the path anew ([`Store::lock`]).
+    pub fn remove_lock_file(&self, name: &str) {
+        let _ = fs::remove_file(self.lock_path(name));
     }
 
     /// A TPC's record, if it is installed. A record of an older format is converted; the
@@ -420,6 +449,7 @@ mod tests {
             owns_image: true,
             rollback_image: None,
             converted: false,
+            plugin: None,
         }
     }
 
@@ -508,6 +538,20 @@ mod tests {
         assert!(matches!(store.lock("a"), Err(StoreError::Busy(_))));
         assert!(store.lock("b").is_ok());
         drop(held);
+        assert!(store.lock("a").is_ok());
+    }
+
+    #[test]
+    fn a_removed_lock_file_is_not_a_lock_any_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let held = store.lock("a").unwrap();
+        store.remove_lock_file("a");
+        assert!(!dir.path().join("locks/a.lock").exists());
+        // A new holder takes the lock at the path; the old one guards the removed file only.
+        let again = store.lock("a").unwrap();
+        assert!(matches!(store.lock("a"), Err(StoreError::Busy(_))));
+        drop((held, again));
         assert!(store.lock("a").is_ok());
     }
 

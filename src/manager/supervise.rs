@@ -132,7 +132,7 @@ impl Supervisor {
             restarts = restarts + 1,
             "restarting per its restart policy ({policy})"
         );
-        ensure_running(runtime, &store, id).await?;
+        ensure_running(runtime, settings, &store, &record).await?;
         Ok(true)
     }
 }

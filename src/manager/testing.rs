@@ -37,6 +37,7 @@ impl Bench {
             data_root: dir.path().join("data"),
             systemd_dir: dir.path().join("units"),
             binary: Some("/usr/bin/tpcm".into()),
+            plugin_sockets: dir.path().join("plugins"),
         };
         Bench {
             dir,
@@ -67,6 +68,7 @@ impl Bench {
         let request = InstallRequest {
             source: &source,
             settings: RequestedSettings::from_args(args).unwrap(),
+            plugin: None,
         };
         tpc::install(
             &self.runtime,

@@ -5,8 +5,8 @@
 //! install leaves no image, container, snapshot, record or file behind.
 
 use super::container::{
-    STOP_GRACE, check_ports, check_ports_before_start, cpu_cap, create_container, default_cpu_share,
-    ensure_running, image_in_use, install_unit, lock_ports, require, validate_name,
+    check_ports, check_ports_before_start, cpu_cap, create_container, default_cpu_share, ensure_running,
+    image_in_use, install_unit, lock_ports, require, start_task, stop_grace, stop_task, validate_name,
 };
 use super::journal::{self, Entry, InstallJournal, UninstallJournal, crash_point};
 use super::journal_steps::{finish_uninstall, undo_install};
@@ -49,6 +49,8 @@ pub struct InstallRequest<'a> {
     pub source: &'a ImageSource,
     /// How the TPC runs.
     pub settings: RequestedSettings,
+    /// When the TPC is a gNOI plugin (`manager::plugins`), what it is.
+    pub plugin: Option<crate::tpc_spec::plugin::PluginSpec>,
 }
 
 /// Installs TPC `name` from an image source and starts it. `say` receives each step.
@@ -160,14 +162,18 @@ impl InstallSteps<'_> {
             .parent()
             .expect("logs live in a directory")
             .to_path_buf();
-        // Journaled before it is made, so a crash in between still takes it back.
-        if !data_dir.exists() {
+        // Journaled before it is made, so a crash in between still takes it back. A plugin has
+        // no data directory.
+        let is_plugin = self.request.plugin.is_some();
+        if !data_dir.exists() && !is_plugin {
             j.creates_data_dir = true;
             journal::write(store, name, Entry::Install(j))?;
         }
-        for d in [data_dir.as_path(), &store.shared_dir()] {
-            std::fs::create_dir_all(d)
-                .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+        if !is_plugin {
+            for d in [data_dir.as_path(), &store.shared_dir()] {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::Internal(format!("cannot create {}: {e}", d.display())))?;
+            }
         }
         super::store::create_private_dir(&log_dir)?;
 
@@ -186,6 +192,7 @@ impl InstallSteps<'_> {
             owns_image: source.owned(),
             rollback_image: None,
             converted: false,
+            plugin: self.request.plugin.clone(),
         };
         say(&format!("Creating the TPC-{name} container"));
         create_container(runtime, settings, store, &record).await?;
@@ -194,10 +201,10 @@ impl InstallSteps<'_> {
         crash_point("install:recorded");
 
         say(&format!("Installing the TPC-{name} systemd unit"));
-        install_unit(settings, store, name, container.restart)?;
+        install_unit(settings, store, name, container)?;
         crash_point("install:unit");
         say(&format!("Starting the TPC-{name} container"));
-        runtime.start_container(name, &store.log_target(name)).await?;
+        start_task(runtime, settings, store, &record).await?;
         crash_point("install:started");
         systemd::unit_started(name).map_err(Error::Internal)?;
         Ok(record)
@@ -316,7 +323,7 @@ pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> 
     // Recorded first: the unit's unit-run leaves a TPC alone while its record says stopped.
     record.running = true;
     store.put(&record)?;
-    ensure_running(runtime, &store, name).await?;
+    ensure_running(runtime, settings, &store, &record).await?;
     systemd::unit_started(name).map_err(Error::Internal)?;
     Ok(())
 }
@@ -343,7 +350,7 @@ pub async fn unit_run<R: Runtime>(
             return Ok(None);
         }
         check_ports_before_start(runtime, &record).await?;
-        ensure_running(runtime, &store, name).await?;
+        ensure_running(runtime, settings, &store, &record).await?;
     }
     Ok(Some(runtime.wait_container(name).await?))
 }
@@ -352,33 +359,54 @@ pub async fn unit_run<R: Runtime>(
 /// container without recording that the operator wants it stopped.
 pub async fn unit_stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
     let store = Store::new(&settings.root);
-    require(&store, name)?;
-    Ok(runtime.stop_container(name, STOP_GRACE).await?)
+    let record = require(&store, name)?;
+    stop_task(
+        runtime,
+        settings,
+        &store,
+        &record,
+        stop_grace(&record.spec.settings),
+    )
+    .await
+}
+
+/// Whether TPC `name` is installed and its process runs (NOT_FOUND when it is not installed).
+pub async fn is_running<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<bool, Error> {
+    require(&Store::new(&settings.root), name)?;
+    Ok(matches!(
+        runtime.container_state(name).await?,
+        ContainerState::Running { .. }
+    ))
 }
 
 /// Stops a TPC and remembers that it should stay stopped (also across reboots).
 pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
-    stop_within(runtime, settings, name, STOP_GRACE).await
+    stop_within(runtime, settings, name, false).await
 }
 
-/// [`stop`] with SIGKILL after `grace` (zero: at once, gNOI's `force`).
+/// [`stop`]; with `force`, SIGKILL at once (gNOI's `force`) instead of the TPC's stop signal
+/// and grace.
 pub async fn stop_within<R: Runtime>(
     runtime: &R,
     settings: &Settings,
     name: &str,
-    grace: Duration,
+    force: bool,
 ) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
+    let grace = if force {
+        Duration::ZERO
+    } else {
+        stop_grace(&record.spec.settings)
+    };
     record.running = false;
     store.put(&record)?;
     // Through systemd when it runs the unit, so it does not restart what the operator stopped.
     systemd::stop_unit(name).map_err(Error::Internal)?;
-    runtime.stop_container(name, grace).await?;
-    Ok(())
+    stop_task(runtime, settings, &store, &record, grace).await
 }
 
 /// Where an installed TPC's output is.
@@ -395,10 +423,17 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         let store = Store::new(&settings.root);
         let _lock = store.lock_for_command(name)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-        require(&store, name)?;
+        let record = require(&store, name)?;
         // Through systemd first, so the stop is not taken for a failure (Restart=, on-failure:N).
         systemd::stop_unit(name).map_err(Error::Internal)?;
-        runtime.stop_container(name, STOP_GRACE).await?;
+        stop_task(
+            runtime,
+            settings,
+            &store,
+            &record,
+            stop_grace(&record.spec.settings),
+        )
+        .await?;
     }
     start(runtime, settings, name).await
 }

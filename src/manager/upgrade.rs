@@ -9,7 +9,8 @@
 //! record) → discard the old layer, unpin, remove the old image if unused.
 
 use super::container::{
-    STOP_GRACE, check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require,
+    check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require, start_task,
+    stop_grace,
 };
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::journal_steps::{abort_upgrade, finish_upgrade, roll_back_upgrade};
@@ -18,7 +19,7 @@ use super::tpc::RequestedSettings;
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
-use crate::tpc_spec::{HealthCheck, ImageRef, TpcSpec};
+use crate::tpc_spec::{HealthCheck, HealthTiming, ImageRef, TpcSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +29,6 @@ pub const PRE_HOOK: &str = "hook/pre.sh";
 pub const POST_HOOK: &str = "hook/post.sh";
 /// How often the health gate looks at the new container.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
-/// Longest wait for one health probe (command, TCP connect or HTTP GET).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an upgrade is asked to do.
 pub struct UpgradeRequest<'a> {
@@ -191,19 +190,19 @@ pub async fn upgrade<R: Runtime>(
     // Through systemd first when it runs the unit, so it does not restart the old version.
     let stopped = match crate::systemd::stop_unit(name) {
         Ok(()) => runtime
-            .stop_container(name, STOP_GRACE)
+            .stop_container(name, stop_grace(&old.spec.settings))
             .await
             .map_err(Error::from),
         Err(e) => Err(Error::Internal(e)),
     };
     if let Err(e) = stopped {
-        return Err(roll_back(runtime, &store, name, &j, e, say).await);
+        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
     crash_point("upgrade:old-stopped");
     j.step = UpgradeStep::Detaching;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     if let Err(e) = runtime.detach_container(&held).await {
-        return Err(roll_back(runtime, &store, name, &j, e.into(), say).await);
+        return Err(roll_back(runtime, settings, &store, name, &j, e.into(), say).await);
     }
     crash_point("upgrade:detached");
 
@@ -225,6 +224,7 @@ pub async fn upgrade<R: Runtime>(
         owns_image: source.owned(),
         rollback_image: old_image_kept.then(|| old.image().to_string()),
         converted: false,
+        plugin: old.plugin.clone(),
         ..old.clone()
     };
     j.new_record = Some(new_record.clone());
@@ -233,20 +233,20 @@ pub async fn upgrade<R: Runtime>(
     let started = async {
         create_container(runtime, settings, &store, &new_record).await?;
         crash_point("upgrade:new-created");
-        runtime.start_container(name, &store.log_target(name)).await?;
+        start_task(runtime, settings, &store, &new_record).await?;
         crash_point("upgrade:new-started");
         Ok::<(), Error>(())
     }
     .await;
     if let Err(e) = started {
-        return Err(roll_back(runtime, &store, name, &j, e, say).await);
+        return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
     if !request.skip_data && data_dir.join(POST_HOOK).is_file() {
         say(&format!(
             "Running /tpc/{POST_HOOK} in the new TPC-{name} container"
         ));
         if let Err(e) = run_hook(runtime, name, POST_HOOK, request.hook_timeout, say).await {
-            return Err(roll_back(runtime, &store, name, &j, Error::Invalid(e), say).await);
+            return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
         }
     }
     say(&format!(
@@ -258,8 +258,13 @@ pub async fn upgrade<R: Runtime>(
             ""
         }
     ));
-    if let Err(e) = health_gate(runtime, name, request.grace, wanted.container.health.as_ref()).await {
-        return Err(roll_back(runtime, &store, name, &j, Error::Invalid(e), say).await);
+    let check = wanted
+        .container
+        .health
+        .as_ref()
+        .map(|c| (c, wanted.container.health_timing));
+    if let Err(e) = health_gate(runtime, name, request.grace, check).await {
+        return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
     }
     crash_point("upgrade:healthy");
 
@@ -269,7 +274,7 @@ pub async fn upgrade<R: Runtime>(
     journal::write(&store, name, Entry::Upgrade(&j))?;
     crash_point("upgrade:committed");
     // The restart policy may have changed with the arguments.
-    install_unit(settings, &store, name, wanted.container.restart)?;
+    install_unit(settings, &store, name, &wanted.container)?;
     crate::systemd::unit_started(name).map_err(Error::Internal)?;
     say(&format!("Removing the old TPC-{name} version"));
     finish_upgrade(runtime, &store, name, &j).await?;
@@ -322,7 +327,7 @@ async fn health_gate<R: Runtime>(
     runtime: &R,
     name: &str,
     grace: Duration,
-    check: Option<&HealthCheck>,
+    check: Option<(&HealthCheck, HealthTiming)>,
 ) -> Result<(), String> {
     let up_until = Instant::now() + grace;
     loop {
@@ -338,10 +343,13 @@ async fn health_gate<R: Runtime>(
         }
         tokio::time::sleep(HEALTH_POLL.min(up_until.saturating_duration_since(Instant::now()))).await;
     }
-    let Some(check) = check else { return Ok(()) };
+    let Some((check, timing)) = check else {
+        return Ok(());
+    };
+    let timeout = Duration::from_millis(timing.timeout_ms);
     let deadline = Instant::now() + grace;
     loop {
-        let Err(last) = probe(runtime, name, check).await else {
+        let Err(last) = probe(runtime, name, check, timeout).await else {
             return Ok(());
         };
         if Instant::now() >= deadline {
@@ -356,26 +364,29 @@ async fn health_gate<R: Runtime>(
     }
 }
 
-async fn probe<R: Runtime>(runtime: &R, name: &str, check: &HealthCheck) -> Result<(), String> {
+/// One probe, given at most `timeout` (the check's `--health-timeout`).
+async fn probe<R: Runtime>(
+    runtime: &R,
+    name: &str,
+    check: &HealthCheck,
+    timeout: Duration,
+) -> Result<(), String> {
     match check {
         HealthCheck::Cmd(cmd) => {
             let argv = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
             let r = runtime
-                .exec_in_container(name, &argv, PROBE_TIMEOUT)
+                .exec_in_container(name, &argv, timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             match r.code {
                 Some(0) => Ok(()),
                 Some(c) => Err(format!("`{cmd}` exited with code {c}")),
-                None => Err(format!(
-                    "`{cmd}` did not finish within {} s",
-                    PROBE_TIMEOUT.as_secs()
-                )),
+                None => Err(format!("`{cmd}` did not finish within {} s", timeout.as_secs())),
             }
         }
         HealthCheck::Tcp(port) => {
             let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
-            match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("127.0.0.1:{port}: {e}")),
                 Err(_) => Err(format!("127.0.0.1:{port}: no answer")),
@@ -386,7 +397,7 @@ async fn probe<R: Runtime>(runtime: &R, name: &str, check: &HealthCheck) -> Resu
             tokio::task::spawn_blocking(move || {
                 crate::source::install_tls_provider();
                 let client = reqwest::blocking::Client::builder()
-                    .timeout(PROBE_TIMEOUT)
+                    .timeout(timeout)
                     .build()
                     .map_err(|e| e.to_string())?;
                 let status = client
@@ -425,6 +436,7 @@ async fn abort<R: Runtime>(
 /// version runs again.
 async fn roll_back<R: Runtime>(
     runtime: &R,
+    settings: &Settings,
     store: &Store,
     name: &str,
     j: &UpgradeJournal,
@@ -432,7 +444,7 @@ async fn roll_back<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Error {
     say(&format!("Upgrade failed: {cause}; rolling back"));
-    match roll_back_upgrade(runtime, store, name, j).await {
+    match roll_back_upgrade(runtime, settings, store, name, j).await {
         Ok(()) => Error::RolledBack(format!(
             "upgrade of TPC {name} failed: {cause}; rolled back, the old version is {}",
             if j.old.running {

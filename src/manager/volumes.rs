@@ -6,7 +6,10 @@
 //! on a switch, so volumes survive a SONiC image upgrade with the TPCs that use them.
 
 use super::Error;
-use super::store::{Store, write_atomic};
+use super::plugins::config::VOLUME_DRIVER;
+use super::plugins::driver::PluginClient;
+use super::store::{Store, TpcRecord, write_atomic};
+use crate::config::Settings;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -21,7 +24,7 @@ pub struct Volume {
     pub name: String,
     /// Creation time, seconds since the epoch.
     pub created: u64,
-    /// The driver (always `local`).
+    /// The driver: `local`, or the serving plugin's `<instance>:latest`.
     pub driver: String,
     /// The driver options as given (`type`, `o`, `device`), as docker lists them.
     pub options: BTreeMap<String, String>,
@@ -33,6 +36,9 @@ pub struct Volume {
     pub read_only: bool,
     /// Whether tpcm made the directory (and removes it with the volume).
     pub owned_dir: bool,
+    /// The plugin instance whose volume driver serves it (a custom volume); `None`: local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 /// What CreateVolume asks for.
@@ -127,6 +133,7 @@ pub fn create(store: &Store, request: &VolumeRequest) -> Result<Volume, Error> {
         host_path,
         read_only,
         owned_dir,
+        plugin: None,
     };
     if owned_dir {
         std::fs::create_dir_all(&volume.host_path)
@@ -188,9 +195,12 @@ pub fn users(store: &Store, volume: &Volume) -> Result<Vec<String>, Error> {
 }
 
 /// Removes a volume: FAILED_PRECONDITION while a container uses it, unless `force` (the
-/// containers keep their bind until they are recreated). A directory tpcm made goes with it.
-pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
+/// containers keep their bind until they are recreated). A directory tpcm made goes with it; a
+/// custom volume is removed by its driver first (a driver's refusal keeps it).
+pub async fn remove(settings: &Settings, name: &str, force: bool) -> Result<(), Error> {
     validate_name(name)?;
+    let store = Store::new(&settings.root);
+    let store = &store;
     let _lock = store.lock(&format!("_volume-{name}"))?;
     let volume = get(store, name)?.ok_or_else(|| Error::NotFound(format!("no volume named {name}")))?;
     let users = users(store, &volume)?;
@@ -199,6 +209,12 @@ pub fn remove(store: &Store, name: &str, force: bool) -> Result<(), Error> {
             "volume {name} is used by {}; remove those containers first or force",
             users.join(", ")
         )));
+    }
+    if let Some(plugin) = &volume.plugin {
+        driver(settings, plugin)?
+            .call("/VolumeDriver.Remove", &serde_json::json!({"Name": name}))
+            .await
+            .map_err(Error::InUse)?;
     }
     let path = record_path(store, name);
     std::fs::remove_file(&path)
@@ -216,6 +232,218 @@ pub fn host_path(store: &Store, name: &str) -> Result<(PathBuf, bool), Error> {
     let v = get(store, name)?
         .ok_or_else(|| Error::NotFound(format!("no volume named {name}; create it first")))?;
     Ok((v.host_path, v.read_only))
+}
+
+/// What CreateVolume with a custom driver asks for.
+#[derive(Debug, Clone, Default)]
+pub struct DriverVolumeRequest {
+    /// Name; empty = tpcm picks one.
+    pub name: String,
+    /// The plugin instance serving it (`<instance>` or `<instance>:latest`).
+    pub plugin: String,
+    /// Options passed to the driver's Create.
+    pub options: BTreeMap<String, String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The volume driver of plugin `instance`: it must be installed, implement
+/// `docker.volumedriver/1.0`, and run.
+fn driver(settings: &Settings, instance: &str) -> Result<PluginClient, Error> {
+    let instance = super::plugins::instance_name(instance);
+    let record = super::plugins::get(settings, instance)?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "no plugin named {instance}: start it with StartPlugin first"
+        ))
+    })?;
+    let plugin = record.plugin.expect("plugins::get returns plugins");
+    if !plugin.config.interface.types.iter().any(|t| t == VOLUME_DRIVER) {
+        return Err(Error::Invalid(format!(
+            "plugin {instance} is no volume driver (its interface types: {})",
+            plugin.config.interface.types.join(", ")
+        )));
+    }
+    Ok(PluginClient::new(
+        &format!("{instance}:latest"),
+        &super::plugins::socket_path(settings, &plugin),
+    ))
+}
+
+/// Where a driver's mountpoint (a path inside the plugin, under its propagated mount) is on
+/// the host: under the plugin's propagated directory, which the plugin's mounts reach.
+fn host_mountpoint(settings: &Settings, instance: &str, inside: &str) -> Result<PathBuf, Error> {
+    let store = Store::new(&settings.root);
+    let record = super::plugins::get(settings, instance)?
+        .ok_or_else(|| Error::NotFound(format!("no plugin named {instance}")))?;
+    let plugin = record.plugin.expect("plugins::get returns plugins");
+    let root = &plugin.config.propagatedmount;
+    let rel = Path::new(inside)
+        .strip_prefix(root)
+        .ok()
+        .filter(|_| !root.is_empty())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "plugin {instance} answered mountpoint {inside}, which is not under its propagated mount {root:?}"
+            ))
+        })?;
+    if rel
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Invalid(format!(
+            "plugin {instance} answered mountpoint {inside}"
+        )));
+    }
+    Ok(super::plugins::propagated_dir(&store, &record.name).join(rel))
+}
+
+/// CreateVolume with a custom driver: the plugin's driver creates it (with the options), and
+/// tells where it is (`Path`, else a `Mount`/`Unmount` round); the record keeps that host path,
+/// which containers bind. Nothing is kept when the driver refuses.
+pub async fn create_with_driver(settings: &Settings, request: &DriverVolumeRequest) -> Result<Volume, Error> {
+    let store = Store::new(&settings.root);
+    let name = if request.name.is_empty() {
+        format!("vol-{}", super::random_suffix())
+    } else {
+        request.name.clone()
+    };
+    validate_name(&name)?;
+    let _lock = store.lock(&format!("_volume-{name}"))?;
+    if get(&store, &name)?.is_some() {
+        return Err(Error::AlreadyExists(format!("volume {name} already exists")));
+    }
+    let instance = super::plugins::instance_name(&request.plugin).to_string();
+    let client = driver(settings, &instance)?;
+    if !client.implements("VolumeDriver").await.map_err(Error::InUse)? {
+        return Err(Error::Invalid(format!(
+            "plugin {instance} does not implement VolumeDriver"
+        )));
+    }
+    client
+        .call(
+            "/VolumeDriver.Create",
+            &serde_json::json!({"Name": name, "Opts": request.options}),
+        )
+        .await
+        .map_err(Error::Invalid)?;
+    let located = async {
+        let path = client
+            .call("/VolumeDriver.Path", &serde_json::json!({"Name": name}))
+            .await?;
+        if let Some(m) = PluginClient::mountpoint(&path) {
+            return Ok(m);
+        }
+        let id = format!("tpcm-create-{}", super::random_suffix());
+        let mounted = client
+            .call(
+                "/VolumeDriver.Mount",
+                &serde_json::json!({"Name": name, "ID": id}),
+            )
+            .await?;
+        client
+            .call(
+                "/VolumeDriver.Unmount",
+                &serde_json::json!({"Name": name, "ID": id}),
+            )
+            .await?;
+        PluginClient::mountpoint(&mounted).ok_or_else(|| "the driver gave no mountpoint".to_string())
+    }
+    .await
+    .map_err(Error::Invalid)
+    .and_then(|inside| host_mountpoint(settings, &instance, &inside));
+    let host_path = match located {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = client
+                .call("/VolumeDriver.Remove", &serde_json::json!({"Name": name}))
+                .await;
+            return Err(e);
+        }
+    };
+    let volume = Volume {
+        name: name.clone(),
+        created: super::now_secs(),
+        driver: format!("{instance}:latest"),
+        options: request.options.clone(),
+        labels: request.labels.clone(),
+        host_path,
+        read_only: false,
+        owned_dir: false,
+        plugin: Some(instance),
+    };
+    let bytes = serde_json::to_vec_pretty(&volume).expect("volumes serialize");
+    if let Err(e) = write_atomic(&record_path(&store, &name), &bytes) {
+        let _ = client
+            .call("/VolumeDriver.Remove", &serde_json::json!({"Name": name}))
+            .await;
+        return Err(e.into());
+    }
+    Ok(volume)
+}
+
+/// The custom volumes plugin `instance` serves.
+pub fn of_plugin(store: &Store, instance: &str) -> Result<Vec<Volume>, Error> {
+    Ok(list(store)?
+        .into_iter()
+        .filter(|v| v.plugin.as_deref() == Some(instance))
+        .collect())
+}
+
+/// The custom volumes TPC `record` binds.
+fn driver_volumes(store: &Store, record: &TpcRecord) -> Vec<Volume> {
+    let Ok(all) = list(store) else { return Vec::new() };
+    all.into_iter()
+        .filter(|v| v.plugin.is_some())
+        .filter(|v| record.spec.settings.volumes.iter().any(|m| m.host == v.host_path))
+        .collect()
+}
+
+/// Before TPC `record`'s task starts: each custom volume it binds is mounted by its driver
+/// (docker's `Mount`, with the TPC's name as the caller's ID), at the path the container binds.
+pub async fn mount_driver_volumes(
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+) -> Result<(), Error> {
+    for v in driver_volumes(store, record) {
+        let instance = v.plugin.as_deref().expect("driver volumes have a plugin");
+        let answer = driver(settings, instance)?
+            .call(
+                "/VolumeDriver.Mount",
+                &serde_json::json!({"Name": v.name, "ID": record.name}),
+            )
+            .await
+            .map_err(Error::InUse)?;
+        let inside = PluginClient::mountpoint(&answer).unwrap_or_default();
+        if host_mountpoint(settings, instance, &inside)? != v.host_path {
+            return Err(Error::InUse(format!(
+                "volume {}: its driver now mounts it at {inside}, not where TPC {} binds it; recreate the TPC",
+                v.name, record.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// After TPC `record`'s task stopped: its custom volumes' drivers unmount them (a driver that
+/// fails is logged: the stop itself succeeded).
+pub async fn unmount_driver_volumes(settings: &Settings, store: &Store, record: &TpcRecord) {
+    for v in driver_volumes(store, record) {
+        let instance = v.plugin.as_deref().expect("driver volumes have a plugin");
+        let result = match driver(settings, instance) {
+            Ok(client) => client
+                .call(
+                    "/VolumeDriver.Unmount",
+                    &serde_json::json!({"Name": v.name, "ID": record.name}),
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(volume = %v.name, tpc = %record.name, "unmounting a custom volume: {e}");
+        }
+    }
 }
 
 /// Whether `path` is the data directory of some volume (the janitor never touches those).
@@ -264,8 +492,16 @@ mod tests {
         let auto = create(&store, &VolumeRequest::default()).unwrap();
         assert!(auto.name.starts_with("vol-"));
         assert_eq!(list(&store).unwrap().len(), 2);
-        remove(&store, "data1", false).unwrap();
+        let settings = Settings {
+            root: dir.path().to_path_buf(),
+            ..Settings::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(remove(&settings, "data1", false)).unwrap();
         assert!(!v.host_path.exists());
-        assert!(matches!(remove(&store, "data1", false), Err(Error::NotFound(_))));
+        assert!(matches!(
+            rt.block_on(remove(&settings, "data1", false)),
+            Err(Error::NotFound(_))
+        ));
     }
 }

@@ -4,7 +4,9 @@
 
 #[cfg(test)]
 pub mod fake;
+pub mod host;
 pub mod logs;
+pub mod seccomp;
 pub mod spec;
 
 use crate::archive;

@@ -1,16 +1,20 @@
 //! The OCI runtime spec of a TPC's container, built with `oci-spec` from the image config and the
 //! TPC's settings. Pure: no runtime is touched here, so every rule is unit-tested.
 //!
-//! Choices (see `docs/args.md` for the user-facing side): host network and host UTS namespace by
-//! default, as every SONiC container; docker's default capability set; the cgroup at
-//! `/<namespace>/<name>` so operators find limits under `/sys/fs/cgroup/<ctrl>/<ns>/<name>`;
-//! a CFS period of 100 ms with quota = cpus × period.
+//! Choices (see `docs/args.md` for the user-facing side and `docs/confinement.md` for the table
+//! against docker): the host network by default, as every SONiC container, with a UTS namespace
+//! of its own (docker's); docker's default capability set, seccomp profile, masked and read-only
+//! paths, `/proc` options and OOM score; the cgroup at `/<namespace>/<name>` so operators find
+//! limits under `/sys/fs/cgroup/<ctrl>/<ns>/<name>`; a CFS period of 100 ms with quota = cpus ×
+//! period. What the builder needs to know about the host comes in a [`Host`], read by the
+//! backend, so the builder stays pure.
 
-use crate::tpc_spec::{ContainerSettings, DeviceMapping, ImageRef, Network, PortMapping};
+pub use super::host::Host;
+use crate::tpc_spec::{ContainerSettings, DeviceMapping, ImageRef, Network, PortMapping, Seccomp, Ulimit};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capabilities, Capability, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxResources,
-    Mount, Spec,
+    Mount, PosixRlimit, PosixRlimitType, Spec,
 };
 use std::path::PathBuf;
 
@@ -96,6 +100,10 @@ pub struct BindMount {
     pub container: String,
     /// Mounted read-only.
     pub read_only: bool,
+    /// Bound `rshared` instead of `rprivate`: mounts made under it inside reach the host (a
+    /// plugin's propagated mount; the host path must be a shared mount point).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A container to create: the TPC's spec placed on this host. Built by the manager from the
@@ -148,6 +156,20 @@ pub enum SpecError {
         /// What failed.
         reason: String,
     },
+    /// `--init` without an init binary on the host.
+    #[error(
+        "--init needs a static init binary on the host (tini-static, from Debian's tini package, or docker's docker-init)"
+    )]
+    NoInit,
+    /// An AppArmor profile the host has not loaded.
+    #[error("AppArmor profile {0:?} is not loaded on this host (load it with apparmor_parser first)")]
+    AppArmor(String),
+    /// A seccomp profile that does not resolve.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    /// A resource limit oci-spec does not know.
+    #[error("--ulimit: {0:?} is not a resource limit")]
+    Ulimit(String),
 }
 
 fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
@@ -166,7 +188,7 @@ fn parse_user(user: &str) -> Result<(u32, u32), SpecError> {
     Ok((uid, gid))
 }
 
-fn capabilities(config: &ContainerConfig) -> Result<Capabilities, SpecError> {
+fn capabilities(config: &ContainerConfig, host: &Host) -> Result<Capabilities, SpecError> {
     let parse = |n: &str| capability(n).ok_or_else(|| SpecError::Capability(n.to_string()));
     let all = || {
         ALL_CAPABILITIES
@@ -176,7 +198,8 @@ fn capabilities(config: &ContainerConfig) -> Result<Capabilities, SpecError> {
     };
     let config = &config.settings;
     if config.privileged {
-        return all();
+        // docker's: every capability the daemon (here: tpcm) has, that oci-spec can name.
+        return Ok(host.capabilities.iter().filter_map(|n| capability(n)).collect());
     }
     // Docker's rules (moby's TweakCapabilities): `--cap-add ALL` is every capability but the
     // named drops; otherwise `--cap-drop ALL` empties the defaults first, so
@@ -241,7 +264,11 @@ fn process_args(config: &ContainerSettings, image: &ImageConfiguration) -> Resul
 }
 
 fn bind(destination: &str, source: &std::path::Path, read_only: bool) -> Mount {
-    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    bind_with(destination, source, read_only, "rprivate")
+}
+
+fn bind_with(destination: &str, source: &std::path::Path, read_only: bool, propagation: &str) -> Mount {
+    let mut options = vec!["rbind".to_string(), propagation.to_string()];
     options.push(if read_only { "ro" } else { "rw" }.to_string());
     let mut m = Mount::default();
     m.set_destination(destination.into())
@@ -251,18 +278,37 @@ fn bind(destination: &str, source: &std::path::Path, read_only: bool) -> Mount {
     m
 }
 
-/// Builds the spec. `cgroup_parent` is the namespace (the cgroup is `/<parent>/<id>`).
+/// Paths docker masks beyond oci-spec's defaults (docker ≥ 25: `/proc/interrupts`, the power
+/// capping interface, whose energy counters leak host activity).
+const MORE_MASKED_PATHS: &[&str] = &["/proc/interrupts", "/sys/devices/virtual/powercap"];
+
+/// docker's default `/dev/shm` size (64 MiB).
+const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// Where `--init`'s binary appears in the container (docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+
+/// Builds the spec. `cgroup_parent` is the namespace (the cgroup is `/<parent>/<id>`); `host`
+/// is what the backend read about this host.
 pub fn build(
     config: &ContainerConfig,
     image: &ImageConfiguration,
     cgroup_parent: &str,
+    host: &Host,
 ) -> Result<Spec, SpecError> {
     let img = image.config().clone().unwrap_or_default();
     let settings = &config.settings;
     let mut spec = Spec::default();
 
     let mut process = spec.process().clone().unwrap_or_default();
-    process.set_args(Some(process_args(settings, image)?));
+    let mut args = process_args(settings, image)?;
+    if settings.init {
+        if host.init.is_none() {
+            return Err(SpecError::NoInit);
+        }
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
+    process.set_args(Some(args));
     let default_env = process.env().clone().unwrap_or_default();
     let image_env = img.env().clone().unwrap_or_default();
     process.set_env(Some(merge_env(
@@ -286,60 +332,134 @@ pub fn build(
         u.set_uid(uid).set_gid(gid);
         process.set_user(u);
     }
-    let caps = capabilities(config)?;
+    let caps = capabilities(config, host)?;
     let mut pc = process.capabilities().clone().unwrap_or_default();
     pc.set_bounding(Some(caps.clone()))
         .set_effective(Some(caps.clone()))
-        .set_permitted(Some(caps))
+        .set_permitted(Some(caps.clone()))
         .set_inheritable(None)
         .set_ambient(None);
     process.set_capabilities(Some(pc));
-    // As docker: set-id programs (su, ping, sudo) keep working in non-root images.
-    process.set_no_new_privileges(Some(false));
+    // As docker: set-id programs (su, ping, sudo) keep working unless asked otherwise.
+    process.set_no_new_privileges(Some(settings.security.no_new_privileges));
+    // As docker: always written (0 by default), so a TPC does not inherit containerd's -999
+    // and become the last thing the kernel kills.
+    process.set_oom_score_adj(Some(settings.oom_score_adj));
+    // As docker: no limits but the ones asked for; the rest are inherited from the runtime
+    // (oci-spec's default would cap open files at 1024).
+    process.set_rlimits(Some(rlimits(&settings.ulimits)?).filter(|r| !r.is_empty()));
+    if let Some(profile) = &settings.security.apparmor {
+        // As docker: only where the host has AppArmor; there the profile must be loaded, or
+        // runc would fail the start.
+        if let Some(loaded) = &host.apparmor_profiles {
+            if !loaded.contains(profile) {
+                return Err(SpecError::AppArmor(profile.clone()));
+            }
+            process.set_apparmor_profile(Some(profile.clone()));
+        }
+    }
     spec.set_process(Some(process));
 
     let mut root = spec.root().clone().unwrap_or_default();
-    root.set_path("rootfs".into()).set_readonly(Some(false));
+    root.set_path("rootfs".into())
+        .set_readonly(Some(settings.read_only));
     spec.set_root(Some(root));
 
     let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for m in mounts.iter_mut() {
+        let dest = m.destination().clone();
+        if dest == std::path::Path::new("/proc") {
+            // As docker: no set-id files, executables or devices through /proc.
+            m.set_options(Some(vec!["nosuid".into(), "noexec".into(), "nodev".into()]));
+        } else if dest == std::path::Path::new("/dev/shm") {
+            let size = settings.shm_size.unwrap_or(DEFAULT_SHM_SIZE);
+            let mut options: Vec<String> = m
+                .options()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|o| !o.starts_with("size="))
+                .collect();
+            options.push(format!("size={size}"));
+            m.set_options(Some(options));
+        } else if settings.privileged
+            && (dest == std::path::Path::new("/sys") || dest == std::path::Path::new("/sys/fs/cgroup"))
+        {
+            // As docker: a privileged container may write sysfs and cgroupfs.
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
+    let own = |dest: &str| config.mounts.iter().any(|m| m.container == dest);
     if settings.network != Network::None {
         // The default fresh, read-only sysfs is kept: mounted from within the host's network
         // namespace it already shows the host's interfaces. (A bind of the host's /sys would be
         // read-only only at its top and expose every cgroup's limits to the container.)
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            if std::path::Path::new(f).exists() {
+            if std::path::Path::new(f).exists() && !own(f) {
                 mounts.push(bind(f, std::path::Path::new(f), true));
             }
         }
     }
     for m in &config.mounts {
-        mounts.push(bind(&m.container, &m.host, m.read_only));
+        let propagation = if m.shared { "rshared" } else { "rprivate" };
+        mounts.push(bind_with(&m.container, &m.host, m.read_only, propagation));
     }
     for v in &settings.volumes {
         mounts.push(bind(&v.container, &v.host, v.read_only));
     }
+    for (path, options) in &settings.tmpfs {
+        mounts.push(tmpfs(path, options));
+    }
+    if settings.init
+        && let Some(init) = &host.init
+    {
+        mounts.push(bind(INIT_PATH, init, true));
+    }
     spec.set_mounts(Some(mounts));
 
-    let hostname = if config.host_network() {
+    // Its own UTS namespace unless `--uts host`, as docker: on the host network it carries the
+    // host's name (taken now), so a TPC with CAP_SYS_ADMIN cannot rename the switch.
+    let hostname = if settings.uts_host {
         None
+    } else if let Some(h) = &settings.hostname {
+        Some(h.clone())
+    } else if config.host_network() {
+        Some(host.hostname.clone()).filter(|h| !h.is_empty())
     } else {
-        Some(settings.hostname.clone().unwrap_or(config.id.clone()))
+        Some(config.id.clone())
     };
     spec.set_hostname(hostname);
 
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    if config.host_network() {
-        namespaces.retain(|n| !matches!(n.typ(), LinuxNamespaceType::Network | LinuxNamespaceType::Uts));
-    }
+    namespaces.retain(|n| match n.typ() {
+        LinuxNamespaceType::Network => !config.host_network(),
+        LinuxNamespaceType::Uts => !settings.uts_host,
+        _ => true,
+    });
     linux.set_namespaces(Some(namespaces));
     linux.set_cgroups_path(Some(format!("/{cgroup_parent}/{}", config.id).into()));
+    // A shared bind stays a peer of the host's mount only if the copy of the host's mount tree
+    // the container starts from is shared too (runc makes it a slave by default); docker sets
+    // the same for a plugin's propagated mount.
+    if config.mounts.iter().any(|m| m.shared) {
+        linux.set_rootfs_propagation(Some("rshared".into()));
+    }
     if settings.privileged {
         linux
             .set_masked_paths(Some(vec![]))
             .set_readonly_paths(Some(vec![]));
+    } else {
+        let mut masked = linux.masked_paths().clone().unwrap_or_default();
+        masked.extend(MORE_MASKED_PATHS.iter().map(|p| p.to_string()));
+        masked.extend(host.masked_extra.iter().cloned());
+        linux.set_masked_paths(Some(masked));
     }
+    if !settings.sysctls.is_empty() {
+        linux.set_sysctl(Some(settings.sysctls.clone().into_iter().collect()));
+    }
+    linux.set_seccomp(seccomp(settings, &caps, host)?);
 
     let mut resources = linux.resources().clone().unwrap_or(LinuxResources::default());
     let mut cpu = LinuxCpu::default();
@@ -352,12 +472,30 @@ pub fn build(
             .set_reservation(settings.memory_reservation.map(|m| m as i64));
         resources.set_memory(Some(mem));
     }
+    if let Some(limit) = settings.pids_limit {
+        let mut pids = oci_spec::runtime::LinuxPids::default();
+        pids.set_limit(limit);
+        resources.set_pids(Some(pids));
+    }
     let mut rules = Vec::new();
     let mut devices = linux.devices().clone().unwrap_or_default();
     if settings.privileged {
         let mut all = LinuxDeviceCgroup::default();
         all.set_allow(true).set_access(Some("rwm".into()));
         rules.push(all);
+        // As docker: every device node of the host (explicit --device mappings of the same
+        // path come after and win).
+        devices.extend(
+            host.devices
+                .iter()
+                .filter(|d| {
+                    !settings
+                        .devices
+                        .iter()
+                        .any(|m| m.container == d.path().to_string_lossy())
+                })
+                .cloned(),
+        );
     }
     for d in &settings.devices {
         let (dev, rule) = device(d)?;
@@ -373,6 +511,85 @@ pub fn build(
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// The seccomp filter: docker's default profile for these capabilities (none for a privileged
+/// container, as docker), a custom one, or none.
+fn seccomp(
+    settings: &ContainerSettings,
+    caps: &Capabilities,
+    host: &Host,
+) -> Result<Option<oci_spec::runtime::LinuxSeccomp>, SpecError> {
+    let target = super::seccomp::Target {
+        caps: caps
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string))
+            .collect(),
+        arch: host.arch.clone(),
+        kernel: host.kernel,
+    };
+    let profile = match &settings.security.seccomp {
+        Seccomp::Unconfined => return Ok(None),
+        Seccomp::Default if settings.privileged => return Ok(None),
+        Seccomp::Default => super::seccomp::default_profile(),
+        Seccomp::Custom(json) => super::seccomp::parse_profile(json).map_err(SpecError::Seccomp)?,
+    };
+    super::seccomp::resolve(&profile, &target)
+        .map(Some)
+        .map_err(SpecError::Seccomp)
+}
+
+/// `--ulimit`s as POSIX rlimits.
+fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<PosixRlimit>, SpecError> {
+    ulimits
+        .iter()
+        .map(|u| {
+            let typ: PosixRlimitType = serde_json::from_value(serde_json::Value::String(format!(
+                "RLIMIT_{}",
+                u.name.to_ascii_uppercase()
+            )))
+            .map_err(|_| SpecError::Ulimit(u.name.clone()))?;
+            oci_spec::runtime::PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(u.soft)
+                .hard(u.hard)
+                .build()
+                .map_err(|_| SpecError::Ulimit(u.name.clone()))
+        })
+        .collect()
+}
+
+/// A tmpfs mount: docker's `noexec,nosuid,nodev`, then the options given (a later flag wins).
+fn tmpfs(destination: &str, options: &[String]) -> Mount {
+    let mut all: Vec<String> = vec!["noexec".into(), "nosuid".into(), "nodev".into()];
+    for o in options {
+        let opposite = match o.as_str() {
+            "exec" => Some("noexec"),
+            "noexec" => Some("exec"),
+            "suid" => Some("nosuid"),
+            "nosuid" => Some("suid"),
+            "dev" => Some("nodev"),
+            "nodev" => Some("dev"),
+            "ro" => Some("rw"),
+            "rw" => Some("ro"),
+            _ => None,
+        };
+        if let Some(op) = opposite {
+            all.retain(|a| a != op);
+        }
+        if let Some((key, _)) = o.split_once('=') {
+            all.retain(|a| !a.starts_with(&format!("{key}=")));
+        }
+        if !all.contains(o) {
+            all.push(o.clone());
+        }
+    }
+    let mut m = Mount::default();
+    m.set_destination(destination.into())
+        .set_typ(Some("tmpfs".into()))
+        .set_source(Some("tmpfs".into()))
+        .set_options(Some(all));
+    m
 }
 
 fn device(d: &DeviceMapping) -> Result<(oci_spec::runtime::LinuxDevice, LinuxDeviceCgroup), SpecError> {
@@ -426,6 +643,19 @@ mod tests {
         )
     }
 
+    fn host() -> Host {
+        Host {
+            hostname: "switch1".into(),
+            arch: "amd64".into(),
+            kernel: (6, 1),
+            capabilities: crate::tpc_spec::LINUX_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            ..Host::default()
+        }
+    }
+
     fn config() -> ContainerConfig {
         ContainerConfig {
             id: "tpc1".into(),
@@ -445,7 +675,7 @@ mod tests {
         );
         let mut c = config();
         let args = |c: &ContainerConfig| {
-            build(c, &img, "ns")
+            build(c, &img, "ns", &host())
                 .unwrap()
                 .process()
                 .clone()
@@ -465,14 +695,17 @@ mod tests {
             "an entrypoint override drops the image command"
         );
         c.settings.entrypoint = Some(vec![]);
-        assert!(matches!(build(&c, &img, "ns"), Err(SpecError::NothingToRun)));
+        assert!(matches!(
+            build(&c, &img, "ns", &host()),
+            Err(SpecError::NothingToRun)
+        ));
     }
 
     #[test]
     fn env_merges_image_then_settings() {
         let mut c = config();
         c.settings.env = vec!["A=mine".into(), "B=2".into()];
-        let spec = build(&c, &busybox(), "ns").unwrap();
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
         let env = spec.process().clone().unwrap().env().clone().unwrap();
         assert!(env.contains(&"A=mine".to_string()), "{env:?}");
         assert!(env.contains(&"PATH=/bin".to_string()), "{env:?}");
@@ -482,7 +715,7 @@ mod tests {
 
     #[test]
     fn cpu_quota_is_cpus_times_period_and_cgroup_is_per_namespace() {
-        let spec = build(&config(), &busybox(), "tpcm").unwrap();
+        let spec = build(&config(), &busybox(), "tpcm", &host()).unwrap();
         let linux = spec.linux().clone().unwrap();
         let cpu = linux.resources().clone().unwrap().cpu().clone().unwrap();
         assert_eq!(cpu.period(), Some(100_000));
@@ -491,8 +724,8 @@ mod tests {
     }
 
     #[test]
-    fn host_network_drops_network_and_uts_namespaces() {
-        let spec = build(&config(), &busybox(), "ns").unwrap();
+    fn host_network_drops_the_network_namespace_and_keeps_its_own_uts() {
+        let spec = build(&config(), &busybox(), "ns", &host()).unwrap();
         let sys = spec
             .mounts()
             .clone()
@@ -508,10 +741,18 @@ mod tests {
         assert!(sys.options().clone().unwrap().contains(&"ro".to_string()));
         let ns: Vec<_> = spec.linux().clone().unwrap().namespaces().clone().unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        // As docker: its own UTS namespace, carrying the host's name.
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+        assert_eq!(spec.hostname().as_deref(), Some("switch1"));
+        let mut shared = config();
+        shared.settings.uts_host = true;
+        let spec = build(&shared, &busybox(), "ns", &host()).unwrap();
+        let ns: Vec<_> = spec.linux().clone().unwrap().namespaces().clone().unwrap();
         assert!(!ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+        assert_eq!(spec.hostname(), &None);
         let mut c = config();
         c.settings.network = Network::None;
-        let spec = build(&c, &busybox(), "ns").unwrap();
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
         assert!(
             spec.linux()
                 .clone()
@@ -542,13 +783,13 @@ mod tests {
         let mut c = config();
         c.settings.cap_add = vec!["net_admin".into()];
         c.settings.cap_drop = vec!["CAP_MKNOD".into()];
-        let spec = build(&c, &busybox(), "ns").unwrap();
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
         let caps = bounding(&spec);
         assert!(caps.contains(&Capability::NetAdmin));
         assert!(!caps.contains(&Capability::Mknod));
         assert!(caps.contains(&Capability::Chown));
         c.settings.cap_drop = vec!["ALL".into()];
-        let spec = build(&c, &busybox(), "ns").unwrap();
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
         let caps = bounding(&spec);
         assert_eq!(
             caps,
@@ -557,7 +798,7 @@ mod tests {
         );
         c.settings.cap_add = vec!["ALL".into()];
         c.settings.cap_drop = vec!["SYS_ADMIN".into()];
-        let caps = bounding(&build(&c, &busybox(), "ns").unwrap());
+        let caps = bounding(&build(&c, &busybox(), "ns", &host()).unwrap());
         assert!(
             !caps.contains(&Capability::SysAdmin),
             "add ALL keeps the named drops"
@@ -565,7 +806,7 @@ mod tests {
         assert!(caps.contains(&Capability::SysModule));
         c.settings.cap_add = vec!["NOT_A_CAP".into()];
         assert!(matches!(
-            build(&c, &busybox(), "ns"),
+            build(&c, &busybox(), "ns", &host()),
             Err(SpecError::Capability(_))
         ));
     }
@@ -578,6 +819,153 @@ mod tests {
         assert!(parse_user("nobody").is_err());
     }
 
+    fn json(spec: &Spec) -> serde_json::Value {
+        serde_json::to_value(spec).unwrap()
+    }
+
+    #[test]
+    fn a_default_container_is_confined_as_dockers() {
+        let spec = json(&build(&config(), &busybox(), "ns", &host()).unwrap());
+        let seccomp = &spec["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(!seccomp.to_string().contains("\"keyctl\""));
+        assert_eq!(spec["process"]["oomScoreAdj"], 0);
+        assert!(
+            spec["process"].get("rlimits").is_none_or(|r| r.is_null()),
+            "{}",
+            spec["process"]
+        );
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
+        let proc = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/proc")
+            .unwrap();
+        assert_eq!(proc["options"], serde_json::json!(["nosuid", "noexec", "nodev"]));
+        let masked = spec["linux"]["maskedPaths"].to_string();
+        for p in [
+            "/sys/devices/virtual/powercap",
+            "/proc/interrupts",
+            "/proc/kcore",
+            "/proc/keys",
+        ] {
+            assert!(masked.contains(p), "{p} in {masked}");
+        }
+        assert!(spec["linux"]["readonlyPaths"].to_string().contains("/proc/sys"));
+        let shm = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(shm["options"].to_string().contains("size=67108864"), "{shm}");
+    }
+
+    #[test]
+    fn privileged_is_dockers() {
+        let mut c = config();
+        c.settings.privileged = true;
+        let mut h = host();
+        let mut null = oci_spec::runtime::LinuxDevice::default();
+        null.set_path("/dev/null".into()).set_major(1).set_minor(3);
+        h.devices = vec![null];
+        let spec = json(&build(&c, &busybox(), "ns", &h).unwrap());
+        assert!(
+            spec["linux"].get("seccomp").is_none_or(|s| s.is_null()),
+            "no seccomp"
+        );
+        assert_eq!(spec["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(spec["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert_eq!(spec["linux"]["devices"][0]["path"], "/dev/null");
+        for dest in ["/sys", "/sys/fs/cgroup"] {
+            let m = spec["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap();
+            assert!(
+                !m["options"].to_string().contains("\"ro\""),
+                "{dest} writable: {m}"
+            );
+        }
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            ALL_CAPABILITIES.len(),
+            "every capability the host has"
+        );
+        // A profile asked for by name applies even so (docker's rule).
+        c.settings.security.seccomp = Seccomp::Custom(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.into());
+        let spec = json(&build(&c, &busybox(), "ns", &h).unwrap());
+        assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    }
+
+    #[test]
+    fn the_new_flags_map_as_dockers() {
+        let mut c = config();
+        let s = &mut c.settings;
+        s.security.seccomp = Seccomp::Unconfined;
+        s.security.no_new_privileges = true;
+        s.security.apparmor = Some("tpc-profile".into());
+        s.pids_limit = Some(64);
+        s.ulimits = vec![Ulimit {
+            name: "nofile".into(),
+            soft: 100,
+            hard: 200,
+        }];
+        s.read_only = true;
+        s.tmpfs
+            .insert("/run".into(), vec!["size=1m".into(), "exec".into()]);
+        s.shm_size = Some(1 << 20);
+        s.sysctls.insert("kernel.shmmax".into(), "1000".into());
+        s.oom_score_adj = -100;
+        s.init = true;
+        let mut h = host();
+        h.init = Some("/usr/bin/tini-static".into());
+        h.apparmor_profiles = Some(vec!["tpc-profile".into()]);
+        let spec = json(&build(&c, &busybox(), "ns", &h).unwrap());
+        assert!(spec["linux"].get("seccomp").is_none_or(|s| s.is_null()));
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+        assert_eq!(spec["process"]["apparmorProfile"], "tpc-profile");
+        assert_eq!(spec["linux"]["resources"]["pids"]["limit"], 64);
+        assert_eq!(
+            spec["process"]["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 200, "soft": 100}])
+        );
+        assert_eq!(spec["root"]["readonly"], true);
+        let run = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/run")
+            .unwrap();
+        assert_eq!(
+            run["options"],
+            serde_json::json!(["nosuid", "nodev", "size=1m", "exec"])
+        );
+        assert_eq!(spec["linux"]["sysctl"]["kernel.shmmax"], "1000");
+        assert_eq!(spec["process"]["oomScoreAdj"], -100);
+        assert_eq!(spec["process"]["args"][0], INIT_PATH);
+        assert_eq!(spec["process"]["args"][1], "--");
+        // Without AppArmor on the host the profile is left out (docker does the same); with it,
+        // a profile that is not loaded is refused.
+        h.apparmor_profiles = None;
+        let spec = json(&build(&c, &busybox(), "ns", &h).unwrap());
+        assert!(spec["process"].get("apparmorProfile").is_none_or(|p| p.is_null()));
+        h.apparmor_profiles = Some(vec![]);
+        assert!(matches!(
+            build(&c, &busybox(), "ns", &h),
+            Err(SpecError::AppArmor(_))
+        ));
+        h.init = None;
+        h.apparmor_profiles = None;
+        assert!(matches!(build(&c, &busybox(), "ns", &h), Err(SpecError::NoInit)));
+    }
+
     #[test]
     fn bind_mounts_keep_their_mode() {
         let mut c = config();
@@ -585,8 +973,9 @@ mod tests {
             host: "/data/x".into(),
             container: "/tpc".into(),
             read_only: false,
+            shared: false,
         }];
-        let spec = build(&c, &busybox(), "ns").unwrap();
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
         let m = spec
             .mounts()
             .clone()
@@ -596,5 +985,30 @@ mod tests {
             .unwrap();
         assert_eq!(m.source().clone().unwrap(), PathBuf::from("/data/x"));
         assert!(m.options().clone().unwrap().contains(&"rw".to_string()));
+        assert_eq!(spec.linux().clone().unwrap().rootfs_propagation(), &None);
+    }
+
+    #[test]
+    fn a_shared_bind_makes_the_root_shared() {
+        let mut c = config();
+        c.mounts = vec![BindMount {
+            host: "/plugins/p/propagated".into(),
+            container: "/mnt/volumes".into(),
+            read_only: false,
+            shared: true,
+        }];
+        let spec = build(&c, &busybox(), "ns", &host()).unwrap();
+        let m = spec
+            .mounts()
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.destination() == std::path::Path::new("/mnt/volumes"))
+            .unwrap();
+        assert!(m.options().clone().unwrap().contains(&"rshared".to_string()));
+        assert_eq!(
+            spec.linux().clone().unwrap().rootfs_propagation().as_deref(),
+            Some("rshared")
+        );
     }
 }

@@ -18,22 +18,55 @@ pub fn unit_name(tpc: &str) -> String {
 }
 
 /// How long systemd waits for `unit-stop` (tpcm's own grace is 10 s before SIGKILL).
-const STOP_TIMEOUT_SECS: u32 = 30;
+const STOP_TIMEOUT_SECS: u64 = 30;
+/// What systemd waits beyond a TPC's own `--stop-timeout`.
+const STOP_MARGIN_SECS: u64 = 20;
 
 /// `unit-run`'s exit code when it does not start the TPC because the operator stopped it: the
 /// unit counts it as a clean stop and never restarts on it, whatever `Restart=` says.
 pub const EXIT_LEFT_STOPPED: u8 = 99;
 
+/// An `Environment=` assignment in systemd's quoting: the whole assignment in double quotes,
+/// `\\` and `"` escaped, `%` doubled (systemd expands specifiers there), and every control
+/// character (a newline would end the line and start another directive) as a C escape, which
+/// systemd unquotes.
+fn environment_line(key: &str, value: &str) -> String {
+    let mut quoted = String::new();
+    for c in format!("{key}={value}").chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            '%' => quoted.push_str("%%"),
+            '\n' => quoted.push_str("\\n"),
+            '\t' => quoted.push_str("\\t"),
+            c if c.is_control() => quoted.push_str(&format!("\\x{:02x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    format!("Environment=\"{quoted}\"\n")
+}
+
 /// The unit for TPC `tpc`. `tpcm` is the absolute path of the binary; `env` are the settings
-/// (`TPCM_*`) the unit must run tpcm with, so it acts on the same containerd and store.
-pub fn tpc_unit(tpc: &str, tpcm: &Path, env: &[(&str, String)], restart: RestartPolicy) -> String {
+/// (`TPCM_*`) the unit must run tpcm with, so it acts on the same containerd and store;
+/// `stop_timeout` the TPC's `--stop-timeout` (the unit waits that long for `unit-stop`, plus
+/// margin; negative: forever).
+pub fn tpc_unit(
+    tpc: &str,
+    tpcm: &Path,
+    env: &[(&str, String)],
+    restart: RestartPolicy,
+    stop_timeout: Option<i64>,
+) -> String {
     let exe = tpcm.display();
     let mut environment = String::new();
     for (k, v) in env {
-        // systemd's quoting: the whole assignment in double quotes, with \ and " escaped.
-        let value = format!("{k}={v}").replace('\\', "\\\\").replace('"', "\\\"");
-        environment.push_str(&format!("Environment=\"{value}\"\n"));
+        environment.push_str(&environment_line(k, v));
     }
+    let stop_timeout = match stop_timeout {
+        Some(n) if n < 0 => "infinity".to_string(),
+        Some(n) => (n as u64).saturating_add(STOP_MARGIN_SECS).to_string(),
+        None => STOP_TIMEOUT_SECS.to_string(),
+    };
     // docker's policies in systemd's words. unless-stopped is `always`: an operator's stop goes
     // through `systemctl stop`, which systemd never undoes, and unit-run leaves a TPC the operator
     // stopped alone at boot. on-failure:N allows N restarts in all.
@@ -63,7 +96,7 @@ pub fn tpc_unit(tpc: &str, tpcm: &Path, env: &[(&str, String)], restart: Restart
          SuccessExitStatus={EXIT_LEFT_STOPPED}\n\
          RestartPreventExitStatus={EXIT_LEFT_STOPPED}\n\
          RestartSec=5\n\
-         TimeoutStopSec={STOP_TIMEOUT_SECS}\n\
+         TimeoutStopSec={stop_timeout}\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n"
@@ -125,6 +158,7 @@ mod tests {
             Path::new("/usr/bin/tpcm"),
             &[("TPCM_ROOT", "/host/my \"tpcm\"".into())],
             RestartPolicy::No,
+            None,
         );
         assert!(unit.contains("ExecStart=/usr/bin/tpcm unit-run app\n"), "{unit}");
         assert!(unit.contains("ExecStop=/usr/bin/tpcm unit-stop app\n"), "{unit}");
@@ -138,8 +172,26 @@ mod tests {
     }
 
     #[test]
+    fn environment_values_cannot_inject_directives_or_specifiers() {
+        let line = environment_line("TPCM_ROOT", "/a%b\"c\\d\nExecStart=/bin/evil\x01");
+        assert_eq!(
+            line,
+            "Environment=\"TPCM_ROOT=/a%%b\\\"c\\\\d\\nExecStart=/bin/evil\\x01\"\n"
+        );
+        assert_eq!(line.matches('\n').count(), 1, "one line");
+    }
+
+    #[test]
+    fn the_stop_timeout_follows_the_tpcs() {
+        let unit = |t| tpc_unit("a", Path::new("/t"), &[], RestartPolicy::No, t);
+        assert!(unit(None).contains("TimeoutStopSec=30\n"));
+        assert!(unit(Some(60)).contains("TimeoutStopSec=80\n"));
+        assert!(unit(Some(-1)).contains("TimeoutStopSec=infinity\n"));
+    }
+
+    #[test]
     fn restart_policies_map_onto_restart() {
-        let unit = |p| tpc_unit("a", Path::new("/t"), &[], p);
+        let unit = |p| tpc_unit("a", Path::new("/t"), &[], p, None);
         assert!(unit(RestartPolicy::Always).contains("Restart=always\n"));
         assert!(unit(RestartPolicy::UnlessStopped).contains("Restart=always\n"));
         let limited = unit(RestartPolicy::OnFailure { max_retries: Some(3) });

@@ -124,6 +124,11 @@ impl Containerd {
         self.sock.clone()
     }
 
+    /// containerd's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("containerd runs").id()
+    }
+
     /// A namespace unique to this instance (`t-<pid>-<n>`).
     pub fn namespace(&self) -> &str {
         &self.ns
@@ -140,6 +145,10 @@ impl Containerd {
     }
     pub fn data_dir(&self) -> PathBuf {
         self.work.join("data")
+    }
+    /// Where gNOI plugins' socket directories go (`TPCM_PLUGIN_SOCKETS`).
+    pub fn plugin_sockets(&self) -> PathBuf {
+        self.work.join("plugin-sockets")
     }
     pub fn units_dir(&self) -> PathBuf {
         self.work.join("units")
@@ -532,7 +541,8 @@ disabled_plugins = [
 // ---- running commands --------------------------------------------------------------------------
 
 /// The tpcm binary configured for `cd`: TPCM_CONTAINERD, TPCM_NAMESPACE, TPCM_ROOT=<dir>/store,
-/// TPCM_DATA_ROOT=<dir>/data, TPCM_SYSTEMD_DIR=<dir>/units, and TPCM_BINARY (what units run) the
+/// TPCM_DATA_ROOT=<dir>/data, TPCM_SYSTEMD_DIR=<dir>/units, TPCM_PLUGIN_SOCKETS=<dir>/plugin-sockets,
+/// and TPCM_BINARY (what units run) the
 /// binary under test; stdin null. Add args and run it with [`run_with_timeout`] when `tpcm()`
 /// is not flexible enough.
 pub fn tpcm_cmd(cd: &Containerd) -> Command {
@@ -543,6 +553,7 @@ pub fn tpcm_cmd(cd: &Containerd) -> Command {
         .env("TPCM_ROOT", cd.store_dir())
         .env("TPCM_DATA_ROOT", cd.data_dir())
         .env("TPCM_SYSTEMD_DIR", cd.units_dir())
+        .env("TPCM_PLUGIN_SOCKETS", cd.plugin_sockets())
         .stdin(Stdio::null());
     cmd
 }

@@ -340,6 +340,39 @@ pub async fn deploy_messages(
     Ok(out)
 }
 
+/// Deploys a plugin tarball as the featureprofiles client does: an ImageTransfer with
+/// `is_plugin` and tag `latest`, the file in 1 MiB chunks, ImageTransferEnd. Returns the
+/// success message, or the status the stream ended with.
+pub async fn deploy_plugin(
+    client: &mut ContainerzClient<Channel>,
+    tarball: &Path,
+    name: &str,
+) -> Result<proto::ImageTransferSuccess, tonic::Status> {
+    use proto::deploy_request::Request as In;
+    use proto::deploy_response::Response as Out;
+    let bytes = std::fs::read(tarball).unwrap();
+    let mut messages = vec![proto::DeployRequest {
+        request: Some(In::ImageTransfer(proto::ImageTransfer {
+            name: name.into(),
+            tag: "latest".into(),
+            image_size: bytes.len() as u64,
+            is_plugin: true,
+            ..Default::default()
+        })),
+    }];
+    messages.extend(bytes.chunks(1 << 20).map(|c| proto::DeployRequest {
+        request: Some(In::Content(c.to_vec().into())),
+    }));
+    messages.push(proto::DeployRequest {
+        request: Some(In::ImageTransferEnd(proto::ImageTransferEnd {})),
+    });
+    let answers = deploy_messages(client, messages).await?;
+    match answers.last().and_then(|a| a.response.clone()) {
+        Some(Out::ImageTransferSuccess(s)) => Ok(s),
+        other => panic!("a plugin Deploy ended without success: {other:?}"),
+    }
+}
+
 /// Every ListContainer entry (`all`).
 pub async fn containers(client: &mut ContainerzClient<Channel>) -> Vec<proto::ListContainerResponse> {
     let mut s = client

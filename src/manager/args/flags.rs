@@ -64,6 +64,61 @@ pub(super) struct RawArgs {
     pub(super) health_tcp: Option<String>,
     #[arg(long = "health-http", allow_hyphen_values = true)]
     pub(super) health_http: Option<String>,
+    #[arg(long = "health-interval", allow_hyphen_values = true)]
+    pub(super) health_interval: Option<String>,
+    #[arg(long = "health-timeout", allow_hyphen_values = true)]
+    pub(super) health_timeout: Option<String>,
+    #[arg(long = "health-retries", allow_hyphen_values = true)]
+    pub(super) health_retries: Option<String>,
+    #[arg(long = "health-start-period", allow_hyphen_values = true)]
+    pub(super) health_start_period: Option<String>,
+    /// `--no-healthcheck`: no health check (docker: not even the image's).
+    #[arg(long = "no-healthcheck")]
+    pub(super) no_healthcheck: bool,
+    #[arg(long = "security-opt", allow_hyphen_values = true)]
+    pub(super) security_opt: Vec<String>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub(super) pids_limit: Option<String>,
+    #[arg(long = "ulimit", allow_hyphen_values = true)]
+    pub(super) ulimit: Vec<String>,
+    /// `--read-only`, or docker's `--read-only=true|false`.
+    #[arg(
+        long = "read-only",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub(super) read_only: Option<String>,
+    #[arg(long = "tmpfs", allow_hyphen_values = true)]
+    pub(super) tmpfs: Vec<String>,
+    #[arg(long = "shm-size", allow_hyphen_values = true)]
+    pub(super) shm_size: Option<String>,
+    #[arg(long = "sysctl", allow_hyphen_values = true)]
+    pub(super) sysctl: Vec<String>,
+    #[arg(long = "add-host", allow_hyphen_values = true)]
+    pub(super) add_host: Vec<String>,
+    #[arg(long = "dns", allow_hyphen_values = true)]
+    pub(super) dns: Vec<String>,
+    #[arg(long = "dns-search", allow_hyphen_values = true)]
+    pub(super) dns_search: Vec<String>,
+    #[arg(long = "dns-option", alias = "dns-opt", allow_hyphen_values = true)]
+    pub(super) dns_option: Vec<String>,
+    #[arg(long = "stop-signal", allow_hyphen_values = true)]
+    pub(super) stop_signal: Option<String>,
+    #[arg(long = "stop-timeout", allow_hyphen_values = true)]
+    pub(super) stop_timeout: Option<String>,
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    pub(super) oom_score_adj: Option<String>,
+    /// `--init`, or docker's `--init=true|false`.
+    #[arg(
+        long = "init",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub(super) init: Option<String>,
+    #[arg(long = "uts", allow_hyphen_values = true)]
+    pub(super) uts: Option<String>,
     /// Everything from the first word that is not a flag (or after `--`).
     #[arg(trailing_var_arg = true, num_args = 1..)]
     pub(super) command: Vec<String>,
@@ -80,27 +135,95 @@ const REFUSED: &[(&[&str], &str)] = &[
         "a TPC runs without a terminal or standard input",
     ),
     (&["--rm"], "a TPC is kept until tpcm uninstall"),
-    (
-        &[
-            "--health-interval",
-            "--health-timeout",
-            "--health-retries",
-            "--health-start-period",
-            "--no-healthcheck",
-        ],
-        "the health check runs only when tpcm upgrade decides whether to keep a new version",
-    ),
     (&["--name"], "the TPC's name is the argument of tpcm install"),
     (
         &["-P", "--publish-all", "--expose"],
         "publish each port with -p host:container (and --network bridge)",
     ),
-    (&["--mount"], "use -v host:container[:ro]"),
+    (&["--mount"], "use -v host:container[:ro] or --tmpfs"),
     (
         &["-c", "--cpu-shares", "--cpu-quota", "--cpu-period"],
         "use --cpus",
     ),
 ];
+
+/// Every other `docker run` flag (docker 27-29): known to docker, not supported by tpcm. Such
+/// a flag is named as docker's, with a pointer to the supported subset, instead of a guess.
+const DOCKER_RUN_FLAGS: &[&str] = &[
+    "--annotation",
+    "--blkio-weight",
+    "--blkio-weight-device",
+    "--cgroup-parent",
+    "--cgroupns",
+    "--cidfile",
+    "--cpu-count",
+    "--cpu-percent",
+    "--cpu-rt-period",
+    "--cpu-rt-runtime",
+    "--cpuset-cpus",
+    "--cpuset-mems",
+    "--detach-keys",
+    "--device-cgroup-rule",
+    "--device-read-bps",
+    "--device-read-iops",
+    "--device-write-bps",
+    "--device-write-iops",
+    "--disable-content-trust",
+    "--domainname",
+    "--gpus",
+    "--group-add",
+    "--health-start-interval",
+    "--io-maxbandwidth",
+    "--io-maxiops",
+    "--ip",
+    "--ip6",
+    "--ipc",
+    "--isolation",
+    "--kernel-memory",
+    "--label-file",
+    "--link",
+    "--link-local-ip",
+    "--log-driver",
+    "--log-opt",
+    "--mac-address",
+    "--memory-swap",
+    "--memory-swappiness",
+    "--network-alias",
+    "--net-alias",
+    "--oom-kill-disable",
+    "--pid",
+    "--platform",
+    "--pull",
+    "--quiet",
+    "--runtime",
+    "--sig-proxy",
+    "--storage-opt",
+    "--use-api-socket",
+    "--userns",
+    "--volume-driver",
+    "--volumes-from",
+];
+
+/// The accepted flag most like `flag`, when it is close enough to be a typo: at most 2 edits
+/// (a swap of neighbours counts once) and at most a third of the flag, so `--memroy` is
+/// `--memory` but nothing unrelated is offered.
+fn close_flag(flag: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let written = flag.trim_start_matches('-');
+    RawArgs::command()
+        .get_arguments()
+        .flat_map(|a| {
+            a.get_long_and_visible_aliases()
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .map(|long| (strsim::osa_distance(written, &long), long))
+        .filter(|(d, long)| *d <= 2 && *d * 3 <= long.len().max(written.len()))
+        .min()
+        .map(|(_, long)| format!("--{long}"))
+}
 
 /// Turns clap's multi-line error into one [`ArgsError`] line that names the flag.
 pub(super) fn from_clap(e: clap::Error) -> ArgsError {
@@ -126,7 +249,12 @@ pub(super) fn from_clap(e: clap::Error) -> ArgsError {
                 .iter()
                 .find(|(names, _)| names.contains(&flag.as_str()))
                 .map(|(_, why)| why.to_string())
-                .or_else(|| string(ContextKind::SuggestedArg).map(|s| format!("did you mean {s}?")));
+                .or_else(|| {
+                    DOCKER_RUN_FLAGS.contains(&flag.as_str()).then(|| {
+                        format!("docker's {flag} is not supported by tpcm; docs/args.md lists what is")
+                    })
+                })
+                .or_else(|| close_flag(&flag).map(|s| format!("did you mean {s}?")));
             ArgsError::UnknownFlag { flag, hint }
         }
         (ErrorKind::InvalidValue, Some(flag))

@@ -22,7 +22,7 @@ mod values;
 
 pub use env::MAX_ENV_FILE;
 
-use crate::tpc_spec::{self, ContainerSettings, HealthCheck, Network, RestartPolicy};
+use crate::tpc_spec::{self, ContainerSettings, HealthCheck, HealthTiming, Network, RestartPolicy};
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -79,8 +79,9 @@ type Lookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 pub(super) struct Outside<'a> {
     /// tpcm's environment, for a bare `-e KEY`; `None`: such keys are dropped.
     environment: Option<Lookup<'a>>,
-    /// Whether `--env-file` files are read; if not, they contribute nothing.
-    env_files: bool,
+    /// Whether files named by flags (`--env-file`, a seccomp profile) are read; if not, env
+    /// files contribute nothing and a profile is kept as it was.
+    files: bool,
 }
 
 /// Parses the `--args` string of `tpcm install` into the TPC's settings. An empty (or blank)
@@ -94,7 +95,7 @@ pub fn parse_args(args: &str) -> Result<ContainerSettings, ArgsError> {
         args,
         &Outside {
             environment: Some(&environment),
-            env_files: true,
+            files: true,
         },
     )
 }
@@ -107,7 +108,7 @@ pub fn parse_kept_args(args: &str) -> Result<ContainerSettings, ArgsError> {
         args,
         &Outside {
             environment: None,
-            env_files: false,
+            files: false,
         },
     )
 }
@@ -126,7 +127,7 @@ fn parse_args_with(args: &str, outside: &Outside<'_>) -> Result<ContainerSetting
 /// Checks and converts every value, then the rules that join several.
 fn build(raw: flags::RawArgs, outside: &Outside<'_>) -> Result<ContainerSettings, ArgsError> {
     let mut env = Vec::new();
-    if outside.env_files {
+    if outside.files {
         for path in &raw.env_file {
             env.extend(env::read_env_file(path, outside)?);
         }
@@ -189,7 +190,92 @@ fn build(raw: flags::RawArgs, outside: &Outside<'_>) -> Result<ContainerSettings
         None => RestartPolicy::No,
         Some(r) => r.parse().map_err(|m: String| invalid("--restart", m))?,
     };
+    let timing_given = raw.health_interval.is_some()
+        || raw.health_timeout.is_some()
+        || raw.health_retries.is_some()
+        || raw.health_start_period.is_some();
     let health = health_check(raw.health_cmd, raw.health_tcp, raw.health_http)?;
+    if raw.no_healthcheck && (health.is_some() || timing_given) {
+        return Err(invalid("--no-healthcheck", "conflicts with the --health-* flags"));
+    }
+    let mut health_timing = HealthTiming::default();
+    let ms = |flag, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| values::parse_duration_ms(flag, v))
+            .transpose()
+    };
+    if let Some(Some(v)) = ms("--health-interval", &raw.health_interval)? {
+        health_timing.interval_ms = v;
+    }
+    if let Some(Some(v)) = ms("--health-timeout", &raw.health_timeout)? {
+        health_timing.timeout_ms = v;
+    }
+    if let Some(Some(v)) = ms("--health-start-period", &raw.health_start_period)? {
+        health_timing.start_period_ms = v;
+    }
+    if let Some(r) = raw.health_retries.as_deref() {
+        health_timing.retries = values::parse_number("--health-retries", r)?;
+    }
+    let security = values::parse_security_opts(&raw.security_opt, outside.files)?;
+    let pids_limit = raw
+        .pids_limit
+        .as_deref()
+        .map(values::parse_pids_limit)
+        .transpose()?
+        .flatten();
+    let mut ulimits: Vec<tpc_spec::Ulimit> = Vec::new();
+    for u in &raw.ulimit {
+        let u = values::parse_ulimit(u)?;
+        // A name given again replaces the earlier one, as docker.
+        ulimits.retain(|o| o.name != u.name);
+        ulimits.push(u);
+    }
+    let flag_bool = |flag: &str, v: Option<&str>| match v {
+        None => Ok(false),
+        Some(v) => values::parse_bool(v).ok_or_else(|| invalid(flag, format!("{v:?} is not true or false"))),
+    };
+    let read_only = flag_bool("--read-only", raw.read_only.as_deref())?;
+    let init = flag_bool("--init", raw.init.as_deref())?;
+    let mut tmpfs = BTreeMap::new();
+    for t in &raw.tmpfs {
+        let (path, options) = values::parse_tmpfs(t)?;
+        tmpfs.insert(path, options);
+    }
+    let shm_size = match raw.shm_size.as_deref() {
+        None => None,
+        Some(v) => match tpc_spec::parse_size(v).map_err(|m| invalid("--shm-size", m))? {
+            0 => None,
+            n => Some(n),
+        },
+    };
+    let mut sysctls = BTreeMap::new();
+    for s in &raw.sysctl {
+        let (k, v) = values::parse_sysctl(s)?;
+        sysctls.insert(k, v);
+    }
+    let extra_hosts = raw
+        .add_host
+        .iter()
+        .map(|h| values::parse_add_host(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dns = values::parse_dns(&raw.dns, &raw.dns_search, &raw.dns_option)?;
+    let stop_signal = raw.stop_signal.as_deref().map(values::parse_signal).transpose()?;
+    let stop_timeout = raw
+        .stop_timeout
+        .as_deref()
+        .map(|v| values::parse_number("--stop-timeout", v))
+        .transpose()?;
+    let oom_score_adj = raw
+        .oom_score_adj
+        .as_deref()
+        .map(|v| values::parse_number("--oom-score-adj", v))
+        .transpose()?
+        .unwrap_or(0);
+    let uts_host = match raw.uts.as_deref() {
+        None | Some("") => false,
+        Some("host") => true,
+        Some(other) => return Err(invalid("--uts", format!("{other:?} is not supported (use host)"))),
+    };
 
     let settings = ContainerSettings {
         env: env::dedup_env(env),
@@ -210,7 +296,22 @@ fn build(raw: flags::RawArgs, outside: &Outside<'_>) -> Result<ContainerSettings
         labels,
         restart,
         health,
+        health_timing,
         command: raw.command,
+        security,
+        pids_limit,
+        ulimits,
+        read_only,
+        tmpfs,
+        shm_size,
+        sysctls,
+        extra_hosts,
+        dns,
+        stop_signal,
+        stop_timeout,
+        oom_score_adj,
+        init,
+        uts_host,
     };
     settings.check()?;
     Ok(settings)

@@ -1,7 +1,7 @@
 //! The `--args` parser, flag by flag.
 
 use super::*;
-use crate::tpc_spec::{DeviceMapping, LINUX_CAPABILITIES, PortMapping, VolumeMount, parse_size};
+use crate::tpc_spec::{DeviceMapping, LINUX_CAPABILITIES, PortMapping, Seccomp, VolumeMount, parse_size};
 use std::io::Write;
 
 /// tpcm's environment as the tests see it.
@@ -18,7 +18,7 @@ fn parse(args: &str) -> Result<ContainerSettings, ArgsError> {
         args,
         &Outside {
             environment: Some(&env_lookup),
-            env_files: true,
+            files: true,
         },
     )
 }
@@ -450,19 +450,17 @@ fn entrypoint_is_one_executable_and_empty_resets() {
 }
 
 #[test]
-fn hostname_needs_network_none() {
+fn hostnames() {
     let a = ok("--network none --hostname tpc-1");
     assert_eq!(a.hostname.as_deref(), Some("tpc-1"));
     assert_eq!(a.network, Network::None);
     assert_eq!(ok("-h a.b.c --net=none").hostname.as_deref(), Some("a.b.c"));
     assert_eq!(ok("--hostname ''").hostname, None);
+    // As docker: the container has its own UTS namespace on the host network too.
+    assert_eq!(ok("--hostname tpc").hostname.as_deref(), Some("tpc"));
     assert_eq!(
-        err("--hostname tpc"),
-        "--args: --hostname: needs --network none or bridge (on the host network a container has the host's name)"
-    );
-    assert_eq!(
-        err("--hostname tpc --network host"),
-        "--args: --hostname: needs --network none or bridge (on the host network a container has the host's name)"
+        err("--hostname tpc --uts host"),
+        "--args: --uts: host conflicts with --hostname"
     );
     for bad in ["-a", "a-", "a..b", "a_b", "'a b'", &"a".repeat(65)] {
         assert!(
@@ -716,10 +714,13 @@ fn unknown_flags_are_named() {
         err("-P"),
         "--args: unknown flag -P (publish each port with -p host:container (and --network bridge))"
     );
+    assert!(err("-p 80:8080").contains("both numbers must be equal"));
     assert_eq!(
-        err("-p 80:80"),
-        "--args: --publish: needs --network bridge (the host network has no ports to forward)"
+        ok("-p 80:80").ports.len(),
+        1,
+        "the container's own port on the host network"
     );
+    assert!(err("--network none -p 80:80").contains("--network none has no ports"));
     assert_eq!(
         err("--name x"),
         "--args: unknown flag --name (the TPC's name is the argument of tpcm install)"
@@ -728,10 +729,151 @@ fn unknown_flags_are_named() {
         err("--memroy 1g"),
         "--args: unknown flag --memroy (did you mean --memory?)"
     );
+    // A docker flag tpcm does not have is named as docker's, not guessed at.
     assert_eq!(
-        err("--health-interval 5s"),
-        "--args: unknown flag --health-interval (the health check runs only when tpcm upgrade decides whether to keep a new version)"
+        err("--ipc host"),
+        "--args: unknown flag --ipc (docker's --ipc is not supported by tpcm; docs/args.md lists what is)"
     );
+    assert_eq!(
+        err("--volumes-from x"),
+        "--args: unknown flag --volumes-from (docker's --volumes-from is not supported by tpcm; docs/args.md lists what is)"
+    );
+    // No far-fetched suggestion.
+    assert_eq!(
+        err("--initx"),
+        "--args: unknown flag --initx (did you mean --init?)"
+    );
+    assert_eq!(err("--quux"), "--args: unknown flag --quux");
+}
+
+#[test]
+fn security_options() {
+    let a =
+        ok("--security-opt seccomp=unconfined --security-opt no-new-privileges --security-opt apparmor=tpc");
+    assert_eq!(a.security.seccomp, Seccomp::Unconfined);
+    assert!(a.security.no_new_privileges);
+    assert_eq!(a.security.apparmor.as_deref(), Some("tpc"));
+    assert!(
+        !ok("--security-opt no-new-privileges=false")
+            .security
+            .no_new_privileges
+    );
+    assert!(
+        ok("--security-opt no-new-privileges:true")
+            .security
+            .no_new_privileges
+    );
+    assert_eq!(
+        ok("--security-opt seccomp=builtin").security.seccomp,
+        Seccomp::Default
+    );
+    let profile = env_file(
+        br#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    );
+    let a = ok(&format!("--security-opt seccomp={}", profile.path().display()));
+    let Seccomp::Custom(json) = a.security.seccomp else {
+        panic!()
+    };
+    assert!(json.contains("mkdir"), "{json}");
+    let bad = env_file(b"{not json");
+    assert!(
+        err(&format!("--security-opt seccomp={}", bad.path().display())).contains("not a seccomp profile")
+    );
+    assert!(err("--security-opt seccomp=/nonexistent.json").contains("No such file"));
+    assert!(err("--security-opt label=disable").contains("SELinux"));
+    assert!(err("--security-opt wat").contains("is not supported"));
+}
+
+#[test]
+fn limits_and_filesystems() {
+    let a = ok(
+        "--pids-limit 64 --ulimit nofile=1024:4096 --ulimit nproc=-1 --ulimit nofile=2048 --read-only \
+         --tmpfs /run --tmpfs /tmp:size=64m,exec --shm-size 128m --oom-score-adj 500 --init",
+    );
+    assert_eq!(a.pids_limit, Some(64));
+    assert_eq!(
+        a.ulimits,
+        vec![
+            crate::tpc_spec::Ulimit {
+                name: "nproc".into(),
+                soft: u64::MAX,
+                hard: u64::MAX
+            },
+            crate::tpc_spec::Ulimit {
+                name: "nofile".into(),
+                soft: 2048,
+                hard: 2048
+            },
+        ]
+    );
+    assert!(a.read_only && a.init);
+    assert_eq!(a.tmpfs.get("/run"), Some(&vec![]));
+    assert_eq!(a.tmpfs.get("/tmp"), Some(&strings(&["size=64m", "exec"])));
+    assert_eq!(a.shm_size, Some(128 << 20));
+    assert_eq!(a.oom_score_adj, 500);
+    assert_eq!(ok("--pids-limit 0").pids_limit, None, "0 is no limit, as docker");
+    assert!(!ok("--read-only=false").read_only);
+    assert!(err("--ulimit as=1").contains("not a limit docker knows"));
+    assert!(err("--ulimit nofile=10:5").contains("above the hard one"));
+    assert!(err("--tmpfs tmp").contains("absolute"));
+    assert!(err("--tmpfs /t:bogus=1").contains("not a tmpfs option"));
+    assert!(err("--tmpfs /tpc").contains("tpcm's own mount"));
+    assert!(err("--oom-score-adj 1001").contains("-1000..=1000"));
+    assert!(err("--oom-score-adj x").contains("whole number"));
+}
+
+#[test]
+fn names_addresses_and_signals() {
+    let a = ok(
+        "--network none --sysctl net.ipv4.ip_forward=1 --sysctl kernel.shmmax=1000 --add-host db:10.0.0.5 \
+         --add-host v6=[fd00::1] --dns 9.9.9.9 --dns-search lab --dns-opt ndots:2 --stop-signal TERM \
+         --stop-timeout 30 --uts host",
+    );
+    assert_eq!(
+        a.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        a.extra_hosts,
+        vec![
+            ("db".to_string(), "10.0.0.5".to_string()),
+            ("v6".to_string(), "fd00::1".to_string())
+        ]
+    );
+    assert_eq!(a.dns.servers, strings(&["9.9.9.9"]));
+    assert_eq!(a.dns.search, strings(&["lab"]));
+    assert_eq!(a.dns.options, strings(&["ndots:2"]));
+    assert_eq!(a.stop_signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(ok("--stop-signal 9").stop_signal.as_deref(), Some("SIGKILL"));
+    assert_eq!(a.stop_timeout, Some(30));
+    assert!(a.uts_host);
+    assert!(err("--sysctl net.ipv4.ip_forward=1").contains("own network"));
+    assert!(err("--sysctl kernel.hostname=x").contains("not a namespaced sysctl"));
+    assert!(err("--add-host db:not-an-ip").contains("not an IP address"));
+    assert!(err("--add-host db:host-gateway").contains("host-gateway"));
+    assert!(err("--dns nope").contains("not an IP address"));
+    assert!(err("--stop-signal SIGNOPE").contains("not a signal"));
+    assert!(err("--uts private").contains("use host"));
+}
+
+#[test]
+fn health_timing() {
+    let a = ok(
+        "--health-cmd true --health-interval 5s --health-timeout 1m30s --health-retries 5 --health-start-period 500ms",
+    );
+    assert_eq!(
+        a.health_timing,
+        HealthTiming {
+            interval_ms: 5_000,
+            timeout_ms: 90_000,
+            retries: 5,
+            start_period_ms: 500
+        }
+    );
+    assert_eq!(ok("--health-cmd true").health_timing, HealthTiming::default());
+    assert!(err("--health-interval soon").contains("not a duration"));
+    assert!(err("--no-healthcheck --health-cmd true").contains("conflicts"));
+    assert_eq!(ok("--no-healthcheck").health, None);
 }
 
 #[test]
@@ -795,6 +937,7 @@ fn a_realistic_combination() {
         restart: RestartPolicy::OnFailure { max_retries: Some(5) },
         health: None,
         command: strings(&["serve", "--port", "8080"]),
+        ..ContainerSettings::default()
     };
     assert_eq!(a, want);
 }

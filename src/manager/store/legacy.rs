@@ -129,6 +129,8 @@ impl LegacyRecord {
             restart: from_text.restart,
             health: from_text.health,
             command: c.command,
+            // Settings the older format had no flags for.
+            ..ContainerSettings::default()
         };
         TpcRecord {
             name: self.name,
@@ -147,6 +149,7 @@ impl LegacyRecord {
             owns_image: self.owns_image,
             rollback_image: self.rollback_image,
             converted: true,
+            plugin: None,
         }
     }
 }
