@@ -87,11 +87,8 @@ fn the_shipped_boot_unit_verifies() {
 
 #[test]
 fn the_shipped_serve_unit_verifies_and_runs_what_it_says() {
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/tpcm-serve.service"
-    ))
-    .unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm-serve.service")).unwrap();
     // No flags: everything comes from [serve] in tpcm.toml.
     assert!(shipped.contains("ExecStart=/usr/bin/tpcm serve\n"), "{shipped}");
     assert!(
@@ -99,7 +96,10 @@ fn the_shipped_serve_unit_verifies_and_runs_what_it_says() {
         "{shipped}"
     );
     assert!(shipped.contains("Restart=on-failure\n"), "{shipped}");
-    assert!(shipped.contains("ExecReload=/bin/kill -HUP $MAINPID\n"), "{shipped}");
+    assert!(
+        shipped.contains("ExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{shipped}"
+    );
     let limit: u64 = shipped
         .lines()
         .find_map(|l| l.strip_prefix("LimitNOFILE="))
@@ -113,8 +113,7 @@ fn the_shipped_serve_unit_verifies_and_runs_what_it_says() {
     );
     // Verified next to the boot unit it is ordered after, with this build's binary.
     let dir = tempfile::tempdir().unwrap();
-    let boot =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm.service")).unwrap();
+    let boot = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm.service")).unwrap();
     for (name, text) in [("tpcm.service", &boot), ("tpcm-serve.service", &shipped)] {
         std::fs::write(
             dir.path().join(name),

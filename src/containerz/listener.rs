@@ -185,15 +185,18 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         let table = Arc::new(Mutex::new(Table::default()));
-        let refused = Arc::new(RareWarning::default());
-        let failing = RareWarning::default();
+        let (over_total, over_address, failing) = (
+            RareWarning::default(),
+            RareWarning::default(),
+            RareWarning::default(),
+        );
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = tx.closed() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        failing.warn(|| format!("tpcm serve: cannot accept connections: {e}"));
+                        failing.warn(|| format!("cannot accept connections: {e}"));
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
@@ -204,17 +207,21 @@ pub fn incoming(
                 Ok(slot) => slot,
                 Err(why) => {
                     drop(tcp);
-                    refused.warn(|| match why {
-                        Refusal::Total => format!(
-                            "tpcm serve: refusing connections: {} are open (max_connections)",
-                            limits.max_connections
-                        ),
-                        Refusal::PerAddress => format!(
-                            "tpcm serve: refusing connections from {address}: {} are open from it \
-                             (max_connections_per_address)",
-                            limits.max_per_address
-                        ),
-                    });
+                    match why {
+                        Refusal::Total => over_total.warn(|| {
+                            format!(
+                                "refusing connections: {} are open (max_connections)",
+                                limits.max_connections
+                            )
+                        }),
+                        Refusal::PerAddress => over_address.warn(|| {
+                            format!(
+                                "refusing connections from {address}: {} are open from it \
+                                 (max_connections_per_address)",
+                                limits.max_per_address
+                            )
+                        }),
+                    }
                     continue;
                 }
             };

@@ -56,14 +56,9 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
-/// The subject (DER) of a certificate, to match CRL issuers against.
-fn subject(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.subject().as_raw().to_vec())
-}
-
-/// Reads the CRLs and checks that every client CA has one: with CRLs configured, a certificate
-/// whose issuer has none would be refused, which is better said at load than at each handshake.
+/// Reads the CRLs and checks them against the client CAs: each must be issued and signed by
+/// one, and each CA must have one (with CRLs configured, a certificate whose issuer has none is
+/// refused, which is better said at load than at every handshake).
 fn crls(
     path: &Path,
     cas: &[CertificateDer<'static>],
@@ -78,24 +73,38 @@ fn crls(
             path.display()
         ));
     }
-    let mut issuers = Vec::new();
+    let parsed_cas = cas
+        .iter()
+        .map(|c| x509_parser::parse_x509_certificate(c.as_ref()).map(|(_, c)| c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("a client CA certificate: {e}"))?;
+    let mut covered = vec![false; cas.len()];
     for (i, crl) in crls.iter().enumerate() {
         let (_, parsed) = x509_parser::parse_x509_crl(crl.as_ref())
             .map_err(|e| format!("CRL {} in {}: {e}", i + 1, path.display()))?;
-        issuers.push(parsed.issuer().as_raw().to_vec());
-    }
-    for ca in cas {
-        let Some(name) = subject(ca) else { continue };
-        if !issuers.contains(&name) {
-            let shown = x509_parser::parse_x509_certificate(ca.as_ref())
-                .map(|(_, c)| c.subject().to_string())
-                .unwrap_or_default();
-            return Err(format!(
-                "the client CRL file {} has no CRL issued by the client CA {shown:?}; every CA in \
-                 the client CA file needs one (an empty CRL will do), or its clients are refused",
-                path.display()
-            ));
+        let signer = parsed_cas.iter().position(|ca| {
+            ca.subject().as_raw() == parsed.issuer().as_raw()
+                && parsed.verify_signature(ca.public_key()).is_ok()
+        });
+        match signer {
+            Some(k) => covered[k] = true,
+            None => {
+                return Err(format!(
+                    "CRL {} in {} (issuer {:?}) is not signed by a client CA",
+                    i + 1,
+                    path.display(),
+                    parsed.issuer().to_string()
+                ));
+            }
         }
+    }
+    if let Some(k) = covered.iter().position(|c| !c) {
+        return Err(format!(
+            "the client CRL file {} has no CRL issued by the client CA {:?}; every CA in the \
+             client CA file needs one (an empty CRL will do), or its clients are refused",
+            path.display(),
+            parsed_cas[k].subject().to_string()
+        ));
     }
     Ok(crls)
 }
