@@ -365,8 +365,7 @@ fn deploys_are_capped_reserve_their_space_and_are_cancelled_when_idle() {
         let started = Instant::now();
         let e = open_deploy(&mut writer, "c", size)
             .await
-            .err()
-            .expect("a 3rd Deploy");
+            .expect_err("a 3rd Deploy");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         assert!(e.message().contains("max_deploys"), "{}", e.message());
         list_ok(&mut reader)
@@ -419,8 +418,7 @@ fn deploys_are_capped_reserve_their_space_and_are_cancelled_when_idle() {
         let (first_tx, first) = open_deploy(&mut writer, "big1", each).await.unwrap();
         let e = open_deploy(&mut writer, "big2", each)
             .await
-            .err()
-            .expect("a 2nd big Deploy");
+            .expect_err("a 2nd big Deploy");
         assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
         assert!(
             e.message().contains("reserved by Deploys in flight"),
@@ -747,8 +745,7 @@ fn revoked_certificates_are_refused_and_sighup_revokes_more_without_dropping_fol
         );
         let e = list_ok(&mut dashboard)
             .await
-            .err()
-            .expect("the revoked client's open connection");
+            .expect_err("the revoked client's open connection");
         assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
         assert!(e.message().contains("no longer accepted"), "{}", e.message());
         assert!(
