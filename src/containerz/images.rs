@@ -191,7 +191,11 @@ impl<R: Send + Sync> Progress for RemoteProgress<R> {
             }
         }
     }
-    fn advance(&self, _: u64) {}
+    fn advance(&self, n: u64) {
+        if let Some(room) = self.room.lock().expect("never poisoned").as_mut() {
+            room.arrived(n);
+        }
+    }
     fn finish(&self) {}
     fn cancelled(&self) -> Option<String> {
         if let Some(status) = &*self.no_room.lock().expect("never poisoned") {
@@ -601,6 +605,31 @@ mod tests {
         );
         assert_eq!(split_ssh_path("/x.tar"), None);
         assert_eq!(split_ssh_path(":/x"), None);
+    }
+
+    #[test]
+    fn deploys_take_slots_and_reserve_their_space_until_they_end() {
+        let deploys = Deploys::new(2, Duration::from_secs(60));
+        let a = deploys.slot().unwrap();
+        let _b = deploys.slot().unwrap();
+        assert_eq!(deploys.slot().unwrap_err().code(), tonic::Code::ResourceExhausted);
+        drop(a);
+        let _c = deploys.slot().unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        // Each needs 60 % of the free space (twice its size): one fits, two do not.
+        let size = free_space(root.path()).unwrap() * 3 / 10;
+        let mut first = deploys.reserve(root.path(), size).unwrap();
+        let e = deploys.reserve(root.path(), size).err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(e.message().contains("reserved by Deploys in flight"), "{}", e.message());
+        // Half the first one's bytes arrived: half its reservation is given back (those bytes
+        // now take real space, which this test's empty directory does not show).
+        first.arrived(size / 2);
+        let second = deploys.reserve(root.path(), size).unwrap();
+        drop(first);
+        drop(second);
+        assert_eq!(*deploys.reserved.lock().unwrap(), 0, "everything given back");
     }
 
     #[test]

@@ -547,6 +547,71 @@ mod tests {
         assert_eq!(table.lock().unwrap().total, 3);
     }
 
+    /// A service whose calls wait for `gate`, counting how many run at once.
+    #[derive(Clone)]
+    struct Gated {
+        gate: Arc<Semaphore>,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        most: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Service<Request<Body>> for Gated {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            use std::sync::atomic::Ordering::SeqCst;
+            let this = self.clone();
+            Box::pin(async move {
+                let n = this.running.fetch_add(1, SeqCst) + 1;
+                this.most.fetch_max(n, SeqCst);
+                let _pass = this.gate.acquire().await.unwrap();
+                this.running.fetch_sub(1, SeqCst);
+                Ok(Response::new(Body::empty()))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn write_calls_run_at_most_16_at_once_and_reads_pass_them() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gated = Gated {
+            gate: Arc::new(Semaphore::new(0)),
+            running: Default::default(),
+            most: Default::default(),
+        };
+        let tracked = Tracked::new(gated.clone(), Calls::new());
+        let call = |method: &str| {
+            let mut t = tracked.clone();
+            let request = Request::builder()
+                .uri(format!("/gnoi.containerz.Containerz/{method}"))
+                .body(Body::empty())
+                .unwrap();
+            tokio::spawn(async move { t.call(request).await })
+        };
+        let mut calls: Vec<_> = (0..40).map(|_| call("StopContainer")).collect();
+        calls.extend((0..5).map(|_| call("ListContainer")));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gated.running.load(SeqCst) < MAX_WRITE_CALLS + 5 {
+            assert!(Instant::now() < deadline, "{} running", gated.running.load(SeqCst));
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gated.running.load(SeqCst), MAX_WRITE_CALLS + 5);
+        gated.gate.add_permits(1000);
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        assert_eq!(gated.most.load(SeqCst), MAX_WRITE_CALLS + 5);
+    }
+
     #[test]
     fn only_reads_and_deploy_escape_the_write_bound() {
         assert!(!bounded("/gnoi.containerz.Containerz/ListContainer"));
