@@ -622,7 +622,11 @@ mod tests {
         let mut first = deploys.reserve(root.path(), size).unwrap();
         let e = deploys.reserve(root.path(), size).err().unwrap();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
-        assert!(e.message().contains("reserved by Deploys in flight"), "{}", e.message());
+        assert!(
+            e.message().contains("reserved by Deploys in flight"),
+            "{}",
+            e.message()
+        );
         // Half the first one's bytes arrived: half its reservation is given back (those bytes
         // now take real space, which this test's empty directory does not show).
         first.arrived(size / 2);

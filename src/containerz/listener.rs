@@ -598,7 +598,11 @@ mod tests {
         calls.extend((0..5).map(|_| call("ListContainer")));
         let deadline = Instant::now() + Duration::from_secs(10);
         while gated.running.load(SeqCst) < MAX_WRITE_CALLS + 5 {
-            assert!(Instant::now() < deadline, "{} running", gated.running.load(SeqCst));
+            assert!(
+                Instant::now() < deadline,
+                "{} running",
+                gated.running.load(SeqCst)
+            );
             tokio::task::yield_now().await;
         }
         for _ in 0..100 {
