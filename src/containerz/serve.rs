@@ -79,6 +79,10 @@ pub async fn serve<R: Runtime + Clone + 'static>(
     settings: Settings,
     options: ServeOptions,
 ) -> Result<(), String> {
+    // First of all: SIGHUP's default action would end the server (systemd may send it as soon
+    // as the process runs); one arriving before the reloader runs waits for it.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     let tls = options.tls.load()?;
     let authz = Authz::load(&options.authz)?.with_verifier(tls.verifier.clone());
     raise_open_files(options.connections.max_connections as u64 + OPEN_FILES_RESERVE);
@@ -112,13 +116,13 @@ pub async fn serve<R: Runtime + Clone + 'static>(
         .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
     let local = tcp.local_addr().map_err(|e| e.to_string())?;
     let tls_handle = TlsHandle::new(&tls);
-    // Installed before anyone is told the server is up: SIGHUP's default would end it.
     spawn_reloader(
+        hangup,
         options.tls.clone(),
         options.authz.clone(),
         tls_handle.clone(),
         authz,
-    )?;
+    );
     // Tests and scripts wait for this line (the port is known even when 0 was asked for).
     eprintln!("tpcm serve: listening on {local}");
     tracing::info!(%local, "gNOI containerz listening");
@@ -156,9 +160,13 @@ pub async fn serve<R: Runtime + Clone + 'static>(
 /// On each SIGHUP, builds the TLS settings and the authz from their files again and puts them
 /// in place together; if any file is wrong, says so and keeps what is in use. Open connections
 /// and their calls (followed logs) go on.
-fn spawn_reloader(files: TlsFiles, authz_file: PathBuf, tls: TlsHandle, authz: Authz) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+fn spawn_reloader(
+    mut hangup: tokio::signal::unix::Signal,
+    files: TlsFiles,
+    authz_file: PathBuf,
+    tls: TlsHandle,
+    authz: Authz,
+) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             match reload(&files, &authz_file, &tls, &authz) {
@@ -167,7 +175,6 @@ fn spawn_reloader(files: TlsFiles, authz_file: PathBuf, tls: TlsHandle, authz: A
             }
         }
     });
-    Ok(())
 }
 
 fn reload(files: &TlsFiles, authz_file: &Path, tls: &TlsHandle, authz: &Authz) -> Result<(), String> {
