@@ -127,6 +127,21 @@ pub struct ServeConfig {
     /// Whether remote SFTP/SCP downloads trust (and record) an SSH host key they have not seen;
     /// default false: only keys in `<store>/known_hosts` are trusted.
     pub ssh_accept_new_host_keys: Option<bool>,
+    /// CRLs (PEM) of the client CA: a revoked client certificate fails the handshake.
+    pub client_crl: Option<PathBuf>,
+    /// Seconds a client has to finish its TLS handshake (default 5).
+    pub handshake_timeout_secs: Option<u64>,
+    /// Open connections at most (default 256).
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address at most (default 16).
+    pub max_connections_per_address: Option<usize>,
+    /// Seconds a connection may go without a call before it is closed (default 900; 0: never).
+    pub connection_idle_timeout_secs: Option<u64>,
+    /// Deploys in flight at most (default 4).
+    pub max_deploys: Option<usize>,
+    /// Seconds a Deploy's client may send or read nothing before the Deploy is cancelled
+    /// (default 60).
+    pub deploy_idle_timeout_secs: Option<u64>,
 }
 
 impl Settings {

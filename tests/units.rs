@@ -86,6 +86,45 @@ fn the_shipped_boot_unit_verifies() {
 }
 
 #[test]
+fn the_shipped_serve_unit_verifies_and_runs_what_it_says() {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm-serve.service")).unwrap();
+    // No flags: everything comes from [serve] in tpcm.toml.
+    assert!(shipped.contains("ExecStart=/usr/bin/tpcm serve\n"), "{shipped}");
+    assert!(
+        shipped.contains("After=containerd.service tpcm.service"),
+        "{shipped}"
+    );
+    assert!(shipped.contains("Restart=on-failure\n"), "{shipped}");
+    assert!(
+        shipped.contains("ExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{shipped}"
+    );
+    let limit: u64 = shipped
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE=")
+        .parse()
+        .unwrap();
+    // The server wants one file per connection plus a reserve of 2048 (containerz.md).
+    assert!(
+        limit >= tpcm::containerz::serve::DEFAULT_MAX_CONNECTIONS as u64 + 2048,
+        "LimitNOFILE={limit}"
+    );
+    // Verified next to the boot unit it is ordered after, with this build's binary.
+    let dir = tempfile::tempdir().unwrap();
+    let boot = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/tpcm.service")).unwrap();
+    for (name, text) in [("tpcm.service", &boot), ("tpcm-serve.service", &shipped)] {
+        std::fs::write(
+            dir.path().join(name),
+            text.replace("/usr/bin/tpcm", env!("CARGO_BIN_EXE_tpcm")),
+        )
+        .unwrap();
+    }
+    verify(&dir.path().join("tpcm-serve.service"));
+}
+
+#[test]
 fn unit_run_tracks_the_container_and_respects_the_operator() {
     let cd = Containerd::start();
     let archive = busybox_archive(&cd);

@@ -11,9 +11,17 @@
 //!
 //! A certificate whose names match several entries gets the union of their scopes. `write` does
 //! not imply `read`: an entry lists every scope it grants.
+//!
+//! Every call also runs the client-certificate check of the current TLS settings again (the
+//! chain, the validity dates and the CRLs), so after a SIGHUP that revoked a certificate, a
+//! connection it opened before is refused at its next call, while the calls already running
+//! (followed logs) go on.
 
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use tonic::{Request, Status};
 
 /// What a call needs.
@@ -42,10 +50,17 @@ struct AuthzFile {
     scopes: BTreeMap<String, BTreeSet<Scope>>,
 }
 
-/// Identities and the scopes they hold.
+/// Identities and the scopes they hold, and the certificate check calls pass again. Clones share
+/// one state, which [`Authz::replace`] swaps as a whole (on SIGHUP).
 #[derive(Debug, Clone, Default)]
 pub struct Authz {
+    state: Arc<RwLock<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
     scopes: BTreeMap<String, BTreeSet<Scope>>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl Authz {
@@ -59,15 +74,34 @@ impl Authz {
     /// Parses authz TOML (see the module docs).
     pub fn parse(text: &str) -> Result<Authz, String> {
         let file: AuthzFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        Ok(Authz { scopes: file.scopes })
+        Ok(Authz {
+            state: Arc::new(RwLock::new(State {
+                scopes: file.scopes,
+                verifier: None,
+            })),
+        })
+    }
+
+    /// Makes every call check the client's certificate chain with `verifier` too (the one the
+    /// TLS settings use).
+    pub fn with_verifier(self, verifier: Arc<dyn ClientCertVerifier>) -> Authz {
+        self.state.write().expect("never poisoned").verifier = Some(verifier);
+        self
+    }
+
+    /// Takes `other`'s scopes and verifier, for every clone of `self` at once.
+    pub fn replace(&self, other: Authz) {
+        let new = std::mem::take(&mut *other.state.write().expect("never poisoned"));
+        *self.state.write().expect("never poisoned") = new;
     }
 
     /// The scopes of a certificate holding these names.
     fn scopes_of<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> (Option<String>, BTreeSet<Scope>) {
+        let state = self.state.read().expect("never poisoned");
         let mut first = None;
         let mut granted = BTreeSet::new();
         for name in names {
-            if let Some(s) = self.scopes.get(name) {
+            if let Some(s) = state.scopes.get(name) {
                 first.get_or_insert_with(|| name.to_string());
                 granted.extend(s.iter().copied());
             }
@@ -78,8 +112,11 @@ impl Authz {
     /// Checks that the caller of `rpc` holds `needed`; returns the identity it was granted under
     /// (for the audit log) or PERMISSION_DENIED naming what is missing.
     pub fn authorize<T>(&self, request: &Request<T>, needed: Scope, rpc: &str) -> Result<String, Status> {
-        let names = request
-            .peer_certs()
+        let chain = request.peer_certs();
+        if let Some(chain) = &chain {
+            self.still_valid(chain, rpc)?;
+        }
+        let names = chain
             .and_then(|certs| certs.first().map(|c| certificate_names(c.as_ref())))
             .unwrap_or_default();
         if names.is_empty() {
@@ -103,6 +140,25 @@ impl Authz {
                 Ok(id)
             }
         }
+    }
+}
+
+impl Authz {
+    /// UNAUTHENTICATED unless the client's chain (end entity first, as the handshake received
+    /// it) passes the current certificate check.
+    fn still_valid(&self, chain: &[CertificateDer<'static>], rpc: &str) -> Result<(), Status> {
+        let verifier = self.state.read().expect("never poisoned").verifier.clone();
+        let (Some(verifier), Some((leaf, intermediates))) = (verifier, chain.split_first()) else {
+            return Ok(());
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| {
+                Status::unauthenticated(format!(
+                    "{rpc}: the client certificate is no longer accepted: {e}"
+                ))
+            })
     }
 }
 

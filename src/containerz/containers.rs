@@ -734,7 +734,7 @@ pub(super) async fn log<R: Runtime + 'static>(
             let closed = tx.clone();
             // Ends when the client goes, the server stops, or the instance is removed.
             let stop = || closed.is_closed() || shutdown.is_cancelled() || !record.exists();
-            result = crate::runtime::logs::follow(&target, from, &mut sink, &stop).map(|()| 0);
+            result = crate::runtime::logs::follow(&target, from, &mut sink, &stop);
         }
         drop(permit);
         match result {

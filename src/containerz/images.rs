@@ -4,6 +4,12 @@
 //! (nothing is written to a temporary file). The pipe only reports the end of the archive once
 //! ImageTransferEnd arrived and the byte count matches `image_size`; anything else makes the
 //! reader fail, so the import is taken back and nothing of it is left.
+//!
+//! Deploys are bounded ([`Deploys`]): at most `max_deploys` run at once (more are
+//! RESOURCE_EXHAUSTED at once); the space each announces is reserved until it ends, so Deploys
+//! that each fit but together do not are refused rather than all started; and a Deploy whose
+//! client sends nothing, or reads nothing, for `deploy_idle_timeout` is cancelled, its import
+//! taken back.
 
 use super::{Shared, on_manager, proto};
 use crate::manager::store::ImagesAccess;
@@ -14,8 +20,9 @@ use crate::source::ssh::{SshProtocol, SshRequest};
 use proto::deploy_request::Request as In;
 use proto::deploy_response::Response as Out;
 use std::io::Read;
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -24,6 +31,106 @@ const PIPE_DEPTH: usize = 4;
 /// Free space Deploy wants per announced byte: the blob in the content store plus its
 /// unpacked snapshot.
 const SPACE_FACTOR: u64 = 2;
+/// Default cap on Deploys in flight.
+pub const DEFAULT_MAX_DEPLOYS: usize = 4;
+/// Default time a Deploy's client may send (or read) nothing before the Deploy is cancelled.
+pub const DEFAULT_DEPLOY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What bounds Deploys: the slots, the idle timeout, and the space reserved by those in
+/// flight.
+pub struct Deploys {
+    slots: Arc<Semaphore>,
+    max: usize,
+    pub(super) idle: Duration,
+    reserved: Arc<Mutex<u64>>,
+}
+
+impl Default for Deploys {
+    fn default() -> Self {
+        Deploys::new(DEFAULT_MAX_DEPLOYS, DEFAULT_DEPLOY_IDLE_TIMEOUT)
+    }
+}
+
+impl Deploys {
+    /// At most `max` Deploys at once, each cancelled after `idle` without a message.
+    pub fn new(max: usize, idle: Duration) -> Deploys {
+        Deploys {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            idle,
+            reserved: Arc::default(),
+        }
+    }
+
+    /// A slot, or RESOURCE_EXHAUSTED when every one is taken.
+    pub(super) fn slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "Deploy: {} Deploys are in flight already (max_deploys); try again when one has ended",
+                self.max
+            ))
+        })
+    }
+
+    /// Reserves room for an image of `size` bytes in `root`'s filesystem, or RESOURCE_EXHAUSTED
+    /// when its free space, less what Deploys in flight reserved, is short of it.
+    pub(super) fn reserve(&self, root: &std::path::Path, size: u64) -> Result<Reservation, Status> {
+        let mut reserved = self.reserved.lock().expect("never poisoned");
+        let free = free_space(root)?;
+        let needed = size.saturating_mul(SPACE_FACTOR);
+        let available = free.saturating_sub(*reserved);
+        if needed > available {
+            let others = if *reserved > 0 {
+                format!(
+                    " ({} of the {free} free are reserved by Deploys in flight)",
+                    *reserved
+                )
+            } else {
+                String::new()
+            };
+            return Err(Status::resource_exhausted(format!(
+                "Deploy: an image of {size} bytes needs about {needed} bytes free in {}; {available} are{others}",
+                root.display()
+            )));
+        }
+        *reserved += needed;
+        Ok(Reservation {
+            ledger: self.reserved.clone(),
+            held: needed,
+        })
+    }
+}
+
+/// Space reserved for one Deploy: it shrinks as the bytes arrive (they then take real space),
+/// and what is left is given back when the Deploy ends.
+pub(super) struct Reservation {
+    ledger: Arc<Mutex<u64>>,
+    held: u64,
+}
+
+impl Reservation {
+    /// `bytes` of the image arrived.
+    pub(super) fn arrived(&mut self, bytes: u64) {
+        let release = bytes.saturating_mul(SPACE_FACTOR).min(self.held);
+        self.held -= release;
+        *self.ledger.lock().expect("never poisoned") -= release;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        *self.ledger.lock().expect("never poisoned") -= self.held;
+    }
+}
+
+/// The status of a Deploy cancelled for its client's silence.
+pub(super) fn idle_status(idle: Duration, what: &str) -> Status {
+    Status::deadline_exceeded(format!(
+        "Deploy: the client {what} for {} s (deploy_idle_timeout); the transfer was cancelled \
+         and what it had written removed",
+        idle.as_secs()
+    ))
+}
 
 /// What the import reads: chunks as they arrive, then EOF or the reason the transfer failed.
 struct ChunkPipe {
@@ -60,28 +167,35 @@ impl Progress for Quiet {
 /// abandoned Deploy does not go on filling the disk; or when the size the source announces
 /// (an HTTP length, an SSH file's size, a registry's layer sizes) does not fit, checked as
 /// for a chunked Deploy before the first byte is taken.
-struct RemoteProgress {
+struct RemoteProgress<R> {
     answers: mpsc::Sender<Result<proto::DeployResponse, Status>>,
-    content_root: std::path::PathBuf,
-    no_room: std::sync::Mutex<Option<Status>>,
+    shared: Arc<Shared<R>>,
+    no_room: Mutex<Option<Status>>,
+    /// The room the source's announced size took, until the import ends.
+    room: Mutex<Option<Reservation>>,
 }
 
-impl RemoteProgress {
+impl<R> RemoteProgress<R> {
     /// Why the source did not fit, when that is what stopped the import.
     fn no_room(&self) -> Option<Status> {
         self.no_room.lock().expect("never poisoned").take()
     }
 }
 
-impl Progress for RemoteProgress {
+impl<R: Send + Sync> Progress for RemoteProgress<R> {
     fn start(&self, _: &str, total: Option<u64>) {
-        if let Some(size) = total
-            && let Err(status) = check_space(&self.content_root, size)
-        {
-            *self.no_room.lock().expect("never poisoned") = Some(status);
+        if let Some(size) = total {
+            match self.shared.deploys.reserve(&self.shared.content_root, size) {
+                Ok(room) => *self.room.lock().expect("never poisoned") = Some(room),
+                Err(status) => *self.no_room.lock().expect("never poisoned") = Some(status),
+            }
         }
     }
-    fn advance(&self, _: u64) {}
+    fn advance(&self, n: u64) {
+        if let Some(room) = self.room.lock().expect("never poisoned").as_mut() {
+            room.arrived(n);
+        }
+    }
     fn finish(&self) {}
     fn cancelled(&self) -> Option<String> {
         if let Some(status) = &*self.no_room.lock().expect("never poisoned") {
@@ -102,7 +216,13 @@ pub(super) async fn deploy<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     mut inbound: Streaming<proto::DeployRequest>,
 ) -> Result<super::ResponseStream<proto::DeployResponse>, Status> {
-    let transfer = match inbound.message().await? {
+    // Held until the Deploy has ended and its import finished or been taken back.
+    let slot = shared.deploys.slot()?;
+    let idle = shared.deploys.idle;
+    let first = tokio::time::timeout(idle, inbound.message())
+        .await
+        .map_err(|_| idle_status(idle, "sent no ImageTransfer"))?;
+    let transfer = match first? {
         Some(proto::DeployRequest {
             request: Some(In::ImageTransfer(t)),
         }) => t,
@@ -118,7 +238,7 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         }
     };
     if transfer.is_plugin {
-        return super::plugins::deploy(shared, transfer, inbound).await;
+        return super::plugins::deploy(shared, transfer, inbound, slot).await;
     }
     let reference = super::reference(&transfer.name, &transfer.tag)?;
     let tag = if transfer.tag.is_empty() {
@@ -131,10 +251,12 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         let source = remote_source(shared, &remote)?;
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let progress = Arc::new(RemoteProgress {
                 answers: tx.clone(),
-                content_root: shared.content_root.clone(),
+                shared: shared.clone(),
                 no_room: Default::default(),
+                room: Default::default(),
             });
             let imported = on_manager(&shared, {
                 let (reference, progress) = (reference.clone(), progress.clone());
@@ -164,29 +286,24 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         });
         return Ok(Box::pin(ReceiverStream::new(rx)));
     }
-    check_space(&shared.content_root, transfer.image_size)?;
+    let room = shared
+        .deploys
+        .reserve(&shared.content_root, transfer.image_size)?;
     let shared = shared.clone();
     tokio::spawn(async move {
-        if let Err(status) = receive(&shared, transfer, tag, reference, inbound, &tx).await {
+        let _slot = slot;
+        if let Err(status) = receive(&shared, transfer, tag, reference, inbound, room, &tx).await {
             let _ = tx.send(Err(status)).await;
         }
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 
-/// RESOURCE_EXHAUSTED unless the content store's filesystem has room for the image.
-pub(super) fn check_space(root: &std::path::Path, size: u64) -> Result<(), Status> {
+/// Free bytes (for unprivileged users: root's reserve does not count) in `root`'s filesystem.
+fn free_space(root: &std::path::Path) -> Result<u64, Status> {
     let stat = nix::sys::statvfs::statvfs(root)
         .map_err(|e| Status::internal(format!("cannot read the free space of {}: {e}", root.display())))?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-    let needed = size.saturating_mul(SPACE_FACTOR);
-    if needed > free {
-        return Err(Status::resource_exhausted(format!(
-            "Deploy: an image of {size} bytes needs about {needed} bytes free in {}; {free} are",
-            root.display()
-        )));
-    }
-    Ok(())
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 /// The chunked transfer: ready, chunks with progress, end, import result.
@@ -196,9 +313,19 @@ async fn receive<R: Runtime + 'static>(
     tag: String,
     reference: String,
     mut inbound: Streaming<proto::DeployRequest>,
+    mut room: Reservation,
     tx: &mpsc::Sender<Result<proto::DeployResponse, Status>>,
 ) -> Result<(), Status> {
     let announced = transfer.image_size;
+    let idle = shared.deploys.idle;
+    // An answer the client does not take within the idle timeout: it stopped reading.
+    let answer = |message| async move {
+        match tokio::time::timeout(idle, tx.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Status::cancelled("Deploy: the client went away")),
+            Err(_) => Err(idle_status(idle, "read no answer")),
+        }
+    };
     let (chunks_tx, pipe_rx) = mpsc::channel(PIPE_DEPTH);
     // Dropped (EOF) only when the transfer ended as announced.
     let mut chunks = Some(chunks_tx);
@@ -222,59 +349,63 @@ async fn receive<R: Runtime + 'static>(
             .await
         }
     });
-    let gone = |_| Status::cancelled("Deploy: the client went away");
-    tx.send(response(Out::ImageTransferReady(proto::ImageTransferReady {
+    let ready = answer(response(Out::ImageTransferReady(proto::ImageTransferReady {
         chunk_size: super::DEPLOY_CHUNK as i32,
     })))
-    .await
-    .map_err(gone)?;
+    .await;
 
     let mut received: u64 = 0;
     // Why the transfer failed, if it did; the import is then made to fail and awaited, so its
     // cleanup has finished before the client hears the error.
-    let failure: Option<Status> = loop {
-        let message = match inbound.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                break Some(Status::invalid_argument(
-                    "Deploy: the stream ended before ImageTransferEnd",
-                ));
-            }
-            Err(s) => break Some(s),
-        };
-        match message.request {
-            Some(In::Content(data)) => {
-                received += data.len() as u64;
-                if received > announced {
-                    break Some(Status::invalid_argument(format!(
-                        "Deploy: more data than the announced image_size of {announced} bytes"
-                    )));
+    let failure: Option<Status> = if let Err(status) = ready {
+        Some(status)
+    } else {
+        loop {
+            let message = match tokio::time::timeout(idle, inbound.message()).await {
+                Err(_) => break Some(idle_status(idle, "sent nothing")),
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => {
+                    break Some(Status::invalid_argument(
+                        "Deploy: the stream ended before ImageTransferEnd",
+                    ));
                 }
-                // The importer stopped reading: it failed; its error is reported below.
-                let pipe = chunks.as_ref().expect("open until the end");
-                if pipe.send(Ok(data)).await.is_err() {
+                Ok(Err(s)) => break Some(s),
+            };
+            match message.request {
+                Some(In::Content(data)) => {
+                    received += data.len() as u64;
+                    room.arrived(data.len() as u64);
+                    if received > announced {
+                        break Some(Status::invalid_argument(format!(
+                            "Deploy: more data than the announced image_size of {announced} bytes"
+                        )));
+                    }
+                    // The importer stopped reading: it failed; its error is reported below.
+                    let pipe = chunks.as_ref().expect("open until the end");
+                    if pipe.send(Ok(data)).await.is_err() {
+                        break None;
+                    }
+                    let progress = Out::ImageTransferProgress(proto::ImageTransferProgress {
+                        bytes_received: received,
+                    });
+                    if let Err(status) = answer(response(progress)).await {
+                        break Some(status);
+                    }
+                }
+                Some(In::ImageTransferEnd(_)) if received == announced => {
+                    chunks = None;
                     break None;
                 }
-                let progress = Out::ImageTransferProgress(proto::ImageTransferProgress {
-                    bytes_received: received,
-                });
-                if tx.send(response(progress)).await.is_err() {
-                    break Some(Status::cancelled("Deploy: the client went away"));
+                Some(In::ImageTransferEnd(_)) => {
+                    break Some(Status::invalid_argument(format!(
+                        "Deploy: {received} bytes arrived but image_size announced {announced}"
+                    )));
                 }
-            }
-            Some(In::ImageTransferEnd(_)) if received == announced => {
-                chunks = None;
-                break None;
-            }
-            Some(In::ImageTransferEnd(_)) => {
-                break Some(Status::invalid_argument(format!(
-                    "Deploy: {received} bytes arrived but image_size announced {announced}"
-                )));
-            }
-            Some(In::ImageTransfer(_)) | None => {
-                break Some(Status::invalid_argument(
-                    "Deploy: only content and ImageTransferEnd may follow the ImageTransfer",
-                ));
+                Some(In::ImageTransfer(_)) | None => {
+                    break Some(Status::invalid_argument(
+                        "Deploy: only content and ImageTransferEnd may follow the ImageTransfer",
+                    ));
+                }
             }
         }
     };
@@ -285,6 +416,9 @@ async fn receive<R: Runtime + 'static>(
             let _ = pipe.send(Err(status.message().to_string())).await;
         }
         let _ = import.await;
+        if status.code() == tonic::Code::DeadlineExceeded {
+            tracing::info!(image = %reference, bytes = received, "Deploy cancelled: {}", status.message());
+        }
         return Err(status);
     }
     let imported = import
@@ -292,14 +426,13 @@ async fn receive<R: Runtime + 'static>(
         .map_err(|e| Status::internal(format!("import task failed: {e}")))??;
     tracing::info!(image = %reference, bytes = received, "Deploy imported an image");
     let size = imported.iter().map(|i| i.size).sum::<u64>().max(received);
-    tx.send(response(Out::ImageTransferSuccess(proto::ImageTransferSuccess {
+    drop(room);
+    answer(response(Out::ImageTransferSuccess(proto::ImageTransferSuccess {
         name: transfer.name,
         tag,
         image_size: size,
     })))
     .await
-    .map_err(gone)?;
-    Ok(())
 }
 
 /// The image source a RemoteDownload names. HTTP(S) take a URL (the scheme may be left out);
@@ -472,6 +605,35 @@ mod tests {
         );
         assert_eq!(split_ssh_path("/x.tar"), None);
         assert_eq!(split_ssh_path(":/x"), None);
+    }
+
+    #[test]
+    fn deploys_take_slots_and_reserve_their_space_until_they_end() {
+        let deploys = Deploys::new(2, Duration::from_secs(60));
+        let a = deploys.slot().unwrap();
+        let _b = deploys.slot().unwrap();
+        assert_eq!(deploys.slot().unwrap_err().code(), tonic::Code::ResourceExhausted);
+        drop(a);
+        let _c = deploys.slot().unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        // Each needs 60 % of the free space (twice its size): one fits, two do not.
+        let size = free_space(root.path()).unwrap() * 3 / 10;
+        let mut first = deploys.reserve(root.path(), size).unwrap();
+        let e = deploys.reserve(root.path(), size).err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message().contains("reserved by Deploys in flight"),
+            "{}",
+            e.message()
+        );
+        // Half the first one's bytes arrived: half its reservation is given back (those bytes
+        // now take real space, which this test's empty directory does not show).
+        first.arrived(size / 2);
+        let second = deploys.reserve(root.path(), size).unwrap();
+        drop(first);
+        drop(second);
+        assert_eq!(*deploys.reserved.lock().unwrap(), 0, "everything given back");
     }
 
     #[test]

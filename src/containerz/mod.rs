@@ -12,9 +12,11 @@ pub mod auth;
 pub mod client;
 mod containers;
 mod images;
+mod listener;
 mod plugins;
 pub mod proto;
 pub mod serve;
+mod tls;
 mod volumes;
 
 use crate::config::Settings;
@@ -68,6 +70,8 @@ pub struct Shared<R> {
     /// Held (shared) by every asynchronous UpdateContainer while it runs; the server takes it
     /// exclusively before it exits, so no upgrade is cut off halfway.
     pub updates_running: Arc<tokio::sync::RwLock<()>>,
+    /// Deploy's caps: slots, idle timeout, space reserved by Deploys in flight.
+    pub deploys: images::Deploys,
 }
 
 impl<R> Shared<R> {
@@ -89,6 +93,7 @@ impl<R> Shared<R> {
             shutdown: tokio_util::sync::CancellationToken::new(),
             follows: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)),
             updates_running: Arc::default(),
+            deploys: images::Deploys::default(),
         }
     }
 }

@@ -4,7 +4,6 @@
 //! `<instance>:latest`, and StopPlugin/RemovePlugin take either form.
 
 use super::{Shared, on_manager, proto};
-use crate::manager::Progress;
 use crate::manager::plugins::{self, TarWriter};
 use crate::manager::store::Store;
 use crate::runtime::Runtime;
@@ -17,18 +16,24 @@ use tonic::{Status, Streaming};
 /// A Deploy with `is_plugin`: the tarball is received in chunks (each acknowledged with the
 /// bytes so far, as the upstream client expects: one progress per chunk) into the plugin
 /// store, checked against the announced size, and kept as it is until RemovePluginTar. The
-/// success names it; a plugin tarball has no tag.
+/// success names it; a plugin tarball has no tag. Bounded as every Deploy: it holds its
+/// `slot`, reserves its announced size in the store's filesystem, and ends when its client
+/// sends or reads nothing for the idle timeout (the partial file is removed).
 pub(super) async fn deploy<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     transfer: proto::ImageTransfer,
     mut inbound: Streaming<proto::DeployRequest>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<super::ResponseStream<proto::DeployResponse>, Status> {
     if transfer.remote_download.is_some() {
         return Err(Status::invalid_argument(
             "Deploy: a plugin tarball is uploaded in chunks, not downloaded",
         ));
     }
-    super::images::check_space(&shared.settings.root, transfer.image_size)?;
+    let mut room = shared
+        .deploys
+        .reserve(&shared.settings.root, transfer.image_size)?;
+    let idle = shared.deploys.idle;
     let store = Store::new(&shared.settings.root);
     let mut writer = TarWriter::new(&store, &transfer.name, transfer.image_size).map_err(super::status_of)?;
     let (tx, rx) = mpsc::channel(4);
@@ -40,23 +45,30 @@ pub(super) async fn deploy<R: Runtime + 'static>(
     .await
     .map_err(|_| Status::cancelled("Deploy: the client went away"))?;
     tokio::spawn(async move {
+        let _slot = slot;
         let outcome: Result<plugins::PluginTar, Status> = async {
             let mut received: u64 = 0;
             loop {
-                let message = inbound.message().await?.ok_or_else(|| {
-                    Status::invalid_argument("Deploy: the stream ended before ImageTransferEnd")
-                })?;
+                let message = tokio::time::timeout(idle, inbound.message())
+                    .await
+                    .map_err(|_| super::images::idle_status(idle, "sent nothing"))??
+                    .ok_or_else(|| {
+                        Status::invalid_argument("Deploy: the stream ended before ImageTransferEnd")
+                    })?;
                 match message.request {
                     Some(In::Content(data)) => {
                         received += data.len() as u64;
                         writer.write(&data).map_err(super::status_of)?;
-                        tx.send(respond(Out::ImageTransferProgress(
+                        room.arrived(data.len() as u64);
+                        let progress = tx.send(respond(Out::ImageTransferProgress(
                             proto::ImageTransferProgress {
                                 bytes_received: received,
                             },
-                        )))
-                        .await
-                        .map_err(|_| Status::cancelled("Deploy: the client went away"))?;
+                        )));
+                        tokio::time::timeout(idle, progress)
+                            .await
+                            .map_err(|_| super::images::idle_status(idle, "read nothing"))?
+                            .map_err(|_| Status::cancelled("Deploy: the client went away"))?;
                     }
                     Some(In::ImageTransferEnd(_)) => {
                         return tokio::task::spawn_blocking(move || writer.finish())
@@ -89,15 +101,6 @@ pub(super) async fn deploy<R: Runtime + 'static>(
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
-/// Progress nobody watches (a plugin's image is built from a stored file).
-struct Quiet;
-
-impl Progress for Quiet {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-}
-
 /// StartPlugin: the deployed tarball `name` as plugin `instance_name` with `config`.
 pub(super) async fn start<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
@@ -111,7 +114,7 @@ pub(super) async fn start<R: Runtime + 'static>(
             &r.name,
             plugins::instance_name(&r.instance_name),
             &r.config,
-            Arc::new(Quiet),
+            Arc::new(super::images::Quiet),
         )
         .await
     })

@@ -3,18 +3,32 @@
 //! events when systemd does not run the TPC units). Stopping the server stops neither the
 //! containers nor their supervision by systemd: a restart of `tpcm serve` leaves every
 //! container running (R-UPGRADE).
+//!
+//! Connections are accepted by `listener.rs` (caps, handshake timeout, idle connections, the
+//! write-call bound) with the TLS settings of `tls.rs`; SIGHUP rebuilds those and the authz.
+//! At start the server raises its open-files limit to what its connection cap needs and
+//! releases what tpcm processes that died (a killed server among them) were building.
 
 use super::auth::Authz;
+use super::images::Deploys;
+use super::listener::{self, Calls, TlsHandle, Tracked};
 use super::{Containerz, Shared};
 use crate::config::Settings;
 use crate::manager::janitor::{self, Suspects};
 use crate::manager::supervise::{self, Supervisor};
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
+
+pub use super::images::{DEFAULT_DEPLOY_IDLE_TIMEOUT, DEFAULT_MAX_DEPLOYS};
+pub use super::listener::{
+    ConnectionLimits, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, MAX_WRITE_CALLS,
+};
+pub use super::tls::TlsFiles;
 
 /// Default janitor period (containerz: 1 h).
 pub const DEFAULT_JANITOR_INTERVAL: Duration = Duration::from_secs(3600);
@@ -25,8 +39,14 @@ pub const DEFAULT_CONTENT_ROOT: &str = "/var/lib/containerd";
 /// Largest HTTP/2 frame the server accepts (the protocol's default is 16 KiB).
 const MAX_FRAME: u32 = 1 << 20;
 /// How often an idle connection is probed, and how long an answer may take.
-const KEEPALIVE: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long the answer to a keepalive probe may take before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls open at once on one connection (HTTP/2 streams).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Open files the server needs besides one per connection: the containerd connection, log
+/// files read by Log, the files an import writes, the janitor's and the supervisor's work.
+const OPEN_FILES_RESERVE: u64 = 2048;
 /// Wait before re-subscribing to containerd's events after the stream broke.
 const RESUBSCRIBE: Duration = Duration::from_secs(2);
 
@@ -35,13 +55,9 @@ const RESUBSCRIBE: Duration = Duration::from_secs(2);
 pub struct ServeOptions {
     /// Address and port to listen on.
     pub listen: SocketAddr,
-    /// The server's certificate chain (PEM).
-    pub tls_cert: PathBuf,
-    /// The server's private key (PEM).
-    pub tls_key: PathBuf,
-    /// The CA that signs client certificates (PEM).
-    pub client_ca: PathBuf,
-    /// The authz file (identities → scopes).
+    /// The server's certificate and key, the client CA and its CRLs (re-read on SIGHUP).
+    pub tls: TlsFiles,
+    /// The authz file (identities → scopes; re-read on SIGHUP).
     pub authz: PathBuf,
     /// Janitor period; zero turns the janitor off.
     pub janitor_interval: Duration,
@@ -49,33 +65,42 @@ pub struct ServeOptions {
     pub content_root: PathBuf,
     /// Trust unknown SSH host keys on remote downloads (recording them in the store).
     pub ssh_accept_new_host_keys: bool,
+    /// Handshake timeout, connection caps, idle connections.
+    pub connections: ConnectionLimits,
+    /// Deploys in flight at most.
+    pub max_deploys: usize,
+    /// Longest silence of a Deploy's client before the Deploy is cancelled.
+    pub deploy_idle_timeout: Duration,
 }
 
-fn read(path: &PathBuf, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
-}
-
-/// Runs the server until SIGTERM or SIGINT.
+/// Runs the server until SIGTERM or SIGINT; SIGHUP re-reads the TLS files and the authz file.
 pub async fn serve<R: Runtime + Clone + 'static>(
     runtime: R,
     settings: Settings,
     options: ServeOptions,
 ) -> Result<(), String> {
-    let authz = Authz::load(&options.authz)?;
-    let identity = Identity::from_pem(
-        read(&options.tls_cert, "TLS certificate")?,
-        read(&options.tls_key, "TLS key")?,
-    );
-    let tls = ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(Certificate::from_pem(read(&options.client_ca, "client CA")?));
-    let service = Containerz::new(Shared::new(
+    // First of all: SIGHUP's default action would end the server (systemd may send it as soon
+    // as the process runs); one arriving before the reloader runs waits for it.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    let tls = options.tls.load()?;
+    let authz = Authz::load(&options.authz)?.with_verifier(tls.verifier.clone());
+    raise_open_files(options.connections.max_connections as u64 + OPEN_FILES_RESERVE);
+    // What a server killed halfway through a Deploy left (its lease, content and snapshots).
+    match runtime.collect_abandoned().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("released {n} operation(s) left by tpcm processes that died"),
+        Err(e) => tracing::warn!("cannot look for operations left by tpcm processes that died: {e}"),
+    }
+    let mut shared = Shared::new(
         runtime.clone(),
         settings.clone(),
-        authz,
+        authz.clone(),
         options.content_root.clone(),
         options.ssh_accept_new_host_keys,
-    ));
+    );
+    shared.deploys = Deploys::new(options.max_deploys, options.deploy_idle_timeout);
+    let service = Containerz::new(shared);
     let shared = service.shared();
     if !options.janitor_interval.is_zero() {
         tokio::spawn(run_janitor(
@@ -86,10 +111,18 @@ pub async fn serve<R: Runtime + Clone + 'static>(
     }
     spawn_supervisor(runtime, settings);
 
-    let listener = tokio::net::TcpListener::bind(options.listen)
+    let tcp = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let local = tcp.local_addr().map_err(|e| e.to_string())?;
+    let tls_handle = TlsHandle::new(&tls);
+    spawn_reloader(
+        hangup,
+        options.tls.clone(),
+        options.authz.clone(),
+        tls_handle.clone(),
+        authz,
+    );
     // Tests and scripts wait for this line (the port is known even when 0 was asked for).
     eprintln!("tpcm serve: listening on {local}");
     tracing::info!(%local, "gNOI containerz listening");
@@ -101,26 +134,82 @@ pub async fn serve<R: Runtime + Clone + 'static>(
             shared.shutdown.cancel();
         }
     };
+    let calls = Calls::new();
+    let incoming = listener::incoming(tcp, options.connections, tls_handle, calls.clone());
     let served = Server::builder()
         // A client that vanished without closing (a switch rebooting, a cable pulled) is
         // noticed, so its streams end and free what they hold.
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         // HTTP/2's default 64 KiB windows make a Deploy wait for a window update every 64 KiB;
         // windows of a few chunks let the client stream at disk speed.
         .initial_stream_window_size(Some(super::FLOW_WINDOW))
         .initial_connection_window_size(Some(2 * super::FLOW_WINDOW))
         // Clients may send a Deploy chunk in a few large HTTP/2 frames instead of 64 of 16 KiB.
         .max_frame_size(Some(MAX_FRAME))
-        .tls_config(tls)
-        .map_err(|e| format!("TLS configuration: {e}"))?
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stopping)
+        .add_service(Tracked::new(service.into_server(), calls))
+        .serve_with_incoming_shutdown(incoming, stopping)
         .await
         .map_err(|e| format!("gRPC server: {e}"));
     // Asynchronous updates still running are finished (or rolled back) before the process ends.
     let _all_done = shared.updates_running.write().await;
     served
+}
+
+/// On each SIGHUP, builds the TLS settings and the authz from their files again and puts them
+/// in place together; if any file is wrong, says so and keeps what is in use. Open connections
+/// and their calls (followed logs) go on.
+fn spawn_reloader(
+    mut hangup: tokio::signal::unix::Signal,
+    files: TlsFiles,
+    authz_file: PathBuf,
+    tls: TlsHandle,
+    authz: Authz,
+) {
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reload(&files, &authz_file, &tls, &authz) {
+                Ok(()) => tracing::info!("reloaded the TLS certificates, the client CRLs and the authz file"),
+                Err(e) => tracing::warn!("reload failed, the settings in use stay: {e}"),
+            }
+        }
+    });
+}
+
+fn reload(files: &TlsFiles, authz_file: &Path, tls: &TlsHandle, authz: &Authz) -> Result<(), String> {
+    let new_tls = files.load()?;
+    let new_authz = Authz::load(authz_file)?.with_verifier(new_tls.verifier.clone());
+    tls.replace(&new_tls);
+    authz.replace(new_authz);
+    Ok(())
+}
+
+/// Raises the soft limit on open files to `need` (and the hard one, which root may); short of
+/// that, to the hard limit, with a warning naming the setting that bounds it.
+fn raise_open_files(need: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= need {
+        return;
+    }
+    let raised = if hard >= need {
+        setrlimit(Resource::RLIMIT_NOFILE, need, hard).map(|()| need)
+    } else {
+        setrlimit(Resource::RLIMIT_NOFILE, need, need)
+            .map(|()| need)
+            .or_else(|_| setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map(|()| hard))
+    };
+    match raised {
+        Ok(n) if n >= need => tracing::info!("open files limit raised from {soft} to {n}"),
+        Ok(n) => tracing::warn!(
+            "open files limit raised from {soft} to {n} only; {need} are wanted for max_connections: \
+             raise LimitNOFILE= or lower max_connections"
+        ),
+        Err(e) => tracing::warn!("cannot raise the open files limit from {soft} to {need}: {e}"),
+    }
 }
 
 async fn shutdown() {

@@ -83,7 +83,8 @@ impl Pki {
         pki
     }
 
-    fn sign(&self, file: &str, ca: &str, cn: &str, ext: &str) {
+    /// Signs `<file>.pem`/`<file>.key` with `<ca>.pem`, subject CN `cn`, extensions `ext`.
+    pub fn sign(&self, file: &str, ca: &str, cn: &str, ext: &str) {
         let dir = &self.dir;
         common::openssl(
             dir,
@@ -152,6 +153,16 @@ impl Server {
 
     /// Like [`Server::start`] with an existing PKI directory.
     pub fn start_with(cd: &Containerd, pki_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_command(cd, pki_dir, extra, |_| {})
+    }
+
+    /// Like [`Server::start_with`], with `adjust` applied to the command before it runs.
+    pub fn start_command(
+        cd: &Containerd,
+        pki_dir: &Path,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut std::process::Command),
+    ) -> Server {
         let authz = pki_dir.join("authz.toml");
         std::fs::write(&authz, AUTHZ).unwrap();
         let mut cmd = common::tpcm_cmd(cd);
@@ -171,6 +182,7 @@ impl Server {
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("start tpcm serve");
         let stderr = child.stderr.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -205,6 +217,19 @@ impl Server {
     /// What the server logged so far.
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The server's process ID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGHUP (what `systemctl reload` sends).
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGHUP);
+        }
     }
 
     /// Kills the server (SIGKILL) and waits for it.
