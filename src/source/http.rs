@@ -127,4 +127,18 @@ mod tests {
         .to_string();
         assert!(err.contains("http://127.0.0.1:1/x.tar"), "{err}");
     }
+
+    #[test]
+    fn a_host_of_the_other_family_than_the_source_address_is_refused() {
+        // An address literal skips the resolver, which would otherwise leave it out.
+        let egress = Egress::new(None, Some("127.0.0.1")).unwrap();
+        let err = open_http("http://[::1]:1/x.tar", &Timeouts::default(), None, &egress)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("::1 cannot be reached from source address 127.0.0.1"),
+            "{err}"
+        );
+    }
 }
