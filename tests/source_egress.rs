@@ -326,6 +326,17 @@ fn registry_pulls_leave_from_the_chosen_device_and_address() {
     );
     assert_ok(&tpcm(&cd, &["image", "remove", &reference]));
 
+    // A registry that cannot be reached from there: the error says where from and why.
+    let dead = format!("{}:5001/tpcm/busybox:1.0", net.ns_a);
+    let err = refused(&tpcm(
+        &cd,
+        &["image", "import", &dead, "--source-vrf", &net.dev_b],
+    ));
+    assert!(
+        err.contains(&format!("{}:5001", net.ns_a)) && err.contains(&net.dev_b) && err.contains("refused"),
+        "{err}"
+    );
+
     let before = registry_peers(&reg).len();
     for (options, named) in unusable(&net) {
         let mut args = vec!["image", "import", reference.as_str()];

@@ -84,13 +84,11 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
     let may_use_http = is_loopback(&registry) || request.insecure_registries.contains(&registry);
 
     // Kept alive by the layer openers too: layers are fetched after this returns.
-    let relay = match request.egress.is_set() {
-        true => Some(std::sync::Arc::new(
-            Relay::start(request.egress.clone(), request.timeouts.connect)
-                .await
-                .map_err(&fail)?,
-        )),
-        false => None,
+    let relay = if request.egress.is_set() {
+        let relay = Relay::start(request.egress.clone(), request.timeouts.connect).await;
+        Some(std::sync::Arc::new(relay.map_err(&fail)?))
+    } else {
+        None
     };
     let relay_url = relay.as_ref().map(|r| r.url());
     let explain = |e| explain_via(e, relay.as_deref());
@@ -313,12 +311,13 @@ fn document(bytes: Vec<u8>) -> Result<PulledDocument, String> {
     Ok(PulledDocument { media_type, bytes })
 }
 
-/// As [`explain`]; a failed connection of the relay says more than the client's "error
-/// connecting to socks proxy".
+/// As [`explain`]; when a request failed and so did a connection of the relay, the relay's
+/// reason (which address, from where, why) says more than the client's "error connecting to
+/// socks proxy".
 fn explain_via(e: OciDistributionError, relay: Option<&Relay>) -> String {
-    match relay.and_then(Relay::last_failure) {
-        Some(why) => why,
-        None => explain(e),
+    match (&e, relay.and_then(Relay::last_failure)) {
+        (OciDistributionError::RequestError(_), Some(why)) => why,
+        _ => explain(e),
     }
 }
 

@@ -131,7 +131,11 @@ async fn relay(
         Ok(stream) => stream,
         Err(why) => {
             let _ = proto.reply_error(&ReplyError::HostUnreachable).await;
-            let why = format!("cannot connect to {host}:{port}: {why}");
+            // `why` names the address tried; a name is worth adding.
+            let why = match &target {
+                TargetAddr::Ip(_) => format!("cannot connect to {why}"),
+                TargetAddr::Domain(..) => format!("cannot connect to {host}:{port}: {why}"),
+            };
             *failure.lock().expect("never poisoned") = Some(why.clone());
             return Err(why);
         }
