@@ -85,6 +85,14 @@ pub struct FileConfig {
     /// The tpcm binary the per-TPC units run (default /usr/bin/tpcm; `TPCM_BINARY` overrides).
     /// `tpcm boot` rewrites units that name another.
     pub tpcm_binary: Option<PathBuf>,
+    /// Network device downloads (http(s), scp, sftp, registry pulls; also gNOI remote
+    /// downloads) leave through: a VRF such as `mgmt` (SO_BINDTODEVICE), or any interface. The
+    /// CLI's `--source-vrf` and a Deploy's `source_vrf` override it. Default: the routing table's
+    /// choice.
+    pub source_vrf: Option<String>,
+    /// Local address downloads leave from (one of this host's); `--source-address` and a
+    /// Deploy's `source_address` override it.
+    pub source_address: Option<String>,
     /// `tpcm serve` (gNOI containerz) settings; its flags override them.
     pub serve: Option<ServeConfig>,
     /// `tpcm client` settings; its flags override them.
@@ -188,6 +196,14 @@ impl FileConfig {
                 b
             ));
         }
+        if let Some(address) = &config.source_address
+            && address.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(format!(
+                "{}: source_address {address:?} is not an IP address",
+                path.display()
+            ));
+        }
         if config.network_timeout_secs == Some(0) {
             return Err(format!(
                 "{}: network_timeout_secs must be at least 1",
@@ -235,6 +251,29 @@ impl FileConfig {
             }
             None => default,
         }
+    }
+
+    /// Where a download leaves from: `device` and `address` as given (a CLI flag, a Deploy's
+    /// field), each else this file's `source_vrf` / `source_address`; checked as
+    /// [`Egress::new`](crate::source::Egress::new) says. An error caused by this file's values
+    /// says so.
+    pub fn egress(
+        &self,
+        device: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<crate::source::Egress, String> {
+        use crate::source::Egress;
+        let given = Egress::new(device, address)?;
+        let device_default = device.is_none() && self.source_vrf.is_some();
+        let address_default = address.is_none() && self.source_address.is_some();
+        if !device_default && !address_default {
+            return Ok(given);
+        }
+        Egress::new(
+            device.or(self.source_vrf.as_deref()),
+            address.or(self.source_address.as_deref()),
+        )
+        .map_err(|e| format!("{e} (from source_vrf / source_address in {CONFIG_FILE})"))
     }
 }
 
@@ -321,6 +360,36 @@ mod tests {
             let e = load(risky).unwrap_err();
             assert!(e.contains(what), "{risky}: {e}");
         }
+    }
+
+    #[test]
+    fn the_source_vrf_and_address_default_to_the_file_and_give_way_to_what_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "source_vrf = \"lo\"\nsource_address = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        let config = FileConfig::load(dir.path()).unwrap();
+        let egress = config.egress(None, None).unwrap();
+        assert_eq!(egress.device(), Some("lo"));
+        assert_eq!(egress.address(), Some("127.0.0.1".parse().unwrap()));
+        // A given value that is wrong is named as given, not blamed on the file.
+        let err = config.egress(Some("tpcm-no-dev"), None).unwrap_err();
+        assert!(err.contains("tpcm-no-dev") && !err.contains(CONFIG_FILE), "{err}");
+        let bad = FileConfig {
+            source_vrf: Some("tpcm-no-dev".into()),
+            ..FileConfig::default()
+        };
+        let err = bad.egress(None, None).unwrap_err();
+        assert!(err.contains("tpcm-no-dev") && err.contains(CONFIG_FILE), "{err}");
+        assert_eq!(bad.egress(Some("lo"), None).unwrap().device(), Some("lo"));
+        std::fs::write(dir.path().join(CONFIG_FILE), "source_address = \"mgmt\"\n").unwrap();
+        assert!(
+            FileConfig::load(dir.path())
+                .unwrap_err()
+                .contains("not an IP address")
+        );
     }
 
     #[test]

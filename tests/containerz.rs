@@ -1135,25 +1135,25 @@ fn deploy_with_remote_download_fetches_over_http_and_refuses_what_it_cannot_use(
             transfer(RemoteDownload {
                 path: format!("127.0.0.1:{port}/app.tar"),
                 protocol: Protocol::Http as i32,
-                source_vrf: "mgmt".into(),
+                source_vrf: "tpcm-no-vrf".into(),
                 ..Default::default()
             }),
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "an unknown source VRF: {e:?}");
         let e = gnoi::deploy_messages(
             &mut c,
             transfer(RemoteDownload {
                 path: format!("127.0.0.1:{port}/app.tar"),
                 protocol: Protocol::Http as i32,
-                source_address: "127.0.0.1".into(),
+                source_address: "203.0.113.77".into(),
                 ..Default::default()
             }),
         )
         .await
         .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "source_address: {e:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "a foreign source_address: {e:?}");
         use proto::gnoi::types::{Credentials, HashType, credentials::Password};
         let with = |protocol: Protocol, password: Password| RemoteDownload {
             path: format!("127.0.0.1:{port}/app.tar"),

@@ -38,6 +38,20 @@ pub(super) struct SourceArgs {
     /// Private key file for SSH (default: the user's ~/.ssh/id_ed25519, id_ecdsa, id_rsa).
     #[arg(long, requires = "protocol")]
     identity: Option<PathBuf>,
+    /// Network device the download leaves through: a VRF such as mgmt, or an interface
+    /// (default: source_vrf in tpcm.toml, else the routing table's choice).
+    #[arg(long, value_name = "DEV")]
+    source_vrf: Option<String>,
+    /// Local address the download leaves from (default: source_address in tpcm.toml).
+    #[arg(long, value_name = "ADDR")]
+    source_address: Option<String>,
+}
+
+impl SourceArgs {
+    /// Where a download leaves from: these options, else tpcm.toml's defaults; checked.
+    fn egress(&self, config: &FileConfig) -> Result<crate::source::Egress, String> {
+        config.egress(self.source_vrf.as_deref(), self.source_address.as_deref())
+    }
 }
 
 /// The known_hosts files an SSH source checks: the user's, then the TPCM store's, where keys
@@ -107,17 +121,22 @@ pub(super) fn image_source(
             accept_host_key: Arc::new(host_key_policy(yes)),
             ask_password: Some(Arc::new(ask_password)),
             timeouts: config.timeouts(),
+            egress: args.egress(&config)?,
         }));
     }
     let registry = RegistryRequest {
         reference: String::new(),
         credentials: None,
         timeouts: config.timeouts(),
-        insecure_registries: config.insecure_registries,
+        insecure_registries: config.insecure_registries.clone(),
+        // Set below, for the sources that download: a local file ignores tpcm.toml's default.
+        egress: Default::default(),
     };
     let source = ImageSource::infer(location, registry).map_err(|e| e.to_string())?;
     match source {
         ImageSource::Registry(mut request) => {
+            // Checked before a password is asked for.
+            request.egress = args.egress(&config)?;
             if let Some(user) = &args.username {
                 let password = match &args.password {
                     Some(p) => p.clone(),
@@ -127,8 +146,20 @@ pub(super) fn image_source(
             }
             Ok(ImageSource::Registry(request))
         }
+        ImageSource::Http {
+            url, timeouts, login, ..
+        } if args.username.is_none() => Ok(ImageSource::Http {
+            url,
+            timeouts,
+            login,
+            egress: args.egress(&config)?,
+        }),
         other if args.username.is_some() => Err(format!(
             "--username applies to scp, sftp and registry sources, not to {}",
+            other.describe()
+        )),
+        other if args.source_vrf.is_some() || args.source_address.is_some() => Err(format!(
+            "--source-vrf and --source-address apply to downloads (http(s), scp, sftp, registry), not to {}",
             other.describe()
         )),
         other => Ok(other),

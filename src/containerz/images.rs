@@ -444,11 +444,6 @@ fn remote_source<R>(
 ) -> Result<ImageSource, Status> {
     use crate::containerz::proto::gnoi::common::remote_download::Protocol;
     use crate::containerz::proto::gnoi::types::credentials::Password;
-    if !remote.source_address.is_empty() || !remote.source_vrf.is_empty() {
-        return Err(Status::unimplemented(
-            "Deploy: source_address and source_vrf are not supported; the download uses the default route",
-        ));
-    }
     let credentials = match &remote.credentials {
         None => None,
         Some(c) => match &c.password {
@@ -462,6 +457,14 @@ fn remote_source<R>(
         },
     };
     let config = crate::config::FileConfig::load(&shared.settings.root).map_err(Status::internal)?;
+    // Empty fields leave it to tpcm.toml's source_vrf / source_address, else to routing.
+    let given = |field: &str| Some(field.trim()).filter(|f| !f.is_empty()).map(str::to_string);
+    let egress = config
+        .egress(
+            given(&remote.source_vrf).as_deref(),
+            given(&remote.source_address).as_deref(),
+        )
+        .map_err(|e| Status::invalid_argument(format!("Deploy: {e}")))?;
     let path = remote.path.trim();
     if path.is_empty() {
         return Err(Status::invalid_argument("Deploy: remote_download.path is empty"));
@@ -488,6 +491,7 @@ fn remote_source<R>(
                 url,
                 timeouts: config.timeouts(),
                 login: credentials,
+                egress,
             })
         }
         Protocol::Sftp | Protocol::Scp => {
@@ -512,6 +516,7 @@ fn remote_source<R>(
                 accept_host_key: Arc::new(move |_| accept),
                 ask_password: None,
                 timeouts: config.timeouts(),
+                egress,
             }))
         }
         Protocol::Unknown => {
@@ -525,6 +530,7 @@ fn remote_source<R>(
                 credentials,
                 timeouts: config.timeouts(),
                 insecure_registries: config.insecure_registries,
+                egress,
             }))
         }
     }

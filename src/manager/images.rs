@@ -41,6 +41,8 @@ pub enum ImageSource {
         timeouts: source::Timeouts,
         /// HTTP basic authentication (gNOI Deploy's credentials), if any.
         login: Option<source::Login>,
+        /// Where the download's connections leave from.
+        egress: source::Egress,
     },
     /// An archive on an SSH server, fetched with scp or sftp.
     Ssh(SshRequest),
@@ -62,13 +64,14 @@ impl ImageSource {
     /// image reference. A location that reads as a path ([`looks_like_path`]) stays a file even
     /// when missing, so a typo says "no such file" instead of trying a registry.
     /// `registry` is the template for a registry pull (credentials, insecure registries); its
-    /// timeouts serve downloads too.
+    /// timeouts and egress serve downloads too.
     pub fn infer(location: &str, registry: RegistryRequest) -> Result<ImageSource, Error> {
         if source::is_http_url(location) {
             return Ok(ImageSource::Http {
                 url: location.to_string(),
                 timeouts: registry.timeouts,
                 login: None,
+                egress: registry.egress,
             });
         }
         if looks_like_path(location) || Path::new(location).exists() {
@@ -194,10 +197,15 @@ async fn open_archive(src: &ImageSource) -> Result<source::Source, Error> {
     };
     match src {
         ImageSource::File(path) => Ok(source::open_local(path)?),
-        ImageSource::Http { url, timeouts, login } => {
-            let (url, timeouts, login) = (url.clone(), *timeouts, login.clone());
+        ImageSource::Http {
+            url,
+            timeouts,
+            login,
+            egress,
+        } => {
+            let (url, timeouts, login, egress) = (url.clone(), *timeouts, login.clone(), egress.clone());
             blocking(Box::new(move || {
-                source::open_http(&url, &timeouts, login.as_ref())
+                source::open_http(&url, &timeouts, login.as_ref(), &egress)
             }))
             .await
         }

@@ -2,11 +2,14 @@
 //! stream the import engine consumes once, front to back; a registry yields documents and one
 //! stream per layer. None of them knows the CLI: gNOI's remote download uses them too.
 
+mod egress;
 mod http;
 mod local;
 pub mod registry;
+mod relay;
 pub mod ssh;
 
+pub use egress::Egress;
 pub use http::{Login, is_http_url, open_http};
 pub use local::open_local;
 

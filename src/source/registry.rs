@@ -12,8 +12,12 @@
 //! connect, as docker does. Credentials come from the command line or, failing that, from the
 //! docker config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`); basic and bearer-token
 //! authentication are both handled by oci-client.
+//!
+//! A pull that must leave from a source VRF or address goes through a [`Relay`]: oci-client cannot
+//! bind its own sockets, but takes a proxy.
 
-use super::{Error, Timeouts};
+use super::relay::Relay;
+use super::{Egress, Error, Timeouts};
 use crate::archive::resolve::pick_platform;
 use crate::archive::scan::MAX_METADATA_FILE;
 use crate::runtime::{ByteCounter, PulledDocument, PulledImage, PulledLayer};
@@ -41,6 +45,8 @@ pub struct RegistryRequest {
     pub insecure_registries: Vec<String>,
     /// Connection and read timeouts (the read timeout applies to each read, not to the pull).
     pub timeouts: Timeouts,
+    /// Where the pull's connections leave from.
+    pub egress: Egress,
 }
 
 /// Parses an image reference; a missing tag means `latest`.
@@ -77,12 +83,21 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
     let registry = reference.resolve_registry().to_string();
     let may_use_http = is_loopback(&registry) || request.insecure_registries.contains(&registry);
 
-    let mut client = client(&registry, false, &request.timeouts)?;
+    // Kept alive by the layer openers too: layers are fetched after this returns.
+    let relay = if request.egress.is_set() {
+        let relay = Relay::start(request.egress.clone(), request.timeouts.connect).await;
+        Some(std::sync::Arc::new(relay.map_err(&fail)?))
+    } else {
+        None
+    };
+    let relay_url = relay.as_ref().map(|r| r.url());
+    let explain = |e| explain_via(e, relay.as_deref());
+    let mut client = client(&registry, false, &request.timeouts, relay_url)?;
     let accepted = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
     let top = match client.pull_manifest_raw(&reference, &auth, &accepted).await {
         Err(OciDistributionError::RequestError(e)) if may_use_http => {
             tracing::debug!("HTTPS to {registry} failed ({e}); trying plain HTTP");
-            client = self::client(&registry, true, &request.timeouts)?;
+            client = self::client(&registry, true, &request.timeouts, relay_url)?;
             client.pull_manifest_raw(&reference, &auth, &accepted).await
         }
         other => other,
@@ -153,6 +168,7 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
             )));
         }
         let (client, reference, handle) = (client.clone(), reference.clone(), handle.clone());
+        let relay = relay.clone();
         let digest = layer.digest().to_string();
         let opened_digest = digest.clone();
         layers.push(PulledLayer {
@@ -165,12 +181,17 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
                         format!(
                             "cannot pull layer {opened_digest} of {}: {}",
                             reference.whole(),
-                            explain(e)
+                            explain_via(e, relay.as_deref())
                         )
                     })?;
                 let reader = tokio_util::io::StreamReader::new(stream.stream);
                 let reader = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle);
                 let what = format!("download of layer {opened_digest}");
+                // The relay, if any, lives as long as the layer is read.
+                let reader = KeepRelay {
+                    reader,
+                    _relay: relay,
+                };
                 Ok(Box::new(super::Interruptible::new(reader, what)) as Box<dyn std::io::Read + Send>)
             }),
         });
@@ -188,7 +209,26 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
     })
 }
 
-fn client(registry: &str, plain_http: bool, timeouts: &Timeouts) -> Result<Client, Error> {
+/// A layer's stream with the relay its connections go through.
+struct KeepRelay<R> {
+    reader: R,
+    _relay: Option<std::sync::Arc<Relay>>,
+}
+
+impl<R: std::io::Read> std::io::Read for KeepRelay<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// An oci-client for `registry`; with `relay`, every connection goes through it (SOCKS5, for
+/// http and https alike).
+fn client(
+    registry: &str,
+    plain_http: bool,
+    timeouts: &Timeouts,
+    relay: Option<&str>,
+) -> Result<Client, Error> {
     let config = ClientConfig {
         protocol: if plain_http {
             ClientProtocol::HttpsExcept(vec![registry.to_string()])
@@ -198,6 +238,8 @@ fn client(registry: &str, plain_http: bool, timeouts: &Timeouts) -> Result<Clien
         connect_timeout: Some(timeouts.connect),
         read_timeout: Some(timeouts.idle),
         user_agent: concat!("tpcm/", env!("CARGO_PKG_VERSION")),
+        http_proxy: relay.map(str::to_string),
+        https_proxy: relay.map(str::to_string),
         ..ClientConfig::default()
     };
     // try_from reports a client that cannot be built (Client::new would fall back silently).
@@ -267,6 +309,16 @@ fn document(bytes: Vec<u8>) -> Result<PulledDocument, String> {
         (None, None) => OCI_MANIFEST.to_string(),
     };
     Ok(PulledDocument { media_type, bytes })
+}
+
+/// As [`explain`]; when a request failed and so did a connection of the relay, the relay's
+/// reason (which address, from where, why) says more than the client's "error connecting to
+/// socks proxy".
+fn explain_via(e: OciDistributionError, relay: Option<&Relay>) -> String {
+    match (&e, relay.and_then(Relay::last_failure)) {
+        (OciDistributionError::RequestError(_), Some(why)) => why,
+        _ => explain(e),
+    }
 }
 
 /// One line saying what went wrong, with the fix where there is one.

@@ -11,7 +11,7 @@
 //! scp has no Rust implementation to reuse (russh leaves it out), so its source side is spoken
 //! here: it is the small "scp -f" exchange of OpenSSH's scp(1), one regular file, no recursion.
 
-use super::{Body, Error, Source, Timeouts};
+use super::{Body, Egress, Error, Source, Timeouts};
 use russh::client::{self, Handle};
 use russh::keys::{self, HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use std::io::{self, Read, Write};
@@ -82,6 +82,8 @@ pub struct SshRequest {
     pub ask_password: Option<PasswordPrompt>,
     /// Handshake and idle timeouts.
     pub timeouts: Timeouts,
+    /// Where the connection leaves from.
+    pub egress: Egress,
 }
 
 impl SshRequest {
@@ -259,15 +261,21 @@ async fn connect(request: &SshRequest, host: &str, port: u16) -> Result<Handle<H
         policy: request.accept_host_key.clone(),
         refusal: refusal.clone(),
     };
-    let connecting = client::connect(config, (host, port), checker);
     let limit = request.timeouts.connect;
+    // The TCP connection is made here (russh would connect from wherever routing says), then
+    // handed to russh for the handshake; the limit covers both.
+    let connecting = async {
+        let stream = request.egress.connect(host, port, limit).await?;
+        client::connect_stream(config, stream, checker)
+            .await
+            .map_err(|e| {
+                let refused = refusal.lock().expect("lock is never poisoned").take();
+                refused.unwrap_or_else(|| super::reasons(&e))
+            })
+    };
     let mut session = match tokio::time::timeout(limit, connecting).await {
         Err(_) => return Err(format!("no answer within {} s", limit.as_secs())),
-        Ok(Err(e)) => {
-            let refused = refusal.lock().expect("lock is never poisoned").take();
-            return Err(refused.unwrap_or_else(|| super::reasons(&e)));
-        }
-        Ok(Ok(s)) => s,
+        Ok(result) => result?,
     };
     let user = request.username.as_str();
 

@@ -1,4 +1,5 @@
-//! A private distribution registry (Debian `docker-registry`) on 127.0.0.1, with its config,
+//! A private distribution registry (Debian `docker-registry`) on 127.0.0.1 (or on an address in
+//! a test's network namespace), with its config,
 //! storage and optional htpasswd file in a temp dir; fixtures are pushed with skopeo. Stopped on
 //! drop. Shared by the registry tests and the pull benchmark: include with
 //! `#[path = "support/registry.rs"] mod registry;` (from `tests/`).
@@ -32,15 +33,21 @@ fn free_port() -> u16 {
 impl Registry {
     /// Starts a registry; with `credentials`, every request needs them (htpasswd, bcrypt).
     pub fn start(credentials: Option<(&str, &str)>) -> Registry {
+        Registry::start_at(format!("127.0.0.1:{}", free_port()), None, credentials)
+    }
+
+    /// Starts a registry listening on `addr` (`ip:port`), inside the network namespace `netns`
+    /// if given (run with `ip netns exec`); it then logs every request with the address it came
+    /// from ([`Registry::log`]).
+    pub fn start_at(addr: String, netns: Option<&str>, credentials: Option<(&str, &str)>) -> Registry {
         let tmp = tempfile::Builder::new()
             .prefix("tpcm-registry-")
             .tempdir()
             .unwrap();
         let dir = tmp.path().to_path_buf();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let level = if netns.is_some() { "info" } else { "warn" };
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: tpcm-test\n",
+            "version: 0.1\nlog:\n  level: {level}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: tpcm-test\n",
             dir.join("data").display()
         );
         if let Some((user, password)) = credentials {
@@ -57,7 +64,15 @@ impl Registry {
         }
         std::fs::write(dir.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(dir.join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "docker-registry"]);
+                cmd
+            }
+            None => Command::new("docker-registry"),
+        };
+        let child = cmd
             .arg("serve")
             .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
@@ -105,6 +120,11 @@ impl Registry {
     pub fn get(&self, path: &str) -> reqwest::Result<reqwest::StatusCode> {
         let url = format!("http://{}{path}", self.addr);
         Ok(self.authed(Self::client().get(url)).send()?.status())
+    }
+
+    /// What the registry logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
     }
 
     /// `<addr>/<repo>:<tag>` or `<addr>/<repo>@<digest>`.

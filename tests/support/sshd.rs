@@ -1,9 +1,10 @@
-//! A private OpenSSH server (Debian `openssh-server`) on 127.0.0.1: its own config file, host
-//! key, pid file and authorized_keys in a temp dir, and one test user with a password. Stopped on
-//! drop. Include with `#[path = "support/sshd.rs"] mod sshd;` (from `tests/`).
+//! A private OpenSSH server (Debian `openssh-server`) on 127.0.0.1 (or on an address in a test's
+//! network namespace): its own config file, host key, pid file and authorized_keys in a temp dir,
+//! and one test user with a password. Stopped on drop. Include with
+//! `#[path = "support/sshd.rs"] mod sshd;` (from `tests/`).
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,8 @@ pub struct Sshd {
     tmp: tempfile::TempDir,
     child: Child,
     pub port: u16,
+    /// The address it listens on.
+    pub addr: IpAddr,
 }
 
 fn run(cmd: &mut Command) {
@@ -75,6 +78,12 @@ pub fn keygen(path: &Path) {
 impl Sshd {
     /// Starts sshd; `authorized_key` (a public key file) may log in as [`USER`] besides the password.
     pub fn start(authorized_key: Option<&Path>) -> Sshd {
+        Sshd::start_at(IpAddr::V4(Ipv4Addr::LOCALHOST), None, authorized_key)
+    }
+
+    /// Starts sshd on `addr`, inside the network namespace `netns` if given (run with
+    /// `ip netns exec`). Its log ([`Sshd::log`]) names the address each login came from.
+    pub fn start_at(addr: IpAddr, netns: Option<&str>, authorized_key: Option<&Path>) -> Sshd {
         ensure_user();
         let tmp = tempfile::Builder::new().prefix("tpcm-sshd-").tempdir().unwrap();
         let dir = tmp.path();
@@ -88,17 +97,25 @@ impl Sshd {
         }
         let port = free_port();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+            "Port {port}\nListenAddress {addr}\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPasswordAuthentication yes\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin no\n\
-             AllowUsers {USER}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+             AllowUsers {USER}\nSubsystem sftp internal-sftp\nLogLevel INFO\n",
             dir = dir.display()
         );
         std::fs::write(dir.join("sshd_config"), config).unwrap();
         // Privilege separation needs this directory, which only a booted system creates.
         std::fs::create_dir_all("/run/sshd").unwrap();
         let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                cmd
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(dir.join("sshd_config"))
             .stdin(Stdio::null())
@@ -106,9 +123,14 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .expect("sshd is installed by scripts/install-deps.sh (openssh-server)");
-        let sshd = Sshd { tmp, child, port };
+        let sshd = Sshd {
+            tmp,
+            child,
+            port,
+            addr,
+        };
         let end = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((addr, port)).is_err() {
             assert!(
                 Instant::now() < end,
                 "sshd did not listen within {START_TIMEOUT:?}: {}",
@@ -123,9 +145,14 @@ impl Sshd {
         self.tmp.path()
     }
 
-    /// `127.0.0.1:<port>`, as `--server` takes it.
+    /// `<addr>:<port>`, as `--server` takes it.
     pub fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.addr, self.port)
+    }
+
+    /// What sshd logged (at INFO: each login, with the address it came from).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("sshd.log")).unwrap_or_default()
     }
 
     /// Copies `file` where the test user can read it; returns the remote path.
