@@ -244,7 +244,7 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
     let archive = archive(&cd);
     // 60 MB of output, then a marker: more than the 4 x 10 MiB a TPC may keep.
     let args = "-- /bin/sh -c '/bin/busybox yes 0123456789abcdef | head -c 60000000; echo done-writing; \
-                trap \"exit 0\" TERM; while true; do echo tick; sleep 0.2; done'";
+                echo to-stderr >&2; trap \"exit 0\" TERM; while true; do echo tick; sleep 0.2; done'";
     assert_ok(&tpcm(
         &cd,
         &[
@@ -275,6 +275,41 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
     let tail = assert_ok(&tpcm(&cd, &["logs", "chatty", "--tail", "2"]));
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l == "tick" || l == "done-writing"), "{tail}");
+
+    // The TPC's stderr goes to stderr, as with docker logs; -t prefixes each line's time. Lines
+    // are kept in the order tpcm read them: the stderr line comes before the stdout lines that
+    // still sat in the pipe when it was written (up to 64 KiB of them).
+    let out = tpcm(&cd, &["logs", "chatty", "--tail", "10000", "-t"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("to-stderr"), "{stdout}");
+    let stamped = stderr
+        .lines()
+        .find(|l| l.ends_with(" to-stderr"))
+        .unwrap_or_else(|| panic!("no stamped to-stderr line in {stderr:?}"));
+    let (time, _) = stamped.split_once(' ').unwrap();
+    let written = humantime::parse_rfc3339(time).expect(time);
+    let age = std::time::SystemTime::now().duration_since(written).unwrap();
+    assert!(age < DEADLINE * 2, "stamped {time}, {age:?} ago");
+    // --since and --until split the output at a time.
+    let cut = (written + std::time::Duration::from_millis(1))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        .to_string();
+    let before = tpcm(&cd, &["logs", "chatty", "--until", &cut, "--tail", "10000"]);
+    assert!(String::from_utf8_lossy(&before.stderr).contains("to-stderr"));
+    let before = String::from_utf8_lossy(&before.stdout).into_owned();
+    assert!(before.contains("0123456789abcdef"));
+    wait_until(DEADLINE, "a tick after the cut", || {
+        let after = tpcm(&cd, &["logs", "chatty", "--since", &cut]);
+        after.stderr.is_empty() && String::from_utf8_lossy(&after.stdout).contains("tick")
+    });
+    let err = assert_fails(&tpcm(&cd, &["logs", "chatty", "--since", "yesterday"]));
+    assert!(err.contains("--since") && err.contains("yesterday"), "{err}");
 
     // -f prints what arrives after it started.
     let mut follow = common::tpcm_cmd(&cd)

@@ -102,6 +102,16 @@ pub(super) struct Logs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
+    /// Start each line with the time tpcm received it (RFC 3339, UTC).
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Only lines received at or after TIME: 2026-12-06T02:16:07Z, seconds since the epoch,
+    /// or a duration ago (10m, 1h30m).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only lines received before TIME (the same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
 }
 
 /// Asks `[y/N]` on a terminal; without one (and without `-y`) refuses rather than hang.
@@ -399,12 +409,49 @@ pub(super) async fn restart(name: &str, settings: &Settings) -> Result<(), Strin
 }
 
 pub(super) fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
+    use crate::runtime::logs;
+    let now = std::time::SystemTime::now();
+    let time = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| logs::parse_time(v, now).map_err(|e| format!("{flag}: {e}")))
+            .transpose()
+    };
+    let options = logs::ReadOptions {
+        tail: cmd.tail,
+        timestamps: cmd.timestamps,
+        since: time("--since", &cmd.since)?,
+        until: time("--until", &cmd.until)?,
+    };
     let target = tpc::log_target(settings, &cmd.name).map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
+    // As `docker logs`: the TPC's stderr to stderr, everything else to stdout.
+    let mut out = StreamsApart {
+        stdout: std::io::stdout().lock(),
+        stderr: std::io::stderr().lock(),
+    };
     let shown = |e: std::io::Error| format!("cannot read the logs of {}: {e}", cmd.name);
-    let from = crate::runtime::logs::read_tail(&target, cmd.tail, &mut out).map_err(shown)?;
+    let from = logs::read_tail(&target, &options, &mut out).map_err(shown)?;
     if cmd.follow {
-        crate::runtime::logs::follow(&target, from, &mut out, &|| false).map_err(shown)?;
+        logs::follow(&target, from, &options, &mut out, &|| false).map_err(shown)?;
     }
     Ok(())
+}
+
+/// A TPC's stderr lines to stderr, the rest to stdout.
+struct StreamsApart<'a> {
+    stdout: std::io::StdoutLock<'a>,
+    stderr: std::io::StderrLock<'a>,
+}
+
+impl crate::runtime::logs::LogOutput for StreamsApart<'_> {
+    fn write(&mut self, stream: Option<crate::runtime::logs::Stream>, bytes: &[u8]) -> std::io::Result<()> {
+        match stream {
+            Some(crate::runtime::logs::Stream::Stderr) => self.stderr.write_all(bytes),
+            _ => self.stdout.write_all(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdout.flush()?;
+        self.stderr.flush()
+    }
 }

@@ -17,7 +17,6 @@ use crate::tpc_spec::{
 };
 use proto::list_container_response::Status as Listed;
 use proto::start_container_request::restart::Policy;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -668,10 +667,19 @@ pub(super) async fn update<R: Runtime + 'static>(
     outcome.map(|_| ok(false))
 }
 
-/// Writes whole lines of log output as LogResponse messages (one per line, newline kept).
+/// Writes whole lines of log output as LogResponse messages (one per line, newline kept);
+/// each stream's unfinished line is held apart, so interleaved streams do not mix.
 struct LineSink {
     tx: mpsc::Sender<Result<proto::LogResponse, Status>>,
-    partial: Vec<u8>,
+    partial: [Vec<u8>; 3],
+}
+
+fn stream_slot(stream: Option<crate::runtime::logs::Stream>) -> usize {
+    match stream {
+        Some(crate::runtime::logs::Stream::Stdout) => 0,
+        Some(crate::runtime::logs::Stream::Stderr) => 1,
+        None => 2,
+    }
 }
 
 impl LineSink {
@@ -685,14 +693,15 @@ impl LineSink {
     }
 }
 
-impl Write for LineSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.partial.extend_from_slice(buf);
-        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
+impl crate::runtime::logs::LogOutput for LineSink {
+    fn write(&mut self, stream: Option<crate::runtime::logs::Stream>, buf: &[u8]) -> std::io::Result<()> {
+        let partial = &mut self.partial[stream_slot(stream)];
+        partial.extend_from_slice(buf);
+        if partial.ends_with(b"\n") {
+            let line = std::mem::take(partial);
             self.send(&line)?;
         }
-        Ok(buf.len())
+        Ok(())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -725,24 +734,28 @@ pub(super) async fn log<R: Runtime + 'static>(
     tokio::task::spawn_blocking(move || {
         let mut sink = LineSink {
             tx: tx.clone(),
-            partial: Vec::new(),
+            partial: Default::default(),
         };
-        let mut result = crate::runtime::logs::read_tail(&target, None, &mut sink);
-        if let Ok(from) = result
-            && r.follow
+        let options = crate::runtime::logs::ReadOptions::default();
+        let mut result = crate::runtime::logs::read_tail(&target, &options, &mut sink);
+        if r.follow
+            && let Ok(from) = result
         {
             let closed = tx.clone();
             // Ends when the client goes, the server stops, or the instance is removed.
             let stop = || closed.is_closed() || shutdown.is_cancelled() || !record.exists();
-            result = crate::runtime::logs::follow(&target, from, &mut sink, &stop);
+            result = crate::runtime::logs::follow(&target, from, &options, &mut sink, &stop);
         }
         drop(permit);
         match result {
-            Ok(_) if !sink.partial.is_empty() => {
-                let rest = std::mem::take(&mut sink.partial);
-                let _ = sink.send(&rest);
+            Ok(_) => {
+                // Unfinished lines are sent as they are.
+                for rest in std::mem::take(&mut sink.partial) {
+                    if !rest.is_empty() {
+                        let _ = sink.send(&rest);
+                    }
+                }
             }
-            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
                 let _ = tx.blocking_send(Err(Status::internal(format!("cannot read the log: {e}"))));
