@@ -638,6 +638,25 @@ pub fn memory_limit(setting: &'static str, bytes: u64, as_given: &str) -> Result
     }
 }
 
+/// A signal as docker takes it (`SIGTERM`, `TERM`, `term`, `15`), as its `SIG` name; `None`
+/// when it is none (the name `--stop-signal` and an image's STOPSIGNAL share).
+pub fn signal_name(v: &str) -> Option<String> {
+    use std::str::FromStr;
+    let signal = match v.trim().parse::<i32>() {
+        Ok(n) => nix::sys::signal::Signal::try_from(n).ok()?,
+        Err(_) => {
+            let upper = v.trim().to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            nix::sys::signal::Signal::from_str(&name).ok()?
+        }
+    };
+    Some(signal.as_str().to_string())
+}
+
 /// A capability name normalized to `CAP_X` (or `ALL`), from any case, with or without `CAP_`.
 pub fn capability_name(setting: &'static str, name: &str) -> Result<String, SettingError> {
     let upper = name.trim().to_ascii_uppercase();
@@ -802,6 +821,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_are_named_as_docker_takes_them() {
+        for (given, name) in [
+            ("SIGTERM", "SIGTERM"),
+            ("TERM", "SIGTERM"),
+            ("term", "SIGTERM"),
+            ("9", "SIGKILL"),
+            (" SIGUSR1 ", "SIGUSR1"),
+        ] {
+            assert_eq!(signal_name(given).as_deref(), Some(name), "{given}");
+        }
+        for bad in ["", "SIGNOPE", "99", "-1"] {
+            assert_eq!(signal_name(bad), None, "{bad}");
+        }
+    }
 
     fn settings() -> ContainerSettings {
         ContainerSettings::default()

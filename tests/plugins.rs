@@ -15,7 +15,7 @@ mod gnoi;
 mod plugin_kit;
 
 use common::{Containerd, assert_ok, tpcm};
-use gnoi::{ContainerzClient, Server, deploy, deploy_plugin, eventually, proto};
+use gnoi::{ContainerzClient, Server, deploy, deploy_plugin, proto};
 use plugin_kit::{Layout, on_tmpfs, sha256, tarball};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -107,6 +107,29 @@ fn custom_volume(name: &str, options: &[(&str, &str)]) -> proto::CreateVolumeReq
             },
         )),
     }
+}
+
+/// The writer: puts a file into the custom volume at /data and stays.
+fn writer_request() -> proto::StartContainerRequest {
+    proto::StartContainerRequest {
+        image_name: "app".into(),
+        tag: "1".into(),
+        cmd: "sh -c 'echo from-writer > /data/out; trap \"exit 0\" TERM; sleep 1000 & wait'".into(),
+        instance_name: "writer".into(),
+        volumes: vec![proto::Volume {
+            name: "vol1".into(),
+            mount_point: "/data".into(),
+            read_only: false,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The users the test plugin counts for a volume (Mounts less Unmounts).
+fn users(volume_dir: &Path) -> i32 {
+    std::fs::read_to_string(volume_dir.join("mounts"))
+        .map(|s| s.trim().parse().unwrap())
+        .unwrap_or(0)
 }
 
 fn running(cd: &Containerd, name: &str) -> bool {
@@ -254,20 +277,7 @@ fn a_volume_plugin_serves_a_container_across_a_reboot_and_goes_cleanly() {
         deploy(&mut c, &app_archive(cd.dir()), "app", "1", None)
             .await
             .unwrap();
-        c.start_container(proto::StartContainerRequest {
-            image_name: "app".into(),
-            tag: "1".into(),
-            cmd: "sh -c 'echo from-writer > /data/out; trap \"exit 0\" TERM; sleep 1000 & wait'".into(),
-            instance_name: "writer".into(),
-            volumes: vec![proto::Volume {
-                name: "vol1".into(),
-                mount_point: "/data".into(),
-                read_only: false,
-            }],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        c.start_container(writer_request()).await.unwrap();
     });
     let out = volume_dir.join("data/out");
     common::wait_until(WAIT, "the writer's file in the plugin's mount", || {
@@ -311,6 +321,17 @@ fn a_volume_plugin_serves_a_container_across_a_reboot_and_goes_cleanly() {
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
         assert!(e.message().contains("vol1"), "{}", e.message());
     });
+    // The CLI keeps the same rules, and does not upgrade a plugin as a TPC.
+    let err = common::assert_fails(&tpcm(&cd, &["stop", "tvol"]));
+    assert!(err.contains("writer"), "{err}");
+    let err = common::assert_fails(&tpcm(&cd, &["uninstall", "tvol", "-y"]));
+    assert!(err.contains("vol1"), "{err}");
+    let err = common::assert_fails(&tpcm(
+        &cd,
+        &["upgrade", "tvol", app_archive(cd.dir()).to_str().unwrap(), "-y"],
+    ));
+    assert!(err.contains("gNOI plugin"), "{err}");
+    assert!(running(&cd, "tvol"));
 
     // After a reboot (the server dies with everything else), `tpcm boot` brings the plugin
     // back first, then the writer with its volume mounted again by the driver.
@@ -327,23 +348,72 @@ fn a_volume_plugin_serves_a_container_across_a_reboot_and_goes_cleanly() {
 
     rt().block_on(async {
         let mut c = server.client("ops-robot").await.unwrap();
-        // Unmount after the task stops.
-        c.stop_container(proto::StopContainerRequest {
-            instance_name: "writer".into(),
+        assert_eq!(users(&volume_dir), 1, "one Mount after the boot");
+        // A second user, and an update of the first: every Mount has its Unmount, so the
+        // driver's count follows the containers that use the volume.
+        c.start_container(proto::StartContainerRequest {
+            image_name: "app".into(),
+            tag: "1".into(),
+            cmd: "sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'".into(),
+            instance_name: "reader".into(),
+            volumes: vec![proto::Volume {
+                name: "vol1".into(),
+                mount_point: "/data".into(),
+                read_only: true,
+            }],
             ..Default::default()
         })
         .await
         .unwrap();
-        eventually(WAIT, "the driver to unmount the volume", || async {
-            !on_tmpfs(&volume_dir.join("data"))
-        })
-        .await;
-        c.remove_container(proto::RemoveContainerRequest {
-            name: "writer".into(),
-            force: false,
+        assert_eq!(users(&volume_dir), 2);
+        let mut params = writer_request();
+        params.environment.insert("MODE".into(), "updated".into());
+        c.update_container(proto::UpdateContainerRequest {
+            instance_name: "writer".into(),
+            image_name: "app".into(),
+            image_tag: "1".into(),
+            params: Some(params),
+            r#async: false,
         })
         .await
         .unwrap();
+        assert_eq!(users(&volume_dir), 2, "the update unmounted and mounted once");
+        // Unmount after a task stops; the tmpfs goes with its last user.
+        let stop = |name: &str| proto::StopContainerRequest {
+            instance_name: name.into(),
+            ..Default::default()
+        };
+        c.stop_container(stop("writer")).await.unwrap();
+        assert_eq!(users(&volume_dir), 1);
+        assert!(on_tmpfs(&volume_dir.join("data")), "unmounted under the reader");
+        c.stop_container(stop("reader")).await.unwrap();
+        assert_eq!(users(&volume_dir), 0);
+        assert!(!on_tmpfs(&volume_dir.join("data")));
+        for name in ["writer", "reader"] {
+            c.remove_container(proto::RemoveContainerRequest {
+                name: name.into(),
+                force: false,
+            })
+            .await
+            .unwrap();
+        }
+        // A stopped plugin cannot remove its volume: said at once, and the volume stays.
+        c.stop_plugin(proto::StopPluginRequest {
+            instance_name: "tvol".into(),
+        })
+        .await
+        .unwrap();
+        let e = c
+            .remove_volume(proto::RemoveVolumeRequest {
+                name: "vol1".into(),
+                force: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("stopped"), "{}", e.message());
+        assert_eq!(volume_names(&mut c).await.len(), 1);
+        assert_ok(&tpcm(&cd, &["start", "tvol"]));
         // RemoveVolume goes through the driver's Remove.
         c.remove_volume(proto::RemoveVolumeRequest {
             name: "vol1".into(),
@@ -535,7 +605,6 @@ fn bad_plugin_input_is_refused_and_leaves_nothing() {
                 .unwrap_err();
             assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
         }
-        assert!(!cd.store_dir().join("plugins/escaped").exists());
 
         // Configs that cannot run.
         deploy_plugin(&mut c, &tvol_tarball(cd.dir()), "tvol").await.unwrap();
@@ -569,7 +638,7 @@ fn bad_plugin_input_is_refused_and_leaves_nothing() {
             .start_plugin(proto::StartPluginRequest {
                 name: "silent".into(),
                 instance_name: "silent".into(),
-                config: r#"{"entrypoint":["/tvol"],"interface":{"socket":"tvol.sock","types":["docker.volumedriver/1.0"]},"linux":{"capabilities":["CAP_SYS_ADMIN"]}}"#.into(),
+                config: r#"{"entrypoint":["/tvol"],"interface":{"socket":"tvol.sock","types":["docker.volumedriver/1.0"]},"linux":{"capabilities":["CAP_SYS_ADMIN"]},"propagatedmount":"/mnt/volumes"}"#.into(),
             })
             .await
             .unwrap_err();
@@ -580,8 +649,22 @@ fn bad_plugin_input_is_refused_and_leaves_nothing() {
     common::wait_until(WAIT, "no lease left", || cd.leases().is_empty());
     assert_eq!((cd.images(), cd.snapshots(), cd.containers()), before);
     assert!(!cd.store_dir().join("plugins/instances/silent").exists());
+    // Neither a socket directory nor a mount of a plugin that failed to start.
+    let sockets: Vec<_> = std::fs::read_dir(cd.plugin_sockets())
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(sockets.is_empty(), "{sockets:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(cd.store_dir().join("plugins").to_str().unwrap()),
+        "a plugin mount stayed"
+    );
     let work: Vec<_> = std::fs::read_dir(cd.store_dir().join("plugins/instances"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(work.is_empty(), "{work:?}");
+    let builds: Vec<_> = std::fs::read_dir(cd.store_dir().join("plugins/work"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(builds.is_empty(), "{builds:?}");
 }

@@ -111,12 +111,14 @@ impl Runtime for Containerd {
             let mut spec = spec::build(&config, &image_config, self.namespace(), &host)
                 .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
             // containerd's own label for the signal a stop sends (the image's STOPSIGNAL unless
-            // the settings name one), read back by stop_task.
+            // the settings name one), read back by stop_task. An image may spell it any way
+            // docker takes (`9`, `TERM`); one that is no signal leaves SIGTERM.
             let stop_signal = config.settings.stop_signal.clone().or_else(|| {
                 image_config
                     .config()
                     .as_ref()
-                    .and_then(|c| c.stop_signal().clone())
+                    .and_then(|c| c.stop_signal().as_deref())
+                    .and_then(crate::tpc_spec::signal_name)
             });
             if let Some(signal) = stop_signal {
                 labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);

@@ -313,6 +313,8 @@ pub(super) async fn start<R: Runtime + 'static>(
         on_manager(shared, {
             let name = name.clone();
             move |s| async move {
+                validate_name(&name)?;
+                not_a_plugin(&Store::new(&s.settings.root), &name)?;
                 // The proto: an instance that exists and runs is an error, not a start.
                 if tpc::is_running(&s.runtime, &s.settings, &name).await? {
                     return Err(manager::Error::AlreadyExists(format!(
@@ -365,6 +367,7 @@ pub(super) async fn stop<R: Runtime + 'static>(
     r: proto::StopContainerRequest,
 ) -> Result<proto::StopContainerResponse, Status> {
     on_manager(shared, move |s| async move {
+        validate_name(&r.instance_name)?;
         not_a_plugin(&Store::new(&s.settings.root), &r.instance_name)?;
         // The proto: stopping an instance that does not run is an error.
         if !tpc::is_running(&s.runtime, &s.settings, &r.instance_name).await? {

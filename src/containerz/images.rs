@@ -291,9 +291,12 @@ pub(super) async fn deploy<R: Runtime + 'static>(
         .reserve(&shared.content_root, transfer.image_size)?;
     let shared = shared.clone();
     tokio::spawn(async move {
-        let _slot = slot;
-        if let Err(status) = receive(&shared, transfer, tag, reference, inbound, room, &tx).await {
-            let _ = tx.send(Err(status)).await;
+        let outcome = receive(&shared, transfer, tag, reference, inbound, room, &tx).await;
+        // The slot is free once the import ended; the error waits for a client that reads
+        // no longer than the idle timeout (it may be why the Deploy failed).
+        drop(slot);
+        if let Err(status) = outcome {
+            let _ = tokio::time::timeout(idle, tx.send(Err(status))).await;
         }
     });
     Ok(Box::pin(ReceiverStream::new(rx)))

@@ -45,7 +45,7 @@ pub(super) async fn deploy<R: Runtime + 'static>(
     .await
     .map_err(|_| Status::cancelled("Deploy: the client went away"))?;
     tokio::spawn(async move {
-        let _slot = slot;
+        let slot = slot;
         let outcome: Result<plugins::PluginTar, Status> = async {
             let mut received: u64 = 0;
             loop {
@@ -96,7 +96,10 @@ pub(super) async fn deploy<R: Runtime + 'static>(
             }
             Err(e) => Err(e),
         };
-        let _ = tx.send(answer).await;
+        // The slot is free once the tarball is stored or dropped; the answer waits for a
+        // client that reads no longer than the idle timeout.
+        drop(slot);
+        let _ = tokio::time::timeout(idle, tx.send(answer)).await;
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }

@@ -1,8 +1,8 @@
-//! CreateVolume, RemoveVolume, ListVolume over [`crate::manager::volumes`] (the local driver:
-//! bind mounts of directories under the TPCM store, or of an existing directory).
+//! CreateVolume, RemoveVolume, ListVolume over [`crate::manager::volumes`]: the local driver
+//! (bind mounts of directories under the TPCM store, or of an existing directory) and custom
+//! drivers (a started plugin's volume driver, DS_CUSTOM).
 
 use super::{Shared, on_manager, proto};
-use crate::manager;
 use crate::manager::store::Store;
 use crate::manager::volumes::{self, VolumeRequest};
 use crate::runtime::Runtime;
@@ -90,10 +90,11 @@ pub(super) async fn remove<R: Runtime + 'static>(
 ) -> Result<proto::RemoveVolumeResponse, Status> {
     on_manager(shared, move |s| async move {
         // The proto: removing a volume that does not exist is a no-op.
-        match volumes::remove(&s.settings, &r.name, r.force).await {
-            Err(manager::Error::NotFound(_)) => Ok(()),
-            other => other,
+        volumes::validate_name(&r.name)?;
+        if volumes::get(&Store::new(&s.settings.root), &r.name)?.is_none() {
+            return Ok(());
         }
+        volumes::remove(&s.settings, &r.name, r.force).await
     })
     .await?;
     Ok(proto::RemoveVolumeResponse {})

@@ -294,9 +294,13 @@ pub(super) async fn start_task<R: Runtime>(
 ) -> Result<(), Error> {
     super::plugins::prepare_host(settings, store, record)?;
     super::volumes::mount_driver_volumes(settings, store, record).await?;
-    runtime
+    if let Err(e) = runtime
         .start_container(&record.name, &store.log_target(&record.name))
-        .await?;
+        .await
+    {
+        super::volumes::unmount_driver_volumes(settings, store, &record.name).await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -310,7 +314,7 @@ pub(super) async fn stop_task<R: Runtime>(
     grace: Duration,
 ) -> Result<(), Error> {
     runtime.stop_container(&record.name, grace).await?;
-    super::volumes::unmount_driver_volumes(settings, store, record).await;
+    super::volumes::unmount_driver_volumes(settings, store, &record.name).await;
     Ok(())
 }
 

@@ -27,7 +27,11 @@ pub(super) async fn undo_install<R: Runtime>(
     // The install may have got as far as handing the TPC to systemd.
     systemd::stop_unit(name).map_err(Error::Internal)?;
     runtime.stop_container(name, STOP_GRACE).await?;
+    super::volumes::unmount_driver_volumes(settings, store, name).await;
     runtime.delete_container(name).await?;
+    if let Some(plugin) = store.get(name)?.and_then(|r| r.plugin) {
+        super::plugins::clean_host(settings, store, name, &plugin);
+    }
     remove_unit(settings, store, name);
     for f in store.log_target(name).files_oldest_first() {
         let _ = std::fs::remove_file(f);
@@ -66,6 +70,9 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     say(&format!("Removing the TPC-{name} container"));
     runtime.delete_container(name).await?;
     crash_point("uninstall:deleted");
+    if let Some(plugin) = &j.record.plugin {
+        super::plugins::clean_host(settings, store, name, plugin);
+    }
     remove_unit(settings, store, name);
     if j.record.owns_image && !image_in_use(store, j.record.image(), name) {
         say(&format!("Removing the TPC-{name} image"));
@@ -132,6 +139,7 @@ pub(super) async fn roll_back_upgrade<R: Runtime>(
             && layer != held.layer
         {
             runtime.stop_container(name, STOP_GRACE).await?;
+            super::volumes::unmount_driver_volumes(settings, store, name).await;
             runtime.delete_container(name).await?;
         }
         runtime.restore_container(held).await?;

@@ -74,6 +74,11 @@ pub async fn upgrade<R: Runtime>(
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, say).await?;
     let old = require(&store, name)?;
+    if old.plugin.is_some() {
+        return Err(Error::Invalid(format!(
+            "{name} is a gNOI plugin: a plugin is upgraded by deploying the new tarball, removing the plugin (RemovePlugin) and starting it again (StartPlugin)"
+        )));
+    }
     let wanted = match &request.settings {
         Some(s) => s.clone(),
         None => RequestedSettings {
@@ -198,6 +203,7 @@ pub async fn upgrade<R: Runtime>(
     if let Err(e) = stopped {
         return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
+    super::volumes::unmount_driver_volumes(settings, &store, name).await;
     crash_point("upgrade:old-stopped");
     j.step = UpgradeStep::Detaching;
     journal::write(&store, name, Entry::Upgrade(&j))?;

@@ -211,10 +211,23 @@ pub async fn remove(settings: &Settings, name: &str, force: bool) -> Result<(), 
         )));
     }
     if let Some(plugin) = &volume.plugin {
-        driver(settings, plugin)?
-            .call("/VolumeDriver.Remove", &serde_json::json!({"Name": name}))
-            .await
-            .map_err(Error::InUse)?;
+        match driver(settings, plugin) {
+            Ok(client) => {
+                client
+                    .call("/VolumeDriver.Remove", &serde_json::json!({"Name": name}))
+                    .await
+                    .map_err(Error::InUse)?;
+            }
+            Err(Error::NotFound(_)) if force => {
+                tracing::warn!(volume = %name, plugin = %plugin, "the volume's plugin is gone: only its record is removed");
+            }
+            Err(Error::NotFound(_)) => {
+                return Err(Error::InUse(format!(
+                    "volume {name}'s plugin {plugin} is gone, so its driver cannot remove it; force removes the record alone"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
     }
     let path = record_path(store, name);
     std::fs::remove_file(&path)
@@ -256,6 +269,11 @@ fn driver(settings: &Settings, instance: &str) -> Result<PluginClient, Error> {
             "no plugin named {instance}: start it with StartPlugin first"
         ))
     })?;
+    if !record.running {
+        return Err(Error::InUse(format!(
+            "plugin {instance} is stopped; start it (tpcm start {instance}) to use its volumes"
+        )));
+    }
     let plugin = record.plugin.expect("plugins::get returns plugins");
     if !plugin.config.interface.types.iter().any(|t| t == VOLUME_DRIVER) {
         return Err(Error::Invalid(format!(
@@ -390,58 +408,176 @@ pub fn of_plugin(store: &Store, instance: &str) -> Result<Vec<Volume>, Error> {
 }
 
 /// The custom volumes TPC `record` binds.
-fn driver_volumes(store: &Store, record: &TpcRecord) -> Vec<Volume> {
-    let Ok(all) = list(store) else { return Vec::new() };
-    all.into_iter()
+fn driver_volumes(store: &Store, record: &TpcRecord) -> Result<Vec<Volume>, Error> {
+    Ok(list(store)?
+        .into_iter()
         .filter(|v| v.plugin.is_some())
         .filter(|v| record.spec.settings.volumes.iter().any(|m| m.host == v.host_path))
-        .collect()
+        .collect())
+}
+
+/// How long an Unmount waits for its plugin: it may be stopping too (a shutdown stops every
+/// unit at once), and the task it was for has stopped already.
+const UNMOUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The custom volumes TPC `name` had its drivers Mount, and not Unmount yet: docker's protocol
+/// wants one Unmount per Mount, whichever path starts and stops the task (the unit, a command,
+/// an upgrade, the supervisor). Kept in `<store>/containers/<name>/driver-mounts.json`, each
+/// with the plugin's incarnation it was made with: a plugin that restarted (or a reboot) lost
+/// its mounts and its count of them, so an older entry counts as not mounted.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct DriverMounts {
+    /// Volume name → the incarnation of its plugin when it was mounted.
+    volumes: BTreeMap<String, String>,
+}
+
+fn driver_mounts_path(store: &Store, name: &str) -> PathBuf {
+    store
+        .root()
+        .join("containers")
+        .join(name)
+        .join("driver-mounts.json")
+}
+
+/// Which run of plugin `instance` answers on its socket now: this boot, and the socket's inode
+/// and time (a plugin makes its socket anew each time it starts). Empty when it has none.
+fn incarnation(settings: &Settings, instance: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let socket = super::plugins::get(settings, instance)
+        .ok()
+        .flatten()
+        .and_then(|r| r.plugin)
+        .and_then(|p| std::fs::metadata(super::plugins::socket_path(settings, &p)).ok());
+    match socket {
+        Some(m) => format!("{} {} {}.{}", boot.trim(), m.ino(), m.ctime(), m.ctime_nsec()),
+        None => String::new(),
+    }
+}
+
+fn driver_mounts(store: &Store, name: &str) -> DriverMounts {
+    std::fs::read(driver_mounts_path(store, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn put_driver_mounts(store: &Store, name: &str, mounts: &DriverMounts) -> Result<(), Error> {
+    let path = driver_mounts_path(store, name);
+    if mounts.volumes.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Internal(format!("cannot remove {}: {e}", path.display())))
+            }
+            _ => Ok(()),
+        };
+    }
+    if let Some(dir) = path.parent() {
+        super::store::create_private_dir(dir)?;
+    }
+    Ok(write_atomic(
+        &path,
+        &serde_json::to_vec(mounts).expect("serializes"),
+    )?)
+}
+
+/// Whether volume `v`'s mount for a TPC, recorded in `mounts`, still stands: made by the run
+/// of its plugin that answers now.
+fn still_mounted(settings: &Settings, mounts: &DriverMounts, v: &Volume) -> bool {
+    match (mounts.volumes.get(&v.name), &v.plugin) {
+        (Some(made), Some(plugin)) => !made.is_empty() && *made == incarnation(settings, plugin),
+        _ => false,
+    }
 }
 
 /// Before TPC `record`'s task starts: each custom volume it binds is mounted by its driver
 /// (docker's `Mount`, with the TPC's name as the caller's ID), at the path the container binds.
+/// A volume mounted for it already (a task restarted without a stop) is not mounted twice. If
+/// one fails, those this call mounted are unmounted again.
 pub async fn mount_driver_volumes(
     settings: &Settings,
     store: &Store,
     record: &TpcRecord,
 ) -> Result<(), Error> {
-    for v in driver_volumes(store, record) {
-        let instance = v.plugin.as_deref().expect("driver volumes have a plugin");
-        let answer = driver(settings, instance)?
-            .call(
-                "/VolumeDriver.Mount",
-                &serde_json::json!({"Name": v.name, "ID": record.name}),
-            )
-            .await
-            .map_err(Error::InUse)?;
-        let inside = PluginClient::mountpoint(&answer).unwrap_or_default();
-        if host_mountpoint(settings, instance, &inside)? != v.host_path {
-            return Err(Error::InUse(format!(
-                "volume {}: its driver now mounts it at {inside}, not where TPC {} binds it; recreate the TPC",
-                v.name, record.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// After TPC `record`'s task stopped: its custom volumes' drivers unmount them (a driver that
-/// fails is logged: the stop itself succeeded).
-pub async fn unmount_driver_volumes(settings: &Settings, store: &Store, record: &TpcRecord) {
-    for v in driver_volumes(store, record) {
-        let instance = v.plugin.as_deref().expect("driver volumes have a plugin");
-        let result = match driver(settings, instance) {
-            Ok(client) => client
+    let mut mounts = driver_mounts(store, &record.name);
+    let mut mounted_now = Vec::new();
+    let result = async {
+        for v in driver_volumes(store, record)? {
+            if still_mounted(settings, &mounts, &v) {
+                continue;
+            }
+            let instance = v.plugin.as_deref().expect("driver volumes have a plugin");
+            let answer = driver(settings, instance)?
                 .call(
-                    "/VolumeDriver.Unmount",
+                    "/VolumeDriver.Mount",
                     &serde_json::json!({"Name": v.name, "ID": record.name}),
                 )
                 .await
-                .map(|_| ()),
-            Err(e) => Err(e.to_string()),
+                .map_err(Error::InUse)?;
+            mounts
+                .volumes
+                .insert(v.name.clone(), incarnation(settings, instance));
+            put_driver_mounts(store, &record.name, &mounts)?;
+            mounted_now.push(v.name.clone());
+            let inside = PluginClient::mountpoint(&answer).unwrap_or_default();
+            if host_mountpoint(settings, instance, &inside)? != v.host_path {
+                return Err(Error::InUse(format!(
+                    "volume {}: its driver now mounts it at {inside}, not where TPC {} binds it; recreate the TPC",
+                    v.name, record.name
+                )));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        unmount(settings, store, &record.name, &mut mounts, &mounted_now).await;
+    }
+    result
+}
+
+/// After TPC `name`'s task stopped (or will not start): the drivers unmount what they mounted
+/// for it. A driver that fails is logged, and the mount counts as gone: the stop itself
+/// succeeded, and the next start mounts again.
+pub async fn unmount_driver_volumes(settings: &Settings, store: &Store, name: &str) {
+    let mut mounts = driver_mounts(store, name);
+    let all: Vec<String> = mounts.volumes.keys().cloned().collect();
+    unmount(settings, store, name, &mut mounts, &all).await;
+}
+
+async fn unmount(
+    settings: &Settings,
+    store: &Store,
+    name: &str,
+    mounts: &mut DriverMounts,
+    volumes: &[String],
+) {
+    for volume in volumes {
+        let result = match get(store, volume) {
+            // A plugin that restarted since (or a reboot) knows nothing of this mount.
+            Ok(Some(v)) if !still_mounted(settings, mounts, &v) => Ok(()),
+            Ok(Some(Volume {
+                plugin: Some(plugin), ..
+            })) => match driver(settings, &plugin) {
+                Ok(client) => client
+                    .with_patience(UNMOUNT_PATIENCE)
+                    .call(
+                        "/VolumeDriver.Unmount",
+                        &serde_json::json!({"Name": volume, "ID": name}),
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.to_string()),
+            },
+            // The volume is gone: so is its mount.
+            _ => Ok(()),
         };
         if let Err(e) = result {
-            tracing::warn!(volume = %v.name, tpc = %record.name, "unmounting a custom volume: {e}");
+            tracing::warn!(volume = %volume, tpc = %name, "unmounting a custom volume: {e}");
+        }
+        mounts.volumes.remove(volume);
+        if let Err(e) = put_driver_mounts(store, name, mounts) {
+            tracing::warn!(tpc = %name, "{e}");
         }
     }
 }

@@ -7,7 +7,9 @@
  * default). Mount puts a tmpfs on <root>/<name>/data, so what a container writes into the
  * volume lives in a mount the plugin made inside its own mount namespace: it reaches the host
  * (and the container) only through the rshared propagated mount. Create keeps the request's body
- * in <root>/<name>/create.json (so a test can check that the options reached the driver).
+ * in <root>/<name>/create.json (so a test can check that the options reached the driver). As a
+ * real driver it counts its users: Mount adds one, Unmount takes one, and the tmpfs goes with the
+ * last; the count is kept in <root>/<name>/mounts, so a test sees whether Mount and Unmount pair.
  *
  * Environment: PLUGIN_SOCKET (default DEFAULT_SOCKET, which the build may set), VOLUME_ROOT.
  * SIGTERM ends it (as PID 1 of its container it would otherwise ignore the signal).
@@ -85,6 +87,30 @@ static int is_mounted(const char *path) {
     return stat(path, &here) == 0 && stat(up, &parent) == 0 && here.st_dev != parent.st_dev;
 }
 
+/* The users of a volume, as <dir>/mounts holds them. */
+static int users(const char *dir) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/mounts", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (f) {
+        if (fscanf(f, "%d", &n) != 1)
+            n = 0;
+        fclose(f);
+    }
+    return n;
+}
+
+static void set_users(const char *dir, int n) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/mounts", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "%d\n", n);
+        fclose(f);
+    }
+}
+
 static void handle(int fd, const char *path, const char *body) {
     char name[256], dir[1024], data[1024], out[2048];
     json_string(body, "Name", name, sizeof name);
@@ -131,9 +157,11 @@ static void handle(int fd, const char *path, const char *body) {
         snprintf(out, sizeof out, "volume %s not found", name);
         error_reply(fd, out);
     } else if (!strcmp(path, "/VolumeDriver.Remove")) {
-        if (is_mounted(data))
-            return error_reply(fd, "volume is mounted");
+        if (is_mounted(data) || users(dir) > 0)
+            return error_reply(fd, "volume is in use");
         snprintf(out, sizeof out, "%s/create.json", dir);
+        unlink(out);
+        snprintf(out, sizeof out, "%s/mounts", dir);
         unlink(out);
         rmdir(data);
         if (rmdir(dir) < 0)
@@ -142,10 +170,15 @@ static void handle(int fd, const char *path, const char *body) {
     } else if (!strcmp(path, "/VolumeDriver.Mount")) {
         if (!is_mounted(data) && mount("tmpfs", data, "tmpfs", 0, "mode=0777") < 0)
             return error_reply(fd, strerror(errno));
+        set_users(dir, users(dir) + 1);
         snprintf(out, sizeof out, "{\"Mountpoint\":\"%s\",\"Err\":\"\"}", data);
         reply(fd, 200, out);
     } else if (!strcmp(path, "/VolumeDriver.Unmount")) {
-        if (is_mounted(data) && umount2(data, MNT_DETACH) < 0)
+        int n = users(dir);
+        if (n <= 0)
+            return error_reply(fd, "volume is not mounted");
+        set_users(dir, n - 1);
+        if (n == 1 && is_mounted(data) && umount2(data, MNT_DETACH) < 0)
             return error_reply(fd, strerror(errno));
         reply(fd, 200, "{\"Err\":\"\"}");
     } else if (!strcmp(path, "/VolumeDriver.Path")) {
@@ -168,6 +201,19 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, on_term);
     mkdir(root, 0755);
+    /* A driver starting afresh has no users (its mounts went with its last run). */
+    DIR *d = opendir(root);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char dir[1024];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        if (users(dir) > 0)
+            set_users(dir, 0);
+    }
+    if (d)
+        closedir(d);
     int s = socket(AF_UNIX, SOCK_STREAM, 0);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     strncpy(addr.sun_path, socket_path, sizeof addr.sun_path - 1);

@@ -439,26 +439,12 @@ pub(super) fn parse_dns(servers: &[String], search: &[String], options: &[String
 
 /// `--stop-signal`: a signal name (`SIGTERM`, `TERM`) or number; kept as its `SIG` name.
 pub(super) fn parse_signal(v: &str) -> Result<String, ArgsError> {
-    use std::str::FromStr;
-    let bad = || {
+    crate::tpc_spec::signal_name(v).ok_or_else(|| {
         invalid(
             "--stop-signal",
             format!("{v:?} is not a signal (e.g. SIGTERM or 15)"),
         )
-    };
-    let signal = match v.parse::<i32>() {
-        Ok(n) => nix::sys::signal::Signal::try_from(n).map_err(|_| bad())?,
-        Err(_) => {
-            let upper = v.to_ascii_uppercase();
-            let name = if upper.starts_with("SIG") {
-                upper
-            } else {
-                format!("SIG{upper}")
-            };
-            nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())?
-        }
-    };
-    Ok(signal.as_str().to_string())
+    })
 }
 
 /// A whole number flag.

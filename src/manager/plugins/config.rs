@@ -46,8 +46,10 @@ pub fn parse(json: &str) -> Result<PluginConfig, String> {
 
 /// `base` with the settable values `request` gives (docker's `plugin set`): an env's value, a
 /// mount's source, a device's path, the args' value. Naming something that is not in `base`,
-/// or a value `base` does not mark settable, is refused, naming it.
+/// or a value `base` does not mark settable, is refused, naming it; so is any other field the
+/// request sets to something else than `base` has (the entrypoint, the capabilities, …).
 pub fn merge(base: &PluginConfig, request: &PluginConfig) -> Result<PluginConfig, String> {
+    unsettable_field(base, request)?;
     let mut out = base.clone();
     let settable = |list: &[String], field: &str| list.iter().any(|s| s.eq_ignore_ascii_case(field));
     for e in &request.env {
@@ -99,6 +101,33 @@ pub fn merge(base: &PluginConfig, request: &PluginConfig) -> Result<PluginConfig
         out.args.value = request.args.value.clone();
     }
     Ok(out)
+}
+
+/// The first field outside docker's settable ones that `request` gives and `base` does not
+/// have so, as an error naming it.
+fn unsettable_field(base: &PluginConfig, request: &PluginConfig) -> Result<(), String> {
+    // The settable parts are merge's; what is left must be absent or as in `base`.
+    let rest = |c: &PluginConfig| {
+        let mut c = c.clone();
+        c.env.clear();
+        c.mounts.clear();
+        c.linux.devices.clear();
+        c.args.value.clear();
+        serde_json::to_value(c).expect("configs serialize")
+    };
+    let (base, request, unset) = (rest(base), rest(request), rest(&PluginConfig::default()));
+    let (Some(base), Some(request), Some(unset)) = (base.as_object(), request.as_object(), unset.as_object())
+    else {
+        return Ok(());
+    };
+    for (key, value) in request {
+        if Some(value) != unset.get(key) && Some(value) != base.get(key) {
+            return Err(format!(
+                "{key} cannot be set: the tarball carries its own config, of which a request sets only env values, mount sources, device paths and the args' value"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The container settings a plugin with this config runs with. A bind mount without a source
@@ -203,7 +232,8 @@ pub fn settings(config: &PluginConfig) -> Result<ContainerSettings, String> {
             config.propagatedmount
         ));
     }
-    if config.interface.socket.is_empty() || config.interface.socket.contains('/') {
+    let socket = config.interface.socket.as_str();
+    if socket.is_empty() || socket == "." || socket == ".." || socket.contains(['/', '\0']) {
         return Err(format!(
             "interface.socket {:?} is not a file name",
             config.interface.socket
@@ -274,6 +304,20 @@ mod tests {
         let mut fixed = base.clone();
         fixed.env[0].settable.clear();
         assert!(merge(&fixed, &request).unwrap_err().contains("not settable"));
+        // Anything else: only as the tarball has it (a whole copy of its config is fine).
+        assert!(merge(&base, &base).is_ok());
+        let entry = parse(r#"{"entrypoint":["/bin/sh"]}"#).unwrap();
+        assert!(
+            merge(&base, &entry)
+                .unwrap_err()
+                .starts_with("entrypoint cannot be set")
+        );
+        let caps = parse(r#"{"linux":{"capabilities":["CAP_SYS_MODULE"]}}"#).unwrap();
+        assert!(
+            merge(&base, &caps)
+                .unwrap_err()
+                .starts_with("linux cannot be set")
+        );
     }
 
     #[test]
@@ -283,6 +327,7 @@ mod tests {
             r#"{"entrypoint":["/p"],"linux":{"allowAllDevices":true},"interface":{"socket":"p.sock"}}"#,
             r#"{"interface":{"socket":"p.sock"}}"#,
             r#"{"entrypoint":["/p"],"interface":{"socket":"../p.sock"}}"#,
+            r#"{"entrypoint":["/p"],"interface":{"socket":".."}}"#,
             r#"{"entrypoint":["/p"],"interface":{"socket":"p.sock"},"mounts":[{"name":"m","type":"nfs","destination":"/x"}]}"#,
         ] {
             let c = parse(bad).unwrap();

@@ -48,6 +48,8 @@ pub struct PluginClient {
     socket: PathBuf,
     /// The plugin's name, for messages.
     name: String,
+    /// How long a call waits for the plugin's socket to answer.
+    patience: Duration,
 }
 
 impl PluginClient {
@@ -56,13 +58,21 @@ impl PluginClient {
         PluginClient {
             socket: socket.to_path_buf(),
             name: name.to_string(),
+            patience: CONNECT_PATIENCE,
         }
+    }
+
+    /// The same client waiting at most `patience` for the socket (a call that may find the
+    /// plugin stopped for good, such as an Unmount at shutdown, should not wait 30 s).
+    pub fn with_patience(mut self, patience: Duration) -> PluginClient {
+        self.patience = patience;
+        self
     }
 
     /// Calls `endpoint` (`/VolumeDriver.Mount`) with `body`; the answer, or the plugin's error.
     pub async fn call(&self, endpoint: &str, body: &Value) -> Result<Value, String> {
         let fail = |why: String| format!("plugin {} {endpoint}: {why}", self.name);
-        let deadline = Instant::now() + CONNECT_PATIENCE;
+        let deadline = Instant::now() + self.patience;
         let stream = loop {
             match connect(&self.socket).await {
                 Ok(s) => break s,

@@ -23,6 +23,7 @@ use super::tpc::{self, InstallRequest, RequestedSettings};
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
 use crate::runtime::Runtime;
+use crate::tpc_spec::plugin::PluginConfig;
 pub use crate::tpc_spec::plugin::PluginSpec as Plugin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -208,7 +209,8 @@ fn image_name(instance: &str) -> String {
 /// StartPlugin: installs and starts plugin `instance` from tarball `tar` with `config` (JSON).
 /// An unknown tarball is NOT_FOUND, an instance (or TPC) of that name ALREADY_EXISTS, a config
 /// that cannot run INVALID_ARGUMENT; a plugin whose socket does not appear within 10 s is taken
-/// back (FAILED_PRECONDITION). Returns the record.
+/// back (FAILED_PRECONDITION). Whatever fails, nothing of the plugin is left. Returns the
+/// record.
 pub async fn start<R: Runtime>(
     runtime: &R,
     settings: &Settings,
@@ -219,71 +221,109 @@ pub async fn start<R: Runtime>(
 ) -> Result<TpcRecord, Error> {
     validate_name("plugin instance", instance)?;
     let store = Store::new(&settings.root);
-    let Some(stored) = get_tar(&store, tar)? else {
+    if get_tar(&store, tar)?.is_none() {
         return Err(Error::NotFound(format!(
             "no plugin tarball named {tar}; deploy it with is_plugin first"
         )));
-    };
+    }
     if store.get(instance)?.is_some() {
         return Err(Error::AlreadyExists(format!(
             "plugin (or container) instance {instance} already exists"
         )));
     }
-    let request = config::parse(config_json).map_err(Error::Invalid)?;
-    let work = instance_dir(&store, instance).with_extension("work");
-    super::store::create_private_dir(&work)?;
-    let built = {
-        let (path, name, work) = (tar_path(&store, tar), image_name(instance), work.clone());
-        tokio::task::spawn_blocking(move || rootfs::build(&path, &name, &work))
-            .await
-            .map_err(|e| Error::Internal(format!("plugin image thread: {e}")))?
+    // A tarball with its own config may be started without one.
+    let request = if config_json.trim().is_empty() {
+        PluginConfig::default()
+    } else {
+        config::parse(config_json).map_err(Error::Invalid)?
     };
-    let result = async {
-        let image = built?;
-        let effective = match &image.base_config {
-            Some(base) => config::merge(&config::parse(base).map_err(Error::Invalid)?, &request)
-                .map_err(Error::Invalid)?,
-            None => request,
-        };
-        let container = config::settings(&effective).map_err(Error::Invalid)?;
-        let plugin = Plugin {
-            tar: tar.to_string(),
-            tar_digest: stored.digest.clone(),
-            id: plugin_id(instance),
-            config: effective,
-        };
-        let source = ImageSource::File(image.archive.path().to_path_buf());
-        let install = InstallRequest {
-            source: &source,
-            settings: RequestedSettings {
-                container,
-                args: String::new(),
-            },
-            plugin: Some(plugin.clone()),
-        };
-        let record = tpc::install(runtime, settings, instance, &install, progress, &|m| {
-            tracing::debug!("{m}")
-        })
-        .await?;
-        // As dockerd: the plugin is up once its socket is there.
-        let socket = socket_path(settings, &plugin);
-        let deadline = Instant::now() + SOCKET_PATIENCE;
-        while !socket.exists() {
-            if Instant::now() >= deadline {
-                let _ = tpc::uninstall_with(runtime, settings, instance, true, true, &|_| {}).await;
-                return Err(Error::InUse(format!(
-                    "plugin {instance} did not create its socket {} within {} s; it was removed",
-                    plugin.config.interface.socket,
-                    SOCKET_PATIENCE.as_secs()
-                )));
+    // A work directory of this start alone; the tarball linked (or copied) into it first, so a
+    // Deploy that replaces it or a RemovePluginTar meanwhile cannot change what is built, and
+    // the digest recorded is of the bytes built.
+    let work_root = store.root().join("plugins").join("work");
+    super::store::create_private_dir(&work_root)?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!("{instance}-"))
+        .tempdir_in(&work_root)
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot create a directory in {}: {e}",
+                work_root.display()
+            ))
+        })?;
+    let built = {
+        let (source, name, work) = (
+            tar_path(&store, tar),
+            image_name(instance),
+            work.path().to_path_buf(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<(rootfs::PluginImage, String), Error> {
+            let copy = work.join("plugin.tar");
+            if std::fs::hard_link(&source, &copy).is_err() {
+                std::fs::copy(&source, &copy)
+                    .map_err(|e| Error::NotFound(format!("plugin tarball {}: {e}", source.display())))?;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            let digest = rootfs::file_digest(&copy)?;
+            Ok((rootfs::build(&copy, &name, &work)?, digest))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("plugin image thread: {e}")))?
+    };
+    let (image, digest) = built?;
+    let effective = match &image.base_config {
+        Some(base) => {
+            config::merge(&config::parse(base).map_err(Error::Invalid)?, &request).map_err(Error::Invalid)?
         }
-        Ok(record)
-    }
+        None => request,
+    };
+    let container = config::settings(&effective).map_err(Error::Invalid)?;
+    let plugin = Plugin {
+        tar: tar.to_string(),
+        tar_digest: digest,
+        id: plugin_id(instance),
+        config: effective,
+    };
+    let source = ImageSource::File(image.archive.path().to_path_buf());
+    let install = InstallRequest {
+        source: &source,
+        settings: RequestedSettings {
+            container,
+            args: String::new(),
+        },
+        plugin: Some(plugin.clone()),
+    };
+    let installed = tpc::install(runtime, settings, instance, &install, progress, &|m| {
+        tracing::debug!("{m}")
+    })
     .await;
-    let _ = std::fs::remove_dir_all(&work);
-    result
+    let record = match installed {
+        Ok(record) => record,
+        Err(e) => {
+            // The install took back what it made; the host side is the plugin's own.
+            clean_host(settings, &store, instance, &plugin);
+            return Err(e);
+        }
+    };
+    // As dockerd: the plugin is up once its socket is there.
+    let socket = socket_path(settings, &plugin);
+    let deadline = Instant::now() + SOCKET_PATIENCE;
+    while !socket.exists() {
+        if Instant::now() >= deadline {
+            let why = format!(
+                "plugin {instance} did not create its socket {} within {} s",
+                plugin.config.interface.socket,
+                SOCKET_PATIENCE.as_secs()
+            );
+            return Err(
+                match tpc::uninstall_with(runtime, settings, instance, false, true, &|_| {}).await {
+                    Ok(()) => Error::InUse(format!("{why}; it was removed")),
+                    Err(e) => Error::Internal(format!("{why}, and removing it failed: {e}")),
+                },
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(record)
 }
 
 /// A plugin ID: 64 hex digits, different for every start.
@@ -306,72 +346,107 @@ pub fn get(settings: &Settings, instance: &str) -> Result<Option<TpcRecord>, Err
         .filter(|r| r.plugin.is_some()))
 }
 
-/// StopPlugin: stops a plugin (it stays stopped across reboots); a missing one is fine. As
-/// docker refuses to disable a plugin in use, one whose volume a TPC that should run binds is
-/// FAILED_PRECONDITION: its containers would lose their mounts' driver.
-pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
-    let Some(r) = get(settings, instance)? else {
+/// A plugin whose volume a TPC that should run binds cannot stop (as docker refuses to disable
+/// a plugin in use): those containers would lose their mounts' driver. Anything else may.
+pub(super) fn check_stop(store: &Store, record: &TpcRecord) -> Result<(), Error> {
+    if record.plugin.is_none() {
         return Ok(());
-    };
-    let store = Store::new(&settings.root);
+    }
     let mut users = Vec::new();
-    for v in super::volumes::of_plugin(&store, &r.name)? {
-        for user in super::volumes::users(&store, &v)? {
+    for v in super::volumes::of_plugin(store, &record.name)? {
+        for user in super::volumes::users(store, &v)? {
             if store.get(&user)?.is_some_and(|u| u.running) {
                 users.push(format!("{user} (volume {})", v.name));
             }
         }
     }
-    if !users.is_empty() {
-        return Err(Error::InUse(format!(
-            "plugin {} serves volumes that running containers use: {}; stop them first",
-            r.name,
-            users.join(", ")
-        )));
+    if users.is_empty() {
+        return Ok(());
     }
-    tpc::stop(runtime, settings, &r.name).await
+    Err(Error::InUse(format!(
+        "plugin {} serves volumes that running containers use: {}; stop them first",
+        record.name,
+        users.join(", ")
+    )))
 }
 
-/// RemovePlugin: removes a plugin (its container, image and directories; the tarball stays); a
-/// missing one is fine. As docker, a plugin that still serves volumes is FAILED_PRECONDITION.
-pub async fn remove<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
-    let Some(r) = get(settings, instance)? else {
+/// A plugin that still serves volumes cannot be removed (as docker refuses), by RemovePlugin
+/// or `tpcm uninstall`.
+pub(super) fn check_removal(store: &Store, record: &TpcRecord) -> Result<(), Error> {
+    if record.plugin.is_none() {
         return Ok(());
-    };
-    let store = Store::new(&settings.root);
-    let served: Vec<String> = super::volumes::of_plugin(&store, &r.name)?
+    }
+    let served: Vec<String> = super::volumes::of_plugin(store, &record.name)?
         .into_iter()
         .map(|v| v.name)
         .collect();
-    if !served.is_empty() {
-        return Err(Error::InUse(format!(
-            "plugin {} still serves volumes {}; remove them first",
-            r.name,
-            served.join(", ")
-        )));
+    if served.is_empty() {
+        return Ok(());
     }
-    tpc::uninstall_with(runtime, settings, &r.name, true, true, &|m| {
-        tracing::debug!("{m}")
-    })
-    .await?;
-    if let Some(p) = &r.plugin {
-        let _ = std::fs::remove_dir_all(socket_dir(settings, p));
+    Err(Error::InUse(format!(
+        "plugin {} still serves volumes {}; remove them first",
+        record.name,
+        served.join(", ")
+    )))
+}
+
+/// StopPlugin: stops a plugin (it stays stopped across reboots); a missing one is fine; one in
+/// use is refused ([`check_stop`]).
+pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
+    match get(settings, instance)? {
+        Some(r) => tpc::stop(runtime, settings, &r.name).await,
+        None => Ok(()),
     }
-    let dir = instance_dir(&store, &r.name);
-    let propagated = propagated_dir(&store, &r.name);
-    // Bound onto itself by every prepare_host since the last reboot.
-    while is_listed_mount(&propagated) {
-        if let Err(e) = nix::mount::umount2(&propagated, nix::mount::MntFlags::MNT_DETACH) {
-            tracing::warn!(plugin = %r.name, "cannot unmount {}: {e}", propagated.display());
+}
+
+/// RemovePlugin: removes a plugin (its container, image and host directories; the tarball
+/// stays); a missing one is fine; one that serves volumes is refused ([`check_removal`]).
+pub async fn remove<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
+    match get(settings, instance)? {
+        // A plugin has no data directory, and one of its name (an earlier TPC's, kept) is not
+        // the plugin's to remove.
+        Some(r) => {
+            tpc::uninstall_with(runtime, settings, &r.name, false, true, &|m| {
+                tracing::debug!("{m}")
+            })
+            .await
+        }
+        None => Ok(()),
+    }
+}
+
+/// Takes away what [`prepare_host`] made for plugin `name`: its socket directory, the shared
+/// bind of its propagated directory (with whatever the plugin left mounted under it), and its
+/// instance directory. Idempotent; what cannot go is logged.
+pub fn clean_host(settings: &Settings, store: &Store, name: &str, plugin: &Plugin) {
+    let warn = |what: &Path, e: &dyn std::fmt::Display| {
+        tracing::warn!(plugin = %name, "cannot remove {}: {e}", what.display());
+    };
+    let sockets = socket_dir(settings, plugin);
+    if let Err(e) = std::fs::remove_dir_all(&sockets)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn(&sockets, &e);
+    }
+    let propagated = propagated_dir(store, name);
+    // Detached, the bind and every mount under it go at once; unmounting stops at the first
+    // path that is no mount point (EINVAL). Bounded, in case a plugin stacked mounts there.
+    for _ in 0..16 {
+        if nix::mount::umount2(&propagated, nix::mount::MntFlags::MNT_DETACH).is_err() {
             break;
         }
     }
+    if is_listed_mount(&propagated) {
+        // Never walk into a live mount to delete what is in it.
+        warn(&propagated, &"it is still a mount point");
+        return;
+    }
+    let dir = instance_dir(store, name);
     if let Err(e) = std::fs::remove_dir_all(&dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        tracing::warn!(plugin = %r.name, "cannot remove {}: {e}", dir.display());
+        warn(&dir, &e);
     }
-    Ok(())
 }
 
 /// The plugins, by instance name (those whose name, with or without `:latest`, is `filter`).
@@ -425,7 +500,10 @@ fn is_listed_mount(dir: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    // mountinfo writes these characters as octal escapes.
+    // mountinfo lists resolved paths, with these characters as octal escapes.
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
     let target = dir
         .to_string_lossy()
         .replace('\\', "\\134")

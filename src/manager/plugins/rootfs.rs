@@ -173,7 +173,8 @@ impl<R: Read> Read for HashingReader<'_, R> {
     }
 }
 
-fn file_digest(path: &Path) -> Result<String, Error> {
+/// `sha256:…` of a file.
+pub(super) fn file_digest(path: &Path) -> Result<String, Error> {
     let mut hasher = Sha256::new();
     let mut reader = HashingReader {
         inner: File::open(path).map_err(|e| invalid(path, e))?,
