@@ -615,7 +615,8 @@ async fn unpack(
                 .map_err(|e| Error::Internal(format!("marking {} opaque: {e}", upper.display())))?;
         }
         written.push(upper);
-        if !cd.commit_snapshot(lease, &chain, &key, labels).await? {
+        // ctr's committed layer snapshots carry no labels (the label was the active one's).
+        if !cd.commit_snapshot(lease, &chain, &key, HashMap::new()).await? {
             cd.remove_snapshot(&key).await?;
         }
     }
