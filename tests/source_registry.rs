@@ -412,15 +412,33 @@ fn zstd_layers_pull_and_unpack_as_ctr_pulls_them() {
     }
     let reference = reg.reference("tpcm/z:1");
     let creds = ["--username", USER, "--password", PASSWORD];
-    assert_ok(&tpcm(&cd, &[&["image", "import", &reference][..], &creds].concat()));
-    let said = cd.ctr_ok(&["run", "--rm", &reference, "probe", "/bin/sh", "-c", "cat /etc/version"]);
+    assert_ok(&tpcm(
+        &cd,
+        &[&["image", "import", &reference][..], &creds].concat(),
+    ));
+    let said = cd.ctr_ok(&[
+        "run",
+        "--rm",
+        &reference,
+        "probe",
+        "/bin/sh",
+        "-c",
+        "cat /etc/version",
+    ]);
     assert_eq!(said.trim(), "2");
     // ctr's own pull of the same image makes the same snapshots (chain IDs from the diff IDs,
     // which tpcm verified on the decompressed stream).
     let other = "ctr-pull";
     let out = cd.ctr_in(
         other,
-        &["images", "pull", "--plain-http", "--user", &format!("{USER}:{PASSWORD}"), &reference],
+        &[
+            "images",
+            "pull",
+            "--plain-http",
+            "--user",
+            &format!("{USER}:{PASSWORD}"),
+            &reference,
+        ],
     );
     assert!(out.status.success(), "{}", common::describe(&out));
     let theirs: Vec<String> = String::from_utf8_lossy(&cd.ctr_in(other, &["snapshots", "ls"]).stdout)
