@@ -7,8 +7,10 @@
 # openssl and ca-certificates (https tests), docker-registry and apache2-utils (the registry tests'
 # server and its htpasswd file), openssh-server and openssh-client (the scp/sftp tests' sshd;
 # ssh-keygen; the server side of scp), bsdutils and systemd (script(1) and systemd-analyze for
-# tests), a C toolchain only if no `cc` is present (with glibc's static library for the
-# confinement probe), and tini (its static build is what --init runs). Safe to re-run; runs `apt-get update` at most once,
+# tests), the differential import test's tools (buildah, podman, umoci, docker.io, attr, acl,
+# libcap2-bin), a C toolchain only if no `cc` is present (with glibc's static library for the
+# confinement probe and the plugin tests' programs), and tini (its static build is what --init
+# runs). Safe to re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
 
@@ -45,6 +47,16 @@ have_cmd htpasswd || missing+=(apache2-utils)
 # systemd-analyze (systemd need not be running).
 have_cmd script || missing+=(bsdutils)
 have_cmd systemd-analyze || missing+=(systemd)
+# The differential import test (tests/import_differential.rs) builds its corpus with the real
+# tools: buildah, podman, skopeo and umoci (vfs driver, no daemon), GNU tar, docker.io's dockerd on
+# a private socket; attr, acl and libcap2-bin set the xattrs, ACLs and capabilities it stresses.
+have_cmd buildah || missing+=(buildah)
+have_cmd podman || missing+=(podman)
+have_cmd umoci || missing+=(umoci)
+[ -x /usr/sbin/dockerd ] || missing+=(docker.io)
+have_cmd setfattr || missing+=(attr)
+have_cmd setfacl || missing+=(acl)
+have_cmd setcap || missing+=(libcap2-bin)
 have_cmd cc || missing+=(build-essential pkg-config)
 # The confinement tests link their probe statically (glibc's libc.a).
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)

@@ -25,3 +25,16 @@ cargo build --all-targets
 
 step "cargo test --all-targets $*"
 cargo test --all-targets "$@"
+
+# A short run of each fuzz target (fuzz/, cargo-fuzz) from its kept corpus: what the long runs
+# found stays found. cargo-fuzz needs nightly flags; the stable toolchain accepts them with
+# RUSTC_BOOTSTRAP=1. New inputs go to a scratch corpus, not into the repository.
+step "fuzz targets, ${TPCM_FUZZ_SECONDS:=15} s each"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+for target in archive_scan layer_extract args_parse gnoi_start; do
+    mkdir -p "$scratch/$target"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$scratch/$target" "fuzz/corpus/$target" -- \
+        -max_total_time="$TPCM_FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=20
+done

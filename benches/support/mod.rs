@@ -45,8 +45,26 @@ pub fn collect_files(src: &Path, budget: u64) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// [`build_archive`] from several directories: each gets an equal share of the budget, and what
+/// one cannot fill passes to the next (so `/usr/share/locale:/usr/bin` gives all the small
+/// locale files and binaries for the rest).
+pub fn build_archive_from(dir: &Path, mb: u64, gzip: bool, srcs: &[PathBuf]) -> PathBuf {
+    let mut files = Vec::new();
+    let mut left = mb << 20;
+    for (i, src) in srcs.iter().enumerate() {
+        let share = left / (srcs.len() - i) as u64;
+        let got = collect_files(src, share);
+        left -= got.iter().map(|f| f.1).sum::<u64>().min(left);
+        files.extend(got);
+    }
+    archive_of(dir, files, gzip)
+}
+
 pub fn build_archive(dir: &Path, mb: u64, gzip: bool, src: &Path) -> PathBuf {
-    let files = collect_files(src, mb << 20);
+    archive_of(dir, collect_files(src, mb << 20), gzip)
+}
+
+fn archive_of(dir: &Path, files: Vec<(PathBuf, u64)>, gzip: bool) -> PathBuf {
     let total: u64 = files.iter().map(|f| f.1).sum();
     let per_layer = total / 3 + 1;
     let mut layers = vec![builder::Layer { entries: vec![] }];

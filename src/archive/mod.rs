@@ -10,8 +10,10 @@ pub mod digest;
 pub mod extract;
 pub mod layer_writer;
 pub mod layout;
+pub mod parents;
 pub mod resolve;
 pub mod scan;
+pub mod tarmeta;
 
 pub use digest::{Digest, chain_ids};
 
@@ -127,22 +129,52 @@ impl Error {
     }
 }
 
-/// How a blob's bytes are compressed, detected from its first bytes (never from its name).
+/// How a blob's bytes are compressed, detected from its first bytes (never from its name), as
+/// containerd's `compression.DetectCompression` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// Plain tar.
     None,
     /// gzip.
     Gzip,
+    /// zstd (also zstd:chunked, whose metadata lives in skippable frames).
+    Zstd,
 }
 
-/// Detects gzip by its magic bytes.
+/// Detects gzip (`1f 8b 08`) and zstd (a frame, or a skippable frame as zstd:chunked and
+/// others put first) by their magic bytes; anything else is taken as uncompressed.
 pub fn detect_compression(prefix: &[u8]) -> Compression {
-    if prefix.starts_with(&[0x1f, 0x8b]) {
+    if prefix.starts_with(&[0x1f, 0x8b, 0x08]) {
         Compression::Gzip
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (prefix.len() >= 4
+            && u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) & 0xFFFF_FFF0 == 0x184D_2A50)
+    {
+        Compression::Zstd
     } else {
         Compression::None
     }
+}
+
+/// The largest zstd window accepted: containerd's decoder (klauspost/compress) allows 512 MiB,
+/// more than libzstd's default of 128 MiB, so layers it reads are read here too.
+const ZSTD_WINDOW_LOG_MAX: u32 = 29;
+
+/// A reader of `input` decompressed as `compression` says. gzip members and zstd frames that
+/// follow each other are read as one stream; zstd skippable frames are skipped.
+pub fn decompress<'a, R: std::io::Read + Send + 'a>(
+    compression: Compression,
+    input: R,
+) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
+    Ok(match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(input)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(d)
+        }
+    })
 }
 
 /// Fills `buf` from `r` as far as the stream allows; returns the bytes read (0 at its end).
@@ -170,6 +202,41 @@ pub fn normalize_reference(name: &str) -> Result<String, Error> {
         });
     }
     normalize_pinned_reference(name)
+}
+
+/// A `--tag` argument: the name as given and normalized, and its repository (what names the
+/// archive's bare tags when the argument has no tag of its own).
+#[derive(Debug, Clone)]
+pub struct TagArg {
+    /// As the user wrote it.
+    pub given: String,
+    /// Normalized (`docker.io/library/app:latest`).
+    pub normalized: String,
+    /// The normalized repository without tag (`docker.io/library/app`).
+    pub repository: String,
+}
+
+impl TagArg {
+    /// Checks and normalizes a `--tag` value.
+    pub fn parse(given: &str) -> Result<TagArg, Error> {
+        let normalized = normalize_reference(given)?;
+        let repository = match normalized.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => repo.to_string(),
+            _ => normalized.clone(),
+        };
+        Ok(TagArg {
+            given: given.to_string(),
+            normalized,
+            repository,
+        })
+    }
+}
+
+/// Whether a reference as written names a tag or a digest (`app:1`, `reg:5000/app@sha256:…`),
+/// not only a repository (`app`, `reg:5000/app`).
+pub fn has_tag_or_digest(reference: &str) -> bool {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    last.contains(':') || last.contains('@')
 }
 
 /// Like [`normalize_reference`], but keeps a pinned digest (`repo@sha256:…`): an image pulled by
@@ -214,8 +281,48 @@ mod tests {
     }
 
     #[test]
+    fn tag_arguments_know_their_repository() {
+        let t = TagArg::parse("app").unwrap();
+        assert_eq!(
+            (t.normalized.as_str(), t.repository.as_str()),
+            ("docker.io/library/app:latest", "docker.io/library/app")
+        );
+        let t = TagArg::parse("reg:5000/a/b:2").unwrap();
+        assert_eq!(t.repository, "reg:5000/a/b");
+        assert!(!has_tag_or_digest("reg:5000/a/b"));
+        assert!(has_tag_or_digest("a/b:1"));
+        assert!(!has_tag_or_digest("app"));
+    }
+
+    #[test]
     fn compression_is_detected_by_magic() {
         assert_eq!(detect_compression(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        // containerd wants the deflate method byte too.
+        assert_eq!(detect_compression(&[0x1f, 0x8b, 9]), Compression::None);
+        assert_eq!(
+            detect_compression(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(detect_compression(&[0x5a, 0x2a, 0x4d, 0x18]), Compression::Zstd);
+        assert_eq!(detect_compression(&[0x50, 0x2a, 0x4d, 0x18]), Compression::Zstd);
+        assert_eq!(detect_compression(&[0x60, 0x2a, 0x4d, 0x18]), Compression::None);
         assert_eq!(detect_compression(b"bin/"), Compression::None);
+        assert_eq!(detect_compression(b""), Compression::None);
+    }
+
+    #[test]
+    fn zstd_frames_and_skippable_frames_decode_as_one_stream() {
+        use std::io::Read;
+        let mut data = vec![0x5a, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3];
+        data.extend(zstd::encode_all(&b"hello "[..], 3).unwrap());
+        data.extend(zstd::encode_all(&b"world"[..], 3).unwrap());
+        data.extend([0x50, 0x2a, 0x4d, 0x18, 2, 0, 0, 0, 9, 9]);
+        assert_eq!(detect_compression(&data), Compression::Zstd);
+        let mut out = String::new();
+        decompress(Compression::Zstd, &data[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "hello world");
     }
 }

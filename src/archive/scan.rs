@@ -113,12 +113,15 @@ fn looks_like_json(prefix: &[u8]) -> bool {
     )
 }
 
-/// What a blob is, from its first 512 bytes (or all of it, if shorter): gzip or tar is a layer,
-/// anything else is opaque content.
+/// What a blob is, from its first 512 bytes (or all of it, if shorter): gzip, zstd or tar is a
+/// layer (an empty blob too: containerd reads it as an empty layer), anything else is opaque
+/// content.
 pub fn blob_kind(prefix: &[u8], size: u64) -> BlobKind {
-    if prefix.starts_with(&[0x1f, 0x8b]) {
-        BlobKind::Layer(Compression::Gzip)
-    } else if looks_like_tar(prefix, size) {
+    match detect_compression(prefix) {
+        Compression::None => {}
+        c => return BlobKind::Layer(c),
+    }
+    if size == 0 || looks_like_tar(prefix, size) {
         BlobKind::Layer(Compression::None)
     } else {
         BlobKind::Opaque
@@ -152,7 +155,7 @@ impl<R: Read> Read for Counting<R> {
 const SCAN_BUFFER: usize = 64 << 10;
 
 /// Reads the whole archive from `input`, feeding blobs to `sink`.
-pub fn scan<R: Read>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error> {
+pub fn scan<R: Read + Send>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error> {
     // Small on purpose: a read at least this big into an empty buffer goes straight to `input`,
     // so blob data (read in 1 MiB chunks) is copied once, not into the buffer and out again.
     let mut buffered = BufReader::with_capacity(SCAN_BUFFER, input);
@@ -160,10 +163,8 @@ pub fn scan<R: Read>(input: R, sink: &mut dyn BlobSink) -> Result<Scanned, Error
     if head.is_empty() {
         return Err(Error::Empty);
     }
-    let stream: Box<dyn Read> = match detect_compression(head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-        Compression::None => Box::new(buffered),
-    };
+    let compression = detect_compression(head);
+    let stream = super::decompress(compression, buffered).map_err(corrupt)?;
     let mut counted = Counting {
         inner: stream,
         count: 0,

@@ -62,10 +62,12 @@ impl Runtime for Containerd {
     async fn list_images(&self) -> Result<Vec<ImageSummary>, runtime::Error> {
         let mut out = Vec::new();
         for r in self.list_image_records().await? {
-            let size = self.image_size(&r.digest).await.unwrap_or(0);
+            // A multi-platform image is listed (and pinned) by this host's manifest.
+            let digest = self.manifest_of(&r).await.unwrap_or_else(|_| r.digest.clone());
+            let size = self.image_size(&digest).await.unwrap_or(0);
             out.push(ImageSummary {
                 name: r.name,
-                digest: r.digest,
+                digest,
                 media_type: r.media_type,
                 size,
                 created: ImageSummary::epoch(r.created),

@@ -44,10 +44,11 @@ impl Containerd {
             detail,
         };
         let digest = if image.digest.is_empty() {
-            self.get_image_record(&image.reference)
+            let record = self
+                .get_image_record(&image.reference)
                 .await?
-                .ok_or_else(|| Error::ImageNotFound(image.reference.clone()))?
-                .digest
+                .ok_or_else(|| Error::ImageNotFound(image.reference.clone()))?;
+            self.manifest_of(&record).await?
         } else {
             image.digest.clone()
         };

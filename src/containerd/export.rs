@@ -102,7 +102,8 @@ impl Containerd {
             .into_inner()
             .mounts;
         let upper = super::snapshots::writable_dir(&mounts)
-            .ok_or_else(|| unexpected(format!("no writable directory in {mounts:?}")))?;
+            .ok_or_else(|| unexpected(format!("no writable directory in {mounts:?}")))?
+            .dir;
         Ok((config, layers, config_digest, upper))
     }
 

@@ -2,6 +2,7 @@
 
 use super::{Containerd, Error, Lease};
 use crate::archive::Digest;
+use crate::archive::resolve::Target;
 use containerd_client::services::v1::{
     CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest, UpdateImageRequest,
 };
@@ -15,7 +16,20 @@ pub(crate) struct ImageRecord {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
+    pub annotations: std::collections::BTreeMap<String, String>,
     pub created: Option<SystemTime>,
+}
+
+impl ImageRecord {
+    /// The record's target as a descriptor.
+    pub fn target(&self) -> Option<Target> {
+        Some(Target {
+            media_type: self.media_type.clone(),
+            digest: Digest::parse(&self.digest)?,
+            size: self.size,
+            annotations: self.annotations.clone(),
+        })
+    }
 }
 
 fn to_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
@@ -24,23 +38,17 @@ fn to_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
 }
 
 impl Containerd {
-    /// Points `name` at the manifest `target`, creating the record or moving an existing one.
-    /// Returns whether the record was created (rather than moved).
-    pub(crate) async fn put_image(
-        &self,
-        lease: &Lease,
-        name: &str,
-        media_type: &str,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<bool, Error> {
+    /// Points `name` at `target` (a manifest or index, with the annotations ctr records),
+    /// creating the record or moving an existing one. Returns whether the record was created
+    /// (rather than moved).
+    pub(crate) async fn put_image(&self, lease: &Lease, name: &str, target: &Target) -> Result<bool, Error> {
         let image = Image {
             name: name.to_string(),
             target: Some(Descriptor {
-                media_type: media_type.to_string(),
-                digest: digest.to_string(),
-                size: size as i64,
-                ..Default::default()
+                media_type: target.media_type.clone(),
+                digest: target.digest.to_string(),
+                size: target.size as i64,
+                annotations: target.annotations.clone().into_iter().collect(),
             }),
             ..Default::default()
         };
@@ -81,9 +89,13 @@ impl Containerd {
             .and_then(|s| s.media_type)
             .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".to_string());
         let lease = self.create_lease("tag").await?;
-        let put = self
-            .put_image(&lease, name, &media_type, digest, bytes.len() as u64)
-            .await;
+        let target = Target {
+            media_type,
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            annotations: Default::default(),
+        };
+        let put = self.put_image(&lease, name, &target).await;
         let _ = self.delete_lease(lease, false).await;
         put.map(|_| ())
     }
@@ -94,16 +106,33 @@ impl Containerd {
             .get_image_record(source)
             .await?
             .ok_or_else(|| Error::ImageNotFound(source.to_string()))?;
-        let digest = Digest::parse(&record.digest).ok_or_else(|| Error::Unexpected {
+        let target = record.target().ok_or_else(|| Error::Unexpected {
             op: format!("tag {source}"),
             detail: format!("digest {}", record.digest),
         })?;
         let lease = self.create_lease("tag").await?;
-        let put = self
-            .put_image(&lease, name, &record.media_type, &digest, record.size)
-            .await;
+        let put = self.put_image(&lease, name, &target).await;
         let _ = self.delete_lease(lease, false).await;
         put.map(|_| ())
+    }
+
+    /// The platform manifest a record's target stands for: the target itself, or, for an index
+    /// (a multi-platform image), the manifest the importer chose for this host.
+    pub(crate) async fn manifest_of(&self, record: &ImageRecord) -> Result<String, Error> {
+        if !crate::archive::resolve::is_index_type(&record.media_type) {
+            return Ok(record.digest.clone());
+        }
+        let unexpected = |detail: String| Error::Unexpected {
+            op: format!("read image {}", record.name),
+            detail,
+        };
+        let digest = Digest::parse(&record.digest).ok_or_else(|| unexpected(record.digest.clone()))?;
+        let index: oci_spec::image::ImageIndex =
+            serde_json::from_slice(&self.read_small_blob(&digest, 4 << 20).await?)
+                .map_err(|e| unexpected(e.to_string()))?;
+        let chosen = crate::archive::resolve::pick_platform(&record.name, index.manifests())
+            .map_err(|e| unexpected(e.to_string()))?;
+        Ok(chosen.digest().to_string())
     }
 
     /// Every image record in the namespace.
@@ -160,6 +189,7 @@ fn record(i: Image) -> ImageRecord {
         media_type: target.media_type,
         digest: target.digest,
         size: target.size.max(0) as u64,
+        annotations: target.annotations.into_iter().collect(),
         created: to_time(i.created_at),
     }
 }

@@ -16,8 +16,8 @@
 use super::content::{Upload, UploadOutcome};
 use super::snapshots::SNAPSHOT_REF_LABEL;
 use super::{Containerd, Lease, SNAPSHOTTER};
-use crate::archive::extract::{ExtractSummary, RootMeta, extract_layer};
-use crate::archive::resolve::{BlobFacts, ImagePlan, resolve};
+use crate::archive::extract::{ExtractSummary, Whiteouts, extract_layer};
+use crate::archive::resolve::{BlobFacts, ImagePlan, default_base_name, named_record, resolve};
 use crate::archive::scan::{BlobEntry, BlobKind, BlobSink, Scanned, blob_kind, scan, scan_seekable};
 use crate::archive::{self, Compression, Digest, digest::Hasher, digest::HashingReader};
 use crate::runtime::{ArchiveInput, ByteCounter, Error, ImportedImage, Metered, PulledImage};
@@ -45,7 +45,7 @@ pub async fn import_archive(
     input: ArchiveInput,
     tag: Option<String>,
 ) -> Result<Vec<ImportedImage>, Error> {
-    let tag = tag.map(|t| archive::normalize_reference(&t)).transpose()?;
+    let tag = tag.map(|t| archive::TagArg::parse(&t)).transpose()?;
     under_lease(cd, |lease, scratch_keys| {
         run_archive(cd, lease, input, tag, scratch_keys)
     })
@@ -100,14 +100,14 @@ where
 /// A layer extracted into a staging snapshot, waiting for its parent to be known.
 struct Staged {
     dir: PathBuf,
-    root: RootMeta,
+    summary: ExtractSummary,
 }
 
 async fn run_archive(
     cd: &Containerd,
     lease: Lease,
     input: ArchiveInput,
-    tag: Option<String>,
+    tag: Option<archive::TagArg>,
     scratch_keys: Arc<Mutex<Vec<String>>>,
 ) -> Result<Vec<ImportedImage>, Error> {
     let sink = StagingSink::new(cd, &lease, scratch_keys.clone());
@@ -118,17 +118,26 @@ async fn run_archive(
     let scanned = scanned?;
     tracing::debug!(elapsed = ?started.elapsed(), bytes = scanned.bytes, "import: archive streamed, layers staged");
     crate::crash::point("import:staged");
-    let mut plans = resolve(&scanned, &sink.facts)?;
+    // A `--tag` without a tag part names the archive's bare tags (`<tag>:1.0`), as ctr's
+    // `--base-name` does; otherwise they are named as ctr names them (`import-<date>:1.0`).
+    let base = match &tag {
+        Some(t) if !archive::has_tag_or_digest(&t.given) => t.repository.clone(),
+        _ => default_base_name(),
+    };
+    let mut plans = resolve(&scanned, &sink.facts, &base)?;
     if let Some(tag) = tag {
-        if plans.len() != 1 {
-            return Err(Error::InvalidRequest(format!(
-                "the archive holds {} images; --tag can name only one",
-                plans.len()
-            )));
+        match plans.as_mut_slice() {
+            [one] => one.records = vec![named_record(&tag.normalized, &one.top)],
+            _ if !archive::has_tag_or_digest(&tag.given) => {}
+            many => {
+                return Err(Error::InvalidRequest(format!(
+                    "the archive holds {} images; --tag can name only one (a name without a tag names their tags)",
+                    many.len()
+                )));
+            }
         }
-        plans[0].names = vec![tag];
     }
-    if let Some(p) = plans.iter().find(|p| p.names.is_empty()) {
+    if let Some(p) = plans.iter().find(|p| p.records.is_empty()) {
         return Err(Error::InvalidRequest(format!(
             "the image {} in the archive has no name; give one with --tag name:tag",
             p.manifest.digest
@@ -216,14 +225,18 @@ async fn run_pulled(
     .map_err(|e| Error::Internal(format!("import thread: {e}")))?;
     streamed?;
     tracing::debug!(elapsed = ?started.elapsed(), "pull: layers staged");
-    let mut plans = resolve(&scanned, &sink.facts)?;
+    let mut plans = resolve(&scanned, &sink.facts, "")?;
     if plans.len() != 1 {
         return Err(Error::Internal(format!(
             "a pull resolved to {} images",
             plans.len()
         )));
     }
-    plans[0].names = vec![name];
+    // As `ctr images pull`: the name points at what the registry serves for it (an index for a
+    // multi-platform image), without annotations.
+    let mut top = plans[0].top.clone();
+    top.annotations.clear();
+    plans[0].records = vec![archive::resolve::Record { name, target: top }];
     commit(cd, &lease, &plans, &mut sink.staged, &scratch_keys).await
 }
 
@@ -236,26 +249,23 @@ async fn commit(
     scratch_keys: &Arc<Mutex<Vec<String>>>,
 ) -> Result<Vec<ImportedImage>, Error> {
     let started = std::time::Instant::now();
+    let mut written: Vec<PathBuf> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
-        unpack(cd, lease, plan, i, staged, scratch_keys).await?;
+        unpack(cd, lease, plan, i, staged, scratch_keys, &mut written).await?;
         tracing::debug!(elapsed = ?started.elapsed(), image = i, "import: layers committed");
         write_documents(cd, lease, plan, i).await?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), "import: snapshots committed, documents written");
+    // Durable before it is named: an image reported imported survives a power cut right after.
+    let synced = std::time::Instant::now();
+    sync_filesystems(&written)?;
+    tracing::debug!(elapsed = ?synced.elapsed(), dirs = written.len(), "import: snapshots synced");
     let mut created: Vec<&str> = Vec::new();
     for plan in plans {
-        for name in &plan.names {
-            let put = cd
-                .put_image(
-                    lease,
-                    name,
-                    &plan.manifest.media_type,
-                    &plan.manifest.digest,
-                    plan.manifest.bytes.len() as u64,
-                )
-                .await;
+        for record in &plan.records {
+            let put = cd.put_image(lease, &record.name, &record.target).await;
             match put {
-                Ok(true) => created.push(name),
+                Ok(true) => created.push(&record.name),
                 Ok(false) => {}
                 Err(e) => {
                     // All or nothing: names this import created go again (a name it moved
@@ -270,14 +280,56 @@ async fn commit(
     }
     let imported = plans
         .iter()
-        .map(|plan| ImportedImage {
-            names: plan.names.clone(),
-            digest: plan.manifest.digest.to_string(),
-            layers: plan.layers.len(),
-            size: plan.layers.iter().map(|l| l.size).sum::<u64>() + plan.config.bytes.len() as u64,
+        .map(|plan| {
+            let mut names: Vec<String> = Vec::new();
+            for r in &plan.records {
+                if !names.contains(&r.name) {
+                    names.push(r.name.clone());
+                }
+            }
+            ImportedImage {
+                names,
+                digest: plan.manifest.digest.to_string(),
+                layers: plan.layers.len(),
+                size: plan.layers.iter().map(|l| l.size).sum::<u64>() + plan.config.bytes.len() as u64,
+            }
         })
         .collect();
     Ok(imported)
+}
+
+/// Whether imports flush what they unpacked before naming it (`TPCM_IMPORT_SYNC=0` turns it off,
+/// for measuring its cost only: containerd 1.6's own import never syncs snapshots).
+fn sync_wanted() -> bool {
+    std::env::var("TPCM_IMPORT_SYNC").map_or(true, |v| v != "0")
+}
+
+/// One `syncfs` per filesystem holding a directory this import wrote: the unpacked files (and,
+/// on the same filesystem, the content store's renames) reach the disk before any record names
+/// them. containerd fsyncs each blob it ingests, but not the snapshots it unpacks.
+fn sync_filesystems(dirs: &[PathBuf]) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    if !sync_wanted() {
+        return Ok(());
+    }
+    let mut done = std::collections::HashSet::new();
+    for dir in dirs {
+        let f = match std::fs::File::open(dir) {
+            Ok(f) => f,
+            // Committed snapshots keep their directory; one removed meanwhile has nothing to sync.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::Internal(format!("syncing {}: {e}", dir.display()))),
+        };
+        let dev = f
+            .metadata()
+            .map_err(|e| Error::Internal(format!("syncing {}: {e}", dir.display())))?
+            .dev();
+        if done.insert(dev) {
+            nix::unistd::syncfs(&f)
+                .map_err(|e| Error::Internal(format!("syncing {}: {e}", dir.display())))?;
+        }
+    }
+    Ok(())
 }
 
 /// Streams the archive, staging every layer; returns what was seen and the sink holding the
@@ -285,7 +337,7 @@ async fn commit(
 fn stage(input: ArchiveInput, mut sink: StagingSink) -> (Result<Scanned, Error>, StagingSink) {
     let result = match input {
         ArchiveInput::Stream(reader) => scan(reader, &mut sink).map_err(Error::from),
-        ArchiveInput::File { file, progress } => match is_gzip(&file) {
+        ArchiveInput::File { file, progress } => match is_compressed(&file) {
             // A compressed archive can only be read front to back.
             Ok(true) => scan(
                 Metered {
@@ -303,11 +355,11 @@ fn stage(input: ArchiveInput, mut sink: StagingSink) -> (Result<Scanned, Error>,
     (result.and_then(|s| uploads.map(|()| s)), sink)
 }
 
-fn is_gzip(file: &std::fs::File) -> io::Result<bool> {
+fn is_compressed(file: &std::fs::File) -> io::Result<bool> {
     use std::os::unix::fs::FileExt;
-    let mut magic = [0u8; 2];
+    let mut magic = [0u8; 4];
     let n = file.read_at(&mut magic, 0)?;
-    Ok(n == 2 && archive::detect_compression(&magic) == Compression::Gzip)
+    Ok(archive::detect_compression(&magic[..n]) != Compression::None)
 }
 
 /// Layers streamed at the same time from a local file: two keeps both cores busy (each stream
@@ -482,7 +534,8 @@ impl Read for ReadAt<'_> {
     }
 }
 
-/// Commits one snapshot per chain ID that containerd does not have yet.
+/// Commits one snapshot per chain ID that containerd does not have yet; the directories written
+/// go to `written` (to be synced).
 async fn unpack(
     cd: &Containerd,
     lease: &Lease,
@@ -490,6 +543,7 @@ async fn unpack(
     image_index: usize,
     staged: &mut HashMap<String, Staged>,
     scratch_keys: &Mutex<Vec<String>>,
+    written: &mut Vec<PathBuf>,
 ) -> Result<(), Error> {
     for (i, layer) in plan.layers.iter().enumerate() {
         let chain = layer.chain_id.to_string();
@@ -510,24 +564,33 @@ async fn unpack(
             .lock()
             .expect("lock is never poisoned")
             .push(key.clone());
-        let upper = cd.prepare_snapshot(lease, &key, &parent, labels.clone()).await?;
+        let prepared = cd.prepare_snapshot(lease, &key, &parent, labels.clone()).await?;
+        let upper = prepared.dir.clone();
+        // containerd applies the bottom layer without overlay: its whiteouts remove instead of
+        // marking. A staged layer was extracted for overlay, so a bottom layer with whiteouts
+        // (rare) is extracted again.
+        let whiteouts = if prepared.lowers.is_empty() && parent.is_empty() {
+            Whiteouts::Remove
+        } else {
+            Whiteouts::Overlay
+        };
+        let staged_layer = staged
+            .remove(&layer.path)
+            .filter(|st| whiteouts == Whiteouts::Overlay || !st.summary.whiteouts);
         // A staged extraction can be used once; a blob that recurs (the same layer at two places
         // in a stack, or in two images) is extracted again from the content store.
-        match staged.remove(&layer.path) {
+        let summary = match staged_layer {
             Some(st) => {
                 move_entries(&st.dir, &upper)?;
-                apply_root_meta(&upper, &st.root)?;
+                st.summary
             }
             None => {
-                let compression = if layer.media_type.ends_with("gzip") {
-                    Compression::Gzip
-                } else {
-                    Compression::None
-                };
+                let compression = layer.compression;
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let dir = upper.clone();
-                let extraction =
-                    std::thread::spawn(move || extract_stream(ChunkReader::new(rx), compression, &dir));
+                let extraction = std::thread::spawn(move || {
+                    extract_stream(ChunkReader::new(rx), compression, &dir, whiteouts)
+                });
                 let read = cd.read_blob(&layer.digest, tx).await;
                 let (diff_id, summary) = join_extraction(extraction)?;
                 read?;
@@ -542,10 +605,18 @@ async fn unpack(
                     }
                     .into());
                 }
-                apply_root_meta(&upper, &summary.root)?;
+                summary
             }
+        };
+        archive::parents::inherit(&upper, &prepared.lowers, &summary.implied)
+            .map_err(|e| Error::Internal(format!("layer {}: {e}", layer.digest)))?;
+        if summary.opaque_root && whiteouts == Whiteouts::Overlay {
+            xattr::set(&upper, "trusted.overlay.opaque", b"y")
+                .map_err(|e| Error::Internal(format!("marking {} opaque: {e}", upper.display())))?;
         }
-        if !cd.commit_snapshot(lease, &chain, &key, labels).await? {
+        written.push(upper);
+        // ctr's committed layer snapshots carry no labels (the label was the active one's).
+        if !cd.commit_snapshot(lease, &chain, &key, HashMap::new()).await? {
             cd.remove_snapshot(&key).await?;
         }
     }
@@ -595,6 +666,23 @@ async fn write_documents(
         manifest_labels,
     )
     .await?;
+    if let Some(index) = &plan.index {
+        let labels = index
+            .manifests
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("containerd.io/gc.ref.content.m.{i}"), d.to_string()))
+            .collect();
+        let reference = format!("{}-index-{image_index}", lease.id());
+        cd.write_small_blob(
+            lease,
+            reference,
+            &index.document.digest,
+            &index.document.bytes,
+            labels,
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -611,20 +699,6 @@ fn move_entries(from: &Path, to: &Path) -> Result<(), Error> {
     for entry in std::fs::read_dir(from).map_err(io_err)? {
         let name = entry.map_err(io_err)?.file_name();
         std::fs::rename(from.join(&name), to.join(&name)).map_err(io_err)?;
-    }
-    Ok(())
-}
-
-fn apply_root_meta(dir: &Path, root: &RootMeta) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    let io_err =
-        |e: io::Error| Error::Internal(format!("setting layer root metadata on {}: {e}", dir.display()));
-    if let Some((mode, uid, gid)) = root.mode_owner {
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(io_err)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
-    }
-    if root.opaque {
-        xattr::set(dir, "trusted.overlay.opaque", b"y").map_err(io_err)?;
     }
     Ok(())
 }
@@ -665,27 +739,30 @@ impl Read for ChunkReader {
     }
 }
 
-/// Decompresses (if needed) and extracts one layer stream. For a gzip layer it also returns the
-/// diff ID (the uncompressed digest); an uncompressed layer's diff ID is its blob digest, which the
-/// caller already has.
+/// Decompresses (if needed) and extracts one layer stream. For a compressed layer it also
+/// returns the diff ID (the uncompressed digest); an uncompressed layer's diff ID is its blob
+/// digest, which the caller already has.
 fn extract_stream(
     mut input: ChunkReader,
     compression: Compression,
     dir: &Path,
+    whiteouts: Whiteouts,
 ) -> Result<(Option<Digest>, ExtractSummary), archive::Error> {
     let drain_err = archive::extract::ExtractError::Io;
     match compression {
-        Compression::Gzip => {
-            let mut hashed = HashingReader::new(flate2::read::MultiGzDecoder::new(input));
-            let summary = extract_layer(&mut hashed, dir)?;
-            // The rest (tar padding, gzip trailer) counts for the diff ID and is checked by the decoder.
-            let (diff_id, _) = hashed.finish().map_err(drain_err)?;
-            Ok((Some(diff_id), summary))
-        }
         Compression::None => {
-            let summary = extract_layer(&mut input, dir)?;
+            let summary = extract_layer(&mut input, dir, whiteouts)?;
             io::copy(&mut input, &mut io::sink()).map_err(drain_err)?;
             Ok((None, summary))
+        }
+        compressed => {
+            let decoder = archive::decompress(compressed, input).map_err(drain_err)?;
+            let mut hashed = HashingReader::new(decoder);
+            let summary = extract_layer(&mut hashed, dir, whiteouts)?;
+            // The rest (tar padding, the compressed stream's trailer) counts for the diff ID
+            // and is checked by the decoder.
+            let (diff_id, _) = hashed.finish().map_err(drain_err)?;
+            Ok((Some(diff_id), summary))
         }
     }
 }
@@ -796,13 +873,15 @@ impl StagingSink {
                 .lock()
                 .expect("lock is never poisoned")
                 .push(key.clone());
-            let dir =
-                self.handle
-                    .block_on(self.cd.prepare_snapshot(&self.lease, &key, "", HashMap::new()))?;
+            let dir = self
+                .handle
+                .block_on(self.cd.prepare_snapshot(&self.lease, &key, "", HashMap::new()))?
+                .dir;
             let (tx, rx) = mpsc::channel(QUEUE);
             let target = dir.clone();
-            let thread =
-                std::thread::spawn(move || extract_stream(ChunkReader::new(rx), compression, &target));
+            let thread = std::thread::spawn(move || {
+                extract_stream(ChunkReader::new(rx), compression, &target, Whiteouts::Overlay)
+            });
             extraction = Some((tx, thread, dir, compression));
         }
         let mut hasher = Hasher::new();
@@ -866,13 +945,7 @@ impl StagingSink {
             let diff_id = diff_id.unwrap_or_else(|| digest.clone());
             labels.insert("containerd.io/uncompressed".to_string(), diff_id.to_string());
             layer = Some((compression, diff_id));
-            self.staged.insert(
-                path.to_string(),
-                Staged {
-                    dir,
-                    root: summary.root,
-                },
-            );
+            self.staged.insert(path.to_string(), Staged { dir, summary });
         }
         if upload.is_some() {
             // A send error means the upload already ended; finishing it reports how.

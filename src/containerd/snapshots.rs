@@ -12,17 +12,28 @@ use std::path::PathBuf;
 /// Label containerd's own unpacker puts on layer snapshots: the chain ID they hold.
 pub(crate) const SNAPSHOT_REF_LABEL: &str = "containerd.io/snapshot.ref";
 
+/// An active snapshot's directories, from the mounts containerd gives for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Prepared {
+    /// Where the layer's own files go: a bind mount's source, an overlay's upperdir.
+    pub dir: PathBuf,
+    /// The parent snapshots' directories, nearest first (overlay `lowerdir=`); empty without a
+    /// parent.
+    pub lowers: Vec<PathBuf>,
+}
+
 impl Containerd {
     /// Prepares an active snapshot `key` on top of `parent` (empty: none) and returns the
-    /// directory that receives the layer's files: the bind source for a parentless snapshot, the
-    /// overlay `upperdir` otherwise. Writing there is what containerd's overlay applier does.
+    /// directory that receives the layer's files (the bind source for a parentless snapshot, the
+    /// overlay `upperdir` otherwise: writing there is what containerd's overlay applier does)
+    /// and the parents' directories.
     pub(crate) async fn prepare_snapshot(
         &self,
         lease: &Lease,
         key: &str,
         parent: &str,
         labels: HashMap<String, String>,
-    ) -> Result<PathBuf, Error> {
+    ) -> Result<Prepared, Error> {
         let op = format!("snapshot prepare {key}");
         let mounts = self
             .snapshots()
@@ -94,16 +105,22 @@ impl Containerd {
     }
 }
 
-/// The directory a snapshot's own files live in: a bind mount's source, an overlay's upperdir.
-pub(super) fn writable_dir(mounts: &[Mount]) -> Option<PathBuf> {
+/// The directory a snapshot's own files live in (a bind mount's source, an overlay's upperdir)
+/// and its lower directories.
+pub(super) fn writable_dir(mounts: &[Mount]) -> Option<Prepared> {
     let [m] = mounts else { return None };
+    let option = |name: &str| m.options.iter().find_map(|o| o.strip_prefix(name));
     match m.r#type.as_str() {
-        "bind" => Some(PathBuf::from(&m.source)),
-        "overlay" => m
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir="))
-            .map(PathBuf::from),
+        "bind" => Some(Prepared {
+            dir: PathBuf::from(&m.source),
+            lowers: Vec::new(),
+        }),
+        "overlay" => Some(Prepared {
+            dir: PathBuf::from(option("upperdir=")?),
+            lowers: option("lowerdir=")
+                .map(|l| l.split(':').map(PathBuf::from).collect())
+                .unwrap_or_default(),
+        }),
         _ => None,
     }
 }
@@ -124,15 +141,25 @@ mod tests {
     #[test]
     fn the_writable_dir_is_the_bind_source_or_the_upperdir() {
         assert_eq!(
-            writable_dir(&[mount("bind", "/s/1/fs", &["rw", "rbind"])]),
+            writable_dir(&[mount("bind", "/s/1/fs", &["rw", "rbind"])]).map(|p| p.dir),
             Some("/s/1/fs".into())
         );
         let o = mount(
             "overlay",
             "overlay",
-            &["workdir=/s/2/work", "upperdir=/s/2/fs", "lowerdir=/s/1/fs"],
+            &[
+                "workdir=/s/3/work",
+                "upperdir=/s/3/fs",
+                "lowerdir=/s/2/fs:/s/1/fs",
+            ],
         );
-        assert_eq!(writable_dir(&[o]), Some("/s/2/fs".into()));
+        assert_eq!(
+            writable_dir(&[o]),
+            Some(Prepared {
+                dir: "/s/3/fs".into(),
+                lowers: vec!["/s/2/fs".into(), "/s/1/fs".into()],
+            })
+        );
         assert_eq!(
             writable_dir(&[mount("overlay", "overlay", &["lowerdir=/a:/b"])]),
             None

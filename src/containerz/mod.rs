@@ -19,6 +19,16 @@ pub mod serve;
 mod tls;
 mod volumes;
 
+/// The container settings a gNOI `StartContainerRequest` asks for, checked exactly as the
+/// server checks them (volumes are looked up in `store`). For the fuzz target
+/// (`fuzz/fuzz_targets/gnoi_start.rs`); the server itself calls the same translation.
+pub fn start_request_settings(
+    store: &crate::manager::store::Store,
+    r: &proto::StartContainerRequest,
+) -> Result<crate::tpc_spec::ContainerSettings, tonic::Status> {
+    containers::start_settings(store, r)
+}
+
 use crate::config::Settings;
 use crate::manager;
 use crate::runtime::Runtime;

@@ -158,12 +158,11 @@ pub async fn pull(request: &RegistryRequest, progress: ByteCounter) -> Result<Pu
     let mut layers = Vec::new();
     for layer in manifest.layers() {
         let media_type = layer.media_type().to_string();
-        if !(media_type.ends_with("tar")
-            || media_type.ends_with("tar.gzip")
-            || media_type.ends_with("tar+gzip"))
-        {
+        // Refused before a byte is downloaded; the importer decides the rest (gzip or zstd,
+        // detected from the content, as containerd does).
+        if !crate::archive::resolve::is_layer_type(&media_type) {
             return Err(fail(format!(
-                "layer {} has media type {media_type}; only tar and gzip'd tar layers are supported",
+                "layer {} has media type {media_type}, which is not an image layer type",
                 layer.digest()
             )));
         }

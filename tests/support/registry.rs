@@ -135,8 +135,15 @@ impl Registry {
     /// Pushes an archive (`docker-archive` or `oci-archive`) as `<addr>/<repo_and_tag>` with
     /// skopeo, which stores layers gzip'd as `docker push` does.
     pub fn push(&self, transport: &str, archive: &Path, repo_and_tag: &str) {
+        self.push_with(transport, archive, repo_and_tag, &[]);
+    }
+
+    /// Like [`Registry::push`] with more `skopeo copy` options (e.g. zstd layers:
+    /// `--format oci --dest-compress-format zstd`).
+    pub fn push_with(&self, transport: &str, archive: &Path, repo_and_tag: &str, extra: &[&str]) {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra);
         if let Some((u, p)) = &self.credentials {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
