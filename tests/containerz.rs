@@ -1822,3 +1822,31 @@ fn location_is_kept_and_reported_as_the_proto_says() {
         assert_eq!(x.labels.get(INTENDED).map(String::as_str), Some("L_BACKUP"));
     });
 }
+
+#[test]
+fn serve_names_the_flag_of_each_file_it_cannot_read() {
+    let cd = Containerd::start();
+    let pki = gnoi::Pki::new(&cd.dir().join("pki"), &[]);
+    let authz = pki.dir.join("authz.toml");
+    std::fs::write(&authz, "").unwrap();
+    let missing = cd.dir().join("no-such.pem");
+    let files = [
+        ("--tls-cert", pki.path("server.pem")),
+        ("--tls-key", pki.path("server.key")),
+        ("--client-ca", pki.path("ca.pem")),
+        ("--authz", authz.clone()),
+    ];
+    for (flag, _) in &files {
+        let mut cmd = common::tpcm_cmd(&cd);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        for (f, path) in &files {
+            cmd.arg(f).arg(if f == flag { &missing } else { path });
+        }
+        let err = common::assert_fails(&common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT));
+        assert!(
+            err.contains(&format!("({flag})")) && err.contains(missing.to_str().unwrap()),
+            "{flag}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{flag}: {err}");
+    }
+}

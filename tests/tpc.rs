@@ -193,6 +193,8 @@ fn bad_requests_are_refused_before_anything_is_made() {
             "--memory",
         ),
         (vec!["install", "ok", "/no/such.tar", "-y"], "/no/such.tar"),
+        // A user the image does not have is refused before anything is made.
+        (vec!["install", "ok", a, "--args", "-u nosuch", "-y"], "nosuch"),
         // No -y and no terminal: refuse rather than hang.
         (vec!["install", "ok", a], "-y"),
         (vec!["uninstall", "nothere", "-y"], "nothere"),
@@ -208,6 +210,10 @@ fn bad_requests_are_refused_before_anything_is_made() {
     std::fs::write(&truncated, &std::fs::read(&archive).unwrap()[..600_000]).unwrap();
     let err = assert_fails(&tpcm(&cd, &["install", "ok", truncated.to_str().unwrap(), "-y"]));
     assert!(err.contains("cut short") || err.contains("truncated"), "{err}");
+    assert!(
+        err.contains(truncated.to_str().unwrap()),
+        "the archive is named: {err}"
+    );
     nothing_made("truncated archive");
     // An image whose process cannot start: the install fails and takes everything back.
     let err = assert_fails(&tpcm(
@@ -376,6 +382,58 @@ fn every_archive_format_installs_and_the_config_file_sets_the_default_cpu_share(
         &["install", "fmt", cd.dir().join("oci.tgz").to_str().unwrap(), "-y"],
     ));
     assert!(err.contains("tpcm.toml"), "{err}");
+}
+
+#[test]
+fn a_missing_v_host_directory_is_created_and_said_as_docker_does() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    let host = cd.dir().join("made/by/tpcm");
+    let args = format!(
+        "-v {}:/x -- /bin/sh -c 'touch /x/seen; trap \"exit 0\" TERM; sleep 1000 & wait'",
+        host.display()
+    );
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["install", "vol", archive.to_str().unwrap(), "--args", &args, "-y"],
+    ));
+    assert!(
+        out.contains(&format!("Created the host directory {}", host.display())),
+        "{out}"
+    );
+    wait_until(DEADLINE, "the TPC to write into the new directory", || {
+        host.join("seen").exists()
+    });
+    // A host path that cannot be a directory is refused before anything is made.
+    let blocker = cd.dir().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let args = format!("-v {}/sub:/x", blocker.display());
+    let err = assert_fails(&tpcm(
+        &cd,
+        &["install", "bad", archive.to_str().unwrap(), "--args", &args, "-y"],
+    ));
+    assert!(
+        err.starts_with(&format!("tpcm: error: -v {}/sub:/x: ", blocker.display())),
+        "{err}"
+    );
+    assert_eq!(cd.containers(), vec!["vol".to_string()]);
+}
+
+#[test]
+fn an_unprivileged_user_is_told_to_run_tpcm_as_root() {
+    use std::os::unix::process::CommandExt;
+    let cd = Containerd::start();
+    // As `nobody`, containerd's socket (under a root-only directory, as /run/containerd is
+    // on a switch) cannot be opened.
+    let mut cmd = common::tpcm_cmd(&cd);
+    cmd.args(["list"]).uid(65534).gid(65534);
+    let out = common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT);
+    let err = assert_fails(&out);
+    assert!(
+        err.contains("permission denied") && err.contains("run tpcm as root"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 #[test]

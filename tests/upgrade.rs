@@ -138,6 +138,149 @@ fn hooks_carry_data_to_the_new_version_and_the_old_image_goes() {
     assert_clean_on(&cd, "2");
 }
 
+/// `app_archive` whose image also carries `hooks`: (`pre.sh` or `post.sh`, script) under
+/// `/tpc/hook/`, as SONiC's TPCM seed ships them.
+fn app_archive_with_hooks(dir: &Path, version: &str, hooks: &[(&str, &str)]) -> PathBuf {
+    let mut spec = builder::busybox_image(&[&format!("tpcm-fixture/app:{version}")]);
+    let mut entries = vec![
+        Entry::dir("etc", 0o755),
+        Entry::file("etc/version", 0o644, format!("{version}\n")),
+        Entry::dir("tpc", 0o755),
+        Entry::dir("tpc/hook", 0o755),
+    ];
+    for (hook, script) in hooks {
+        // Through a link, which resolves inside the image.
+        entries.push(Entry::file(&format!("opt/{hook}"), 0o755, script.to_string()));
+        entries.push(Entry::symlink(
+            &format!("tpc/hook/{hook}"),
+            &format!("/opt/{hook}"),
+        ));
+    }
+    entries.insert(0, Entry::dir("opt", 0o755));
+    spec.layers.push(Layer::new(entries));
+    let path = dir.join(format!("app-{version}-hooks.tar"));
+    builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &path).unwrap();
+    path
+}
+
+#[test]
+fn hooks_come_from_the_images_unless_the_data_directory_has_them_and_none_is_said() {
+    let cd = Containerd::start();
+    let v1 = app_archive_with_hooks(
+        cd.dir(),
+        "1",
+        &[
+            (
+                "pre.sh",
+                "cp /etc/state /tpc/from-image && echo pre of image $(cat /etc/version)\n",
+            ),
+            ("post.sh", "echo WRONG: the old image's post hook\n"),
+        ],
+    );
+    assert_ok(&tpcm(
+        &cd,
+        &["install", "app", v1.to_str().unwrap(), "--args", SERVICE, "-y"],
+    ));
+    wait_for_file(&cd, "version", "1\n");
+    let state = data(&cd, "state-at-start");
+    // The image's own /tpc/hook is hidden in the container under the data directory.
+    assert!(!cd.data_dir().join("app/hook").exists());
+
+    let v2 = app_archive_with_hooks(
+        cd.dir(),
+        "2",
+        &[
+            ("pre.sh", "echo pre of image $(cat /etc/version)\n"),
+            ("post.sh", "echo post of image $(cat /etc/version) as $0\n"),
+        ],
+    );
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["upgrade", "app", v2.to_str().unwrap(), "--grace", "1", "-y"],
+    ));
+    assert!(
+        out.contains("Running /tpc/hook/pre.sh from the old image in the old TPC-app container"),
+        "{out}"
+    );
+    assert!(out.contains("pre.sh: pre of image 1"), "{out}");
+    assert!(
+        out.contains("Running /tpc/hook/post.sh from the new image in the new TPC-app container"),
+        "{out}"
+    );
+    assert!(
+        out.contains("post.sh: post of image 2 as /tpc/hook/post.sh"),
+        "{out}"
+    );
+    assert!(!out.contains("WRONG") && !out.contains("pre of image 2"), "{out}");
+    // The old image's hook ran in the old container: it read its writable layer.
+    assert_eq!(data(&cd, "from-image"), state);
+
+    // An operator's hook in the data directory wins over the image's.
+    write_hook(&cd, "pre.sh", "echo pre of the data directory\n");
+    let v3 = app_archive_with_hooks(cd.dir(), "3", &[]);
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["upgrade", "app", v3.to_str().unwrap(), "--grace", "1", "-y"],
+    ));
+    assert!(
+        out.contains("Running /tpc/hook/pre.sh from the data directory in the old TPC-app container"),
+        "{out}"
+    );
+    assert!(out.contains("pre.sh: pre of the data directory"), "{out}");
+    assert!(!out.contains("pre of image 2"), "{out}");
+    assert!(
+        out.contains(
+            "No post hook found: neither the data directory nor the new image has /tpc/hook/post.sh"
+        ),
+        "{out}"
+    );
+
+    // Neither place has a hook: both are said to be absent.
+    std::fs::remove_dir_all(cd.data_dir().join("app/hook")).unwrap();
+    let v4 = app_archive(cd.dir(), "4");
+    let out = assert_ok(&tpcm(
+        &cd,
+        &["upgrade", "app", v4.to_str().unwrap(), "--grace", "1", "-y"],
+    ));
+    assert!(
+        out.contains("No pre hook found: neither the data directory nor the old image has /tpc/hook/pre.sh"),
+        "{out}"
+    );
+    assert!(out.contains("No post hook found"), "{out}");
+    wait_for_file(&cd, "version", "4\n");
+}
+
+#[test]
+fn a_new_version_that_exits_before_or_during_its_post_hook_is_reported_as_its_exit() {
+    let cd = Containerd::start();
+    install(&cd, "1");
+    // The hook outlives the new version whichever runs first.
+    write_hook(&cd, "post.sh", "sleep 5\n");
+    let v2 = app_archive(cd.dir(), "2");
+    let err = assert_fails(&tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "app",
+            v2.to_str().unwrap(),
+            "--args",
+            "-- /bin/sh -c 'exit 3'",
+            "--grace",
+            "1",
+            "-y",
+        ],
+    ));
+    assert!(
+        err.contains("the new version exited with code 3") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(!err.contains("could not run"), "{err}");
+    common::wait_until(Duration::from_secs(30), "the old version to run", || {
+        task_pid(&cd).is_some() && data(&cd, "version") == "1\n"
+    });
+    assert_clean_on(&cd, "1");
+}
+
 #[test]
 fn skip_data_runs_no_hook_and_the_same_image_is_a_no_op() {
     let cd = Containerd::start();

@@ -18,7 +18,7 @@ impl From<Error> for runtime::Error {
         use tonic::Code;
         let message = e.to_string();
         match e {
-            Error::Unreachable { .. } => runtime::Error::Unreachable(message),
+            Error::Unreachable { .. } | Error::Forbidden { .. } => runtime::Error::Unreachable(message),
             Error::ImageNotFound(name) => runtime::Error::ImageNotFound(name),
             Error::Rpc { status, .. } => match status.code() {
                 Code::NotFound => runtime::Error::NotFound(message),
@@ -206,6 +206,31 @@ impl Runtime for Containerd {
 
     async fn hold_container(&self, id: &str) -> Result<DetachedContainer, runtime::Error> {
         Ok(self.hold(id).await?)
+    }
+
+    async fn read_image_file(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, runtime::Error> {
+        let (_, top) = self.image_config(image).await?;
+        let lease = self.create_lease("read").await?;
+        let wanted = path.to_string();
+        let read = self
+            .with_image_view(&lease, "file", &top, move |root| {
+                super::image_view::read_in_root(root, &wanted, limit)
+            })
+            .await;
+        let _ = self.delete_lease(lease, false).await;
+        match read? {
+            super::image_view::Found::File(content) => Ok(Some(content)),
+            super::image_view::Found::Missing => Ok(None),
+            super::image_view::Found::NotAFile => Err(runtime::Error::InvalidRequest(format!(
+                "{path} in image {} is not a regular file",
+                image.reference
+            ))),
+        }
     }
 
     async fn detach_container(&self, held: &DetachedContainer) -> Result<(), runtime::Error> {

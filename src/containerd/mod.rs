@@ -13,6 +13,7 @@ mod detach;
 mod events;
 mod exec;
 mod export;
+mod image_view;
 mod images;
 mod import;
 mod leases;
@@ -45,6 +46,12 @@ pub enum Error {
         socket: PathBuf,
         /// What failed.
         reason: String,
+    },
+    /// The socket is there but this user may not open it.
+    #[error("cannot open containerd's socket {socket}: permission denied (run tpcm as root)")]
+    Forbidden {
+        /// The socket path tried.
+        socket: PathBuf,
     },
     /// A call failed.
     #[error("containerd {op} failed: {status}")]
@@ -94,8 +101,17 @@ impl Containerd {
             socket: socket.to_path_buf(),
             reason,
         };
-        if !socket.exists() {
-            return Err(unreachable("no such socket".into()));
+        // Opening a socket needs write permission on it and search permission on its
+        // directories; as another user than root that is what usually fails.
+        match nix::unistd::access(socket, nix::unistd::AccessFlags::W_OK) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
+                return Err(Error::Forbidden {
+                    socket: socket.to_path_buf(),
+                });
+            }
+            Err(_) if !socket.exists() => return Err(unreachable("no such socket".into())),
+            Err(_) => {}
         }
         let channel = containerd_client::connect(socket)
             .await

@@ -1,15 +1,12 @@
 //! Resolving a user name (`-u app`, or an image's `User`) to numeric IDs from the image's own
 //! `/etc/passwd` and `/etc/group`, as docker does. The image is mounted read-only from a view
-//! snapshot; the two files are opened without following symlinks (a symlink there would resolve
+//! snapshot (`image_view.rs`); the two files are opened without following symlinks (a symlink there would resolve
 //! on the host, not in the image) and read with a size bound.
 
-use super::{Containerd, Error, Lease, SNAPSHOTTER};
+use super::{Containerd, Error, Lease};
 use crate::archive::Digest;
-use containerd_client::services::v1::snapshots::ViewSnapshotRequest;
 use nix::fcntl::{OFlag, openat};
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
-use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::AsFd;
 
@@ -92,78 +89,14 @@ impl Containerd {
         if numeric(user) && user.contains(':') {
             return Ok(user.to_string());
         }
-        let key = format!("tpcm-view-{}-{id}", lease.id());
-        let req = ViewSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: key.clone(),
-            parent: top.to_string(),
-            labels: HashMap::new(),
-        };
-        let mounts = self
-            .snapshots()
-            .view(self.request(req, Some(lease)))
-            .await
-            .map_err(Error::rpc(format!("snapshot view {key}")))?
-            .into_inner()
-            .mounts;
-        let result = tokio::task::spawn_blocking({
-            let user = user.to_string();
-            move || -> Result<String, String> {
-                let [m] = mounts.as_slice() else {
-                    return Err(format!("unexpected view mounts {mounts:?}"));
-                };
-                let dir = tempfile::Builder::new()
-                    .prefix("tpcm-view-")
-                    .tempdir()
-                    .map_err(|e| e.to_string())?;
-                let data = m
-                    .options
-                    .iter()
-                    .filter(|o| *o != "ro" && *o != "rbind")
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let mut flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                if m.r#type == "bind" {
-                    flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
-                }
-                let data = (m.r#type != "bind").then_some(data.as_str());
-                mount(
-                    Some(m.source.as_str()),
-                    dir.path(),
-                    Some(m.r#type.as_str()),
-                    flags,
-                    data,
-                )
-                .map_err(|e| format!("mounting the image: {e}"))?;
-                // A bind mount ignores MS_RDONLY until remounted: the single-layer view is the
-                // committed layer itself and must not be writable, even for a moment.
-                let read_only = if m.r#type == "bind" {
-                    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags;
-                    mount(None::<&str>, dir.path(), None::<&str>, remount, None::<&str>)
-                        .map_err(|e| format!("making the image mount read-only: {e}"))
-                } else {
-                    Ok(())
-                };
-                let read = read_only.and_then(|()| {
-                    read_account_file(dir.path(), "passwd")
-                        .and_then(|p| read_account_file(dir.path(), "group").map(|g| (p, g)))
-                });
-                if umount2(dir.path(), MntFlags::MNT_DETACH).is_err() {
-                    // Never delete through a mount point that is still mounted.
-                    let _ = dir.keep();
-                }
-                let (passwd, group) = read?;
-                resolve_user(&user, &passwd, &group)
-            }
-        })
-        .await
-        .map_err(|e| Error::Unexpected {
-            op: "resolve user".into(),
-            detail: e.to_string(),
-        });
-        let _ = self.remove_snapshot(&key).await;
-        result?.map_err(|detail| Error::Unexpected {
+        let files = self
+            .with_image_view(lease, id, top, |root| {
+                read_account_file(root, "passwd")
+                    .and_then(|p| read_account_file(root, "group").map(|g| (p, g)))
+            })
+            .await?;
+        let (passwd, group) = files;
+        resolve_user(user, &passwd, &group).map_err(|detail| Error::Unexpected {
             op: format!("resolve user {user}"),
             detail,
         })

@@ -199,6 +199,44 @@ pub(super) async fn create_container<R: Runtime>(
     Ok(())
 }
 
+/// Creates the host directory of every `-v` bind mount that does not exist yet, as `docker run
+/// -v` does, and says which. Called before the container is made, so a path that cannot be
+/// created is refused up front rather than when the task starts.
+pub(super) fn create_missing_bind_sources(
+    container: &ContainerSettings,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
+    for v in &container.volumes {
+        match std::fs::symlink_metadata(&v.host) {
+            Ok(_) => continue,
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Invalid(format!(
+                    "-v {}:{}: cannot look at {}: {e}",
+                    v.host.display(),
+                    v.container,
+                    v.host.display()
+                )));
+            }
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&v.host).map_err(|e| {
+            Error::Invalid(format!(
+                "-v {}:{}: {} does not exist and cannot be created: {e}",
+                v.host.display(),
+                v.container,
+                v.host.display()
+            ))
+        })?;
+        say(&format!(
+            "Created the host directory {} for -v {}:{} (it did not exist)",
+            v.host.display(),
+            v.host.display(),
+            v.container
+        ));
+    }
+    Ok(())
+}
+
 /// The store-wide lock that makes "check the ports, then record them" one step for TPCs that
 /// publish ports (its name cannot be a TPC's: those start with a letter or digit).
 const PORTS_LOCK: &str = "_ports";

@@ -301,7 +301,13 @@ async fn import_from<R: Runtime>(
     };
     let result = runtime.import_image(input, tag).await;
     progress.finish();
-    Ok(result?)
+    // A broken archive's error names the archive, which the layers below never saw.
+    Ok(result.map_err(|e| match e {
+        crate::runtime::Error::Archive(e) => {
+            crate::runtime::Error::InvalidRequest(format!("{}: {e}", opened.description))
+        }
+        e => e,
+    })?)
 }
 
 /// Lists the runtime's images.

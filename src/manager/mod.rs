@@ -10,6 +10,7 @@
 pub mod args;
 pub mod boot;
 pub mod container;
+pub mod hooks;
 mod images;
 pub mod janitor;
 pub mod journal;

@@ -194,6 +194,7 @@ impl InstallSteps<'_> {
             converted: false,
             plugin: self.request.plugin.clone(),
         };
+        super::container::create_missing_bind_sources(container, say)?;
         say(&format!("Creating the TPC-{name} container"));
         create_container(runtime, settings, store, &record).await?;
         crash_point("install:created");

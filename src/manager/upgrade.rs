@@ -12,6 +12,7 @@ use super::container::{
     check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require, start_task,
     stop_grace,
 };
+use super::hooks::{self, Hook};
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::journal_steps::{abort_upgrade, finish_upgrade, roll_back_upgrade};
 use super::store::{Store, TpcRecord};
@@ -23,10 +24,6 @@ use crate::tpc_spec::{HealthCheck, HealthTiming, ImageRef, TpcSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Hook scripts, relative to the TPC's data directory (`/tpc` inside the container).
-pub const PRE_HOOK: &str = "hook/pre.sh";
-/// Run in the new container after it started.
-pub const POST_HOOK: &str = "hook/post.sh";
 /// How often the health gate looks at the new container.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
 
@@ -168,17 +165,46 @@ pub async fn upgrade<R: Runtime>(
         runtime.container_state(name).await?,
         ContainerState::Running { .. }
     );
-    if !request.skip_data && data_dir.join(PRE_HOOK).is_file() {
-        if old_running {
-            say(&format!(
-                "Running /tpc/{PRE_HOOK} in the old TPC-{name} container"
-            ));
-            if let Err(e) = run_hook(runtime, name, PRE_HOOK, request.hook_timeout, say).await {
+    // Both hooks are looked up before anything changes, so an unreadable one stops here.
+    let new_ref = ImageRef {
+        reference: new_image.clone(),
+        digest: new_digest.clone(),
+    };
+    let (pre_hook, post_hook) = if request.skip_data {
+        say("Skipping the pre and post hooks (--skip_data)");
+        (None, None)
+    } else {
+        let found = async {
+            Ok::<_, Error>((
+                hooks::find(runtime, &data_dir, &old.spec.image, Hook::Pre).await?,
+                hooks::find(runtime, &data_dir, &new_ref, Hook::Post).await?,
+            ))
+        }
+        .await;
+        match found {
+            Ok(found) => found,
+            Err(e) => {
                 let e = Error::Invalid(format!("{e}; nothing was changed"));
                 return Err(abort(runtime, &store, name, &j, e).await);
             }
-        } else {
-            say(&format!("TPC-{name} is not running: skipping /tpc/{PRE_HOOK}"));
+        }
+    };
+    if let Err(e) = super::container::create_missing_bind_sources(&wanted.container, say) {
+        let e = Error::Invalid(format!("{e}; nothing was changed"));
+        return Err(abort(runtime, &store, name, &j, e).await);
+    }
+    match &pre_hook {
+        _ if request.skip_data => {}
+        None => say(&hooks::none_found(Hook::Pre)),
+        Some(_) if !old_running => say(&format!(
+            "TPC-{name} is not running: skipping {}",
+            Hook::Pre.path()
+        )),
+        Some(source) => {
+            if let Err(e) = hooks::run(runtime, name, Hook::Pre, source, request.hook_timeout, say).await {
+                let e = Error::Invalid(format!("{e}; nothing was changed"));
+                return Err(abort(runtime, &store, name, &j, e).await);
+            }
         }
     }
     crash_point("upgrade:pre-hook");
@@ -247,12 +273,13 @@ pub async fn upgrade<R: Runtime>(
     if let Err(e) = started {
         return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
-    if !request.skip_data && data_dir.join(POST_HOOK).is_file() {
-        say(&format!(
-            "Running /tpc/{POST_HOOK} in the new TPC-{name} container"
-        ));
-        if let Err(e) = run_hook(runtime, name, POST_HOOK, request.hook_timeout, say).await {
-            return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+    match &post_hook {
+        _ if request.skip_data => {}
+        None => say(&hooks::none_found(Hook::Post)),
+        Some(source) => {
+            if let Err(e) = hooks::run(runtime, name, Hook::Post, source, request.hook_timeout, say).await {
+                return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
+            }
         }
     }
     say(&format!(
@@ -299,32 +326,6 @@ fn pin_name(image: &str, digest: &str) -> String {
         _ => repository,
     };
     format!("{repository}@{digest}")
-}
-
-/// Runs a hook script with `/bin/sh` inside the TPC's running container; its output is shown.
-async fn run_hook<R: Runtime>(
-    runtime: &R,
-    name: &str,
-    hook: &str,
-    timeout: Duration,
-    say: &dyn Fn(&str),
-) -> Result<(), String> {
-    let argv = vec!["/bin/sh".to_string(), format!("/tpc/{hook}")];
-    let result = runtime
-        .exec_in_container(name, &argv, timeout)
-        .await
-        .map_err(|e| format!("/tpc/{hook} could not run: {e}"))?;
-    for line in result.output.lines() {
-        say(&format!("  {hook}: {line}"));
-    }
-    match result.code {
-        Some(0) => Ok(()),
-        Some(code) => Err(format!("/tpc/{hook} failed (exit code {code})")),
-        None => Err(format!(
-            "/tpc/{hook} did not finish within {} s",
-            timeout.as_secs()
-        )),
-    }
 }
 
 /// The new container must keep running for `grace`, and its health check (if any) must pass

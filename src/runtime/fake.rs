@@ -46,6 +46,8 @@ pub struct FakeState {
     pub next_imports: VecDeque<(String, String)>,
     /// Exit codes of commands run with exec, by the command's last word; 0 otherwise.
     pub exec_codes: HashMap<String, u32>,
+    /// Files in images' root filesystems, by (manifest digest, path).
+    pub image_files: HashMap<(String, String), Vec<u8>>,
     next_pid: u32,
     next_layer: u32,
 }
@@ -459,5 +461,21 @@ impl Runtime for FakeRuntime {
         s.holds.remove(&detached.hold);
         Self::collect(&mut s);
         Ok(())
+    }
+
+    async fn read_image_file(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+        path: &str,
+        _limit: u64,
+    ) -> Result<Option<Vec<u8>>, Error> {
+        self.call("read_image_file", &format!("{} {path}", image.digest))?;
+        let s = self.state.lock().unwrap();
+        if !s.content.contains(&image.digest) {
+            return Err(Error::ImageNotFound(image.reference.clone()));
+        }
+        Ok(s.image_files
+            .get(&(image.digest.clone(), path.to_string()))
+            .cloned())
     }
 }

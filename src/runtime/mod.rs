@@ -373,4 +373,13 @@ pub trait Runtime: Send + Sync {
         &self,
         detached: &DetachedContainer,
     ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The regular file at `path` in `image`'s root filesystem (symlinks resolved inside the
+    /// image), at most `limit` bytes; `None` when the image has no file there.
+    fn read_image_file(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+        path: &str,
+        limit: u64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
 }
