@@ -171,6 +171,12 @@ impl FileConfig {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(format!(
+                    "cannot read {}: permission denied (run tpcm as root)",
+                    path.display()
+                ));
+            }
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let config: FileConfig =

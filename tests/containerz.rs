@@ -1844,7 +1844,7 @@ fn serve_names_the_flag_of_each_file_it_cannot_read() {
         }
         let err = common::assert_fails(&common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT));
         assert!(
-            err.contains(&format!("({flag})")) && err.contains(missing.to_str().unwrap()),
+            err.contains(&format!("({flag} or [serve] ")) && err.contains(missing.to_str().unwrap()),
             "{flag}: {err}"
         );
         assert_eq!(err.trim().lines().count(), 1, "{flag}: {err}");

@@ -125,6 +125,25 @@ fn tpcs_survive_a_new_containerd_with_their_state() {
     assert!(new.leases().is_empty(), "{:?}", new.leases());
     // A second boot finds nothing more to do.
     assert_ok(&tpcm_env(&new, &["boot"], &env));
+
+    // A restored TPC upgrades: its hooks are looked for in the image it runs on (the saved one;
+    // the original image's manifest is not in the new containerd).
+    let v2 = old.dir().join("app-2.tar");
+    builder::write_archive(
+        &builder::busybox_image(&["tpcm-fixture/app:2"]),
+        builder::ArchiveFormat::DockerV12,
+        false,
+        &v2,
+    )
+    .unwrap();
+    let out = tpcm_env(
+        &new,
+        &["upgrade", "a", v2.to_str().unwrap(), "--grace", "1", "-y"],
+        &env,
+    );
+    let stdout = assert_ok(&out);
+    assert!(stdout.contains("No pre hook found"), "{stdout}");
+    assert!(stdout.contains("[ SUCCESS ]"), "{stdout}");
 }
 
 /// A small tmpfs, unmounted on drop.

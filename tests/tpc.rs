@@ -404,6 +404,16 @@ fn a_missing_v_host_directory_is_created_and_said_as_docker_does() {
     wait_until(DEADLINE, "the TPC to write into the new directory", || {
         host.join("seen").exists()
     });
+    // As docker does at every start: gone again (a tmpfs after a reboot), made again.
+    assert_ok(&tpcm(&cd, &["stop", "vol"]));
+    std::fs::remove_dir_all(cd.dir().join("made")).unwrap();
+    assert_ok(&tpcm(&cd, &["start", "vol"]));
+    wait_until(DEADLINE, "the TPC to write into the directory made again", || {
+        host.join("seen").exists()
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&host).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "docker's mode, whatever the umask");
     // A host path that cannot be a directory is refused before anything is made.
     let blocker = cd.dir().join("a-file");
     std::fs::write(&blocker, "").unwrap();
@@ -416,21 +426,40 @@ fn a_missing_v_host_directory_is_created_and_said_as_docker_does() {
         err.starts_with(&format!("tpcm: error: -v {}/sub:/x: ", blocker.display())),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Refused before the import: nothing of "bad" exists.
     assert_eq!(cd.containers(), vec!["vol".to_string()]);
+    assert_eq!(cd.images().len(), 1, "{:?}", cd.images());
+    assert!(!cd.data_dir().join("bad").exists());
+    assert!(!cd.store_dir().join("tpcs/bad.json").exists());
+    assert!(!cd.store_dir().join("logs/bad.log").exists());
 }
 
 #[test]
 fn an_unprivileged_user_is_told_to_run_tpcm_as_root() {
     use std::os::unix::process::CommandExt;
     let cd = Containerd::start();
-    // As `nobody`, containerd's socket (under a root-only directory, as /run/containerd is
-    // on a switch) cannot be opened.
-    let mut cmd = common::tpcm_cmd(&cd);
-    cmd.args(["list"]).uid(65534).gid(65534);
-    let out = common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT);
-    let err = assert_fails(&out);
+    let as_nobody = || {
+        let mut cmd = common::tpcm_cmd(&cd);
+        cmd.args(["list"]).uid(65534).gid(65534);
+        common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT)
+    };
+    // Before tpcm ever ran, only containerd's socket (root's) stops `nobody`.
+    let err = assert_fails(&as_nobody());
     assert!(
-        err.contains("permission denied") && err.contains("run tpcm as root"),
+        err.contains("containerd's socket") && err.contains("permission denied (run tpcm as root)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Once it has, the store (0700, as /host/tpcm on a switch) stops it first: same advice.
+    assert_ok(&tpcm(&cd, &["list"]));
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(cd.store_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let err = assert_fails(&as_nobody());
+    assert!(
+        err.contains("tpcm.toml: permission denied (run tpcm as root)"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");

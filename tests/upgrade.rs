@@ -73,6 +73,14 @@ fn write_hook(cd: &Containerd, name: &str, script: &str) {
     std::fs::write(dir.join(name), script).unwrap();
 }
 
+/// `tpcm upgrade app <archive> --grace 1 -y`, which must succeed; its output.
+fn upgrade_ok(cd: &Containerd, archive: &Path) -> String {
+    assert_ok(&tpcm(
+        cd,
+        &["upgrade", "app", archive.to_str().unwrap(), "--grace", "1", "-y"],
+    ))
+}
+
 fn task_pid(cd: &Containerd) -> Option<u32> {
     cd.tasks()
         .into_iter()
@@ -109,10 +117,7 @@ fn hooks_carry_data_to_the_new_version_and_the_old_image_goes() {
     );
     let old_state = data(&cd, "state-at-start");
     let v2 = app_archive(cd.dir(), "2");
-    let out = assert_ok(&tpcm(
-        &cd,
-        &["upgrade", "app", v2.to_str().unwrap(), "--grace", "1", "-y"],
-    ));
+    let out = upgrade_ok(&cd, &v2);
     assert!(out.contains("pre.sh: saved 1"), "{out}");
     assert!(out.contains("post.sh: restored into 2"), "{out}");
     assert!(out.contains("[ SUCCESS ]"), "{out}");
@@ -194,10 +199,7 @@ fn hooks_come_from_the_images_unless_the_data_directory_has_them_and_none_is_sai
             ("post.sh", "echo post of image $(cat /etc/version) as $0\n"),
         ],
     );
-    let out = assert_ok(&tpcm(
-        &cd,
-        &["upgrade", "app", v2.to_str().unwrap(), "--grace", "1", "-y"],
-    ));
+    let out = upgrade_ok(&cd, &v2);
     assert!(
         out.contains("Running /tpc/hook/pre.sh from the old image in the old TPC-app container"),
         "{out}"
@@ -218,10 +220,7 @@ fn hooks_come_from_the_images_unless_the_data_directory_has_them_and_none_is_sai
     // An operator's hook in the data directory wins over the image's.
     write_hook(&cd, "pre.sh", "echo pre of the data directory\n");
     let v3 = app_archive_with_hooks(cd.dir(), "3", &[]);
-    let out = assert_ok(&tpcm(
-        &cd,
-        &["upgrade", "app", v3.to_str().unwrap(), "--grace", "1", "-y"],
-    ));
+    let out = upgrade_ok(&cd, &v3);
     assert!(
         out.contains("Running /tpc/hook/pre.sh from the data directory in the old TPC-app container"),
         "{out}"
@@ -238,10 +237,7 @@ fn hooks_come_from_the_images_unless_the_data_directory_has_them_and_none_is_sai
     // Neither place has a hook: both are said to be absent.
     std::fs::remove_dir_all(cd.data_dir().join("app/hook")).unwrap();
     let v4 = app_archive(cd.dir(), "4");
-    let out = assert_ok(&tpcm(
-        &cd,
-        &["upgrade", "app", v4.to_str().unwrap(), "--grace", "1", "-y"],
-    ));
+    let out = upgrade_ok(&cd, &v4);
     assert!(
         out.contains("No pre hook found: neither the data directory nor the old image has /tpc/hook/pre.sh"),
         "{out}"

@@ -230,6 +230,9 @@ impl Runtime for Containerd {
                 "{path} in image {} is not a regular file",
                 image.reference
             ))),
+            super::image_view::Found::Unsupported => Err(runtime::Error::FailedPrecondition(
+                "this kernel cannot read files inside an image safely (openat2 needs Linux 5.6)".into(),
+            )),
         }
     }
 

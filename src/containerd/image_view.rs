@@ -103,33 +103,35 @@ impl Containerd {
 pub(crate) enum Found {
     /// A regular file, with its content.
     File(Vec<u8>),
-    /// Nothing there (or a directory on the way is missing).
+    /// Nothing there (a directory on the way is missing, or a link points nowhere).
     Missing,
-    /// Something that is not a regular file (a directory, a device, a dangling link).
+    /// Something that is not a regular file (a directory, a device, a FIFO).
     NotAFile,
+    /// This kernel cannot resolve paths inside a root safely (`openat2` came with Linux 5.6).
+    Unsupported,
 }
 
 /// Reads the regular file at `path` inside the tree at `root`, resolving every symlink as if
 /// `root` were `/` (an image's `/tpc/hook/pre.sh -> /opt/x` means the image's `/opt/x`, never the
-/// host's), refusing a file larger than `limit`.
+/// host's), refusing a file larger than `limit`. The path is first opened with `O_PATH`, which
+/// opens nothing (no FIFO blocks, no device is touched), and only a regular file is opened again
+/// to be read.
 pub(crate) fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Found, String> {
     let dir = std::fs::File::open(root).map_err(|e| e.to_string())?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let relative = path.trim_start_matches('/');
-    let fd = match openat2(dir.as_fd(), relative, how) {
-        Ok(fd) => fd,
+    let open = |flags: OFlag| {
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        openat2(dir.as_fd(), relative, how)
+    };
+    let located = match open(OFlag::O_PATH) {
+        Ok(fd) => std::fs::File::from(fd),
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => return Ok(Found::Missing),
-        Err(nix::errno::Errno::ENOSYS) => {
-            return Err(format!(
-                "{path}: this kernel cannot open files inside an image safely (openat2 needs Linux 5.6)"
-            ));
-        }
+        Err(nix::errno::Errno::ENOSYS) => return Ok(Found::Unsupported),
         Err(e) => return Err(format!("{path}: {e}")),
     };
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|e| format!("{path}: {e}"))?;
+    let meta = located.metadata().map_err(|e| format!("{path}: {e}"))?;
     if !meta.is_file() {
         return Ok(Found::NotAFile);
     }
@@ -139,6 +141,8 @@ pub(crate) fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Found,
             meta.len()
         ));
     }
+    let file =
+        std::fs::File::from(open(OFlag::O_RDONLY | OFlag::O_NONBLOCK).map_err(|e| format!("{path}: {e}"))?);
     let mut content = Vec::new();
     file.take(limit + 1)
         .read_to_end(&mut content)
@@ -175,6 +179,16 @@ mod tests {
         assert_eq!(read_in_root(r, "/tpc/hook/none.sh", 100).unwrap(), Found::Missing);
         assert_eq!(read_in_root(r, "/nodir/x/y", 100).unwrap(), Found::Missing);
         assert_eq!(read_in_root(r, "/tpc/hook", 100).unwrap(), Found::NotAFile);
+        // A FIFO is not opened (which would block) but refused.
+        nix::unistd::mkfifo(
+            &r.join("tpc/hook/fifo.sh"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert_eq!(
+            read_in_root(r, "/tpc/hook/fifo.sh", 100).unwrap(),
+            Found::NotAFile
+        );
         assert!(
             read_in_root(r, "/opt/pre.sh", 4)
                 .unwrap_err()

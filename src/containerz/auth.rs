@@ -66,9 +66,18 @@ struct State {
 impl Authz {
     /// Reads and checks an authz file; the error names the file and what is wrong.
     pub fn load(path: &Path) -> Result<Authz, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the authz file (--authz) {}: {e}", path.display()))?;
-        Authz::parse(&text).map_err(|e| format!("the authz file (--authz) {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "cannot read the authz file (--authz or [serve] authz) {}: {e}",
+                path.display()
+            )
+        })?;
+        Authz::parse(&text).map_err(|e| {
+            format!(
+                "the authz file (--authz or [serve] authz) {}: {e}",
+                path.display()
+            )
+        })
     }
 
     /// Parses authz TOML (see the module docs).

@@ -63,13 +63,18 @@ fn crls(
     path: &Path,
     cas: &[CertificateDer<'static>],
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let pem = read(path, "client CRL file (--client-crl)")?;
+    let pem = read(path, "client CRL file (--client-crl or [serve] client_crl)")?;
     let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the client CRL file (--client-crl) {}: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "the client CRL file (--client-crl or [serve] client_crl) {}: {e}",
+                path.display()
+            )
+        })?;
     if crls.is_empty() {
         return Err(format!(
-            "the client CRL file (--client-crl) {} holds no PEM CRL (BEGIN X509 CRL)",
+            "the client CRL file (--client-crl or [serve] client_crl) {} holds no PEM CRL (BEGIN X509 CRL)",
             path.display()
         ));
     }
@@ -100,7 +105,7 @@ fn crls(
     }
     if let Some(k) = covered.iter().position(|c| !c) {
         return Err(format!(
-            "the client CRL file (--client-crl) {} has no CRL issued by the client CA {:?}; every CA in the \
+            "the client CRL file (--client-crl or [serve] client_crl) {} has no CRL issued by the client CA {:?}; every CA in the \
              client CA file needs one (an empty CRL will do), or its clients are refused",
             path.display(),
             parsed_cas[k].subject().to_string()
@@ -113,16 +118,23 @@ impl TlsFiles {
     /// Reads every file and builds the settings; the error names the file and what is wrong.
     pub fn load(&self) -> Result<Tls, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let chain = certificates(&self.cert, "TLS certificate (--tls-cert)")?;
-        let key_pem = read(&self.key, "TLS key (--tls-key)")?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| format!("the TLS key (--tls-key) {}: {e}", self.key.display()))?;
-        let cas = certificates(&self.client_ca, "client CA (--client-ca)")?;
+        let chain = certificates(&self.cert, "TLS certificate (--tls-cert or [serve] tls_cert)")?;
+        let key_pem = read(&self.key, "TLS key (--tls-key or [serve] tls_key)")?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            format!(
+                "the TLS key (--tls-key or [serve] tls_key) {}: {e}",
+                self.key.display()
+            )
+        })?;
+        let cas = certificates(&self.client_ca, "client CA (--client-ca or [serve] client_ca)")?;
         let mut roots = RootCertStore::empty();
         for ca in &cas {
-            roots
-                .add(ca.clone())
-                .map_err(|e| format!("the client CA (--client-ca) {}: {e}", self.client_ca.display()))?;
+            roots.add(ca.clone()).map_err(|e| {
+                format!(
+                    "the client CA (--client-ca or [serve] client_ca) {}: {e}",
+                    self.client_ca.display()
+                )
+            })?;
         }
         let crls = match &self.client_crl {
             Some(path) => crls(path, &cas)?,

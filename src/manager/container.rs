@@ -10,8 +10,9 @@ use crate::config::{FileConfig, Settings};
 use crate::runtime::spec::{BindMount, ContainerConfig};
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
-use crate::tpc_spec::{ContainerSettings, ImageRef, Network, PortMapping};
+use crate::tpc_spec::{ContainerSettings, ImageRef, Network, PortMapping, VolumeMount};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::tpc_spec::{PRIVATE_MOUNT, SHARED_MOUNT};
@@ -199,34 +200,90 @@ pub(super) async fn create_container<R: Runtime>(
     Ok(())
 }
 
-/// Creates the host directory of every `-v` bind mount that does not exist yet, as `docker run
-/// -v` does, and says which. Called before the container is made, so a path that cannot be
-/// created is refused up front rather than when the task starts.
+/// The part of `path` that does not exist yet, outermost first, and the nearest ancestor that
+/// does; `None` when `path` itself exists.
+fn missing_components(path: &Path) -> Result<Option<(PathBuf, Vec<PathBuf>)>, std::io::Error> {
+    let mut missing = Vec::new();
+    let mut at = path.to_path_buf();
+    loop {
+        match std::fs::symlink_metadata(&at) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(at.clone());
+                match at.parent() {
+                    Some(parent) => at = parent.to_path_buf(),
+                    None => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    missing.reverse();
+    Ok(Some((at, missing)))
+}
+
+fn bind_error(v: &VolumeMount, why: String) -> Error {
+    Error::Invalid(format!("-v {}:{}: {why}", v.host.display(), v.container))
+}
+
+/// Refuses, before anything is made, a `-v` host path that is missing and could not be created
+/// as a directory (its nearest existing ancestor is no directory, or cannot be looked at).
+pub(super) fn check_bind_sources(container: &ContainerSettings) -> Result<(), Error> {
+    for v in &container.volumes {
+        let missing = missing_components(&v.host)
+            .map_err(|e| bind_error(v, format!("cannot look at {}: {e}", v.host.display())))?;
+        if let Some((ancestor, _)) = missing
+            && !ancestor.is_dir()
+        {
+            return Err(bind_error(
+                v,
+                format!(
+                    "{} does not exist and cannot be created: {} is not a directory",
+                    v.host.display(),
+                    ancestor.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the host directory of every `-v` bind mount that does not exist, mode 0755 whatever
+/// the umask, as docker does at every start of a container, and says which. Custom volumes are
+/// not: their path appears when their driver mounts them.
 pub(super) fn create_missing_bind_sources(
+    store: &Store,
     container: &ContainerSettings,
     say: &dyn Fn(&str),
 ) -> Result<(), Error> {
-    for v in &container.volumes {
-        match std::fs::symlink_metadata(&v.host) {
-            Ok(_) => continue,
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::Invalid(format!(
-                    "-v {}:{}: cannot look at {}: {e}",
-                    v.host.display(),
-                    v.container,
-                    v.host.display()
-                )));
-            }
-            Err(_) => {}
+    use std::os::unix::fs::PermissionsExt;
+    let driver_paths = super::volumes::driver_volume_paths(store)?;
+    for v in container
+        .volumes
+        .iter()
+        .filter(|v| !driver_paths.contains(&v.host))
+    {
+        let Some((_, missing)) = missing_components(&v.host)
+            .map_err(|e| bind_error(v, format!("cannot look at {}: {e}", v.host.display())))?
+        else {
+            continue;
+        };
+        for dir in &missing {
+            let made = match std::fs::create_dir(dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                made => made,
+            };
+            made.and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)))
+                .map_err(|e| {
+                    bind_error(
+                        v,
+                        format!("{} does not exist and cannot be created: {e}", v.host.display()),
+                    )
+                })?;
         }
-        std::fs::create_dir_all(&v.host).map_err(|e| {
-            Error::Invalid(format!(
-                "-v {}:{}: {} does not exist and cannot be created: {e}",
-                v.host.display(),
-                v.container,
-                v.host.display()
-            ))
-        })?;
         say(&format!(
             "Created the host directory {} for -v {}:{} (it did not exist)",
             v.host.display(),
@@ -331,6 +388,9 @@ pub(super) async fn start_task<R: Runtime>(
     record: &TpcRecord,
 ) -> Result<(), Error> {
     super::plugins::prepare_host(settings, store, record)?;
+    create_missing_bind_sources(store, &record.spec.settings, &|m| {
+        tracing::info!("TPC {}: {m}", record.name)
+    })?;
     super::volumes::mount_driver_volumes(settings, store, record).await?;
     if let Err(e) = runtime
         .start_container(&record.name, &store.log_target(&record.name))

@@ -9,7 +9,7 @@
 //! `/bin/sh -c`, with `$0` set to the hook's path.
 
 use super::Error;
-use crate::runtime::{ContainerState, Runtime};
+use crate::runtime::{ContainerState, Error as RuntimeError, Runtime};
 use crate::tpc_spec::ImageRef;
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +40,14 @@ impl Hook {
         format!("/tpc/{}", self.relative())
     }
 
+    /// "pre" or "post".
+    fn short(self) -> &'static str {
+        match self {
+            Hook::Pre => "pre",
+            Hook::Post => "post",
+        }
+    }
+
     /// Which container it runs in and which image it may come from.
     fn version(self) -> &'static str {
         match self {
@@ -68,20 +76,76 @@ impl HookSource {
     }
 }
 
+/// What looking for a hook found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A hook to run.
+    Hook(HookSource),
+    /// Neither the data directory nor the image has it.
+    Nothing,
+    /// The data directory has none and the image cannot be read (it is gone, as the original
+    /// image of a TPC restored by a migration is, or this kernel cannot read it safely): why.
+    Unreadable(String),
+}
+
+impl Found {
+    /// The line an upgrade prints when there is no hook to run.
+    pub fn absence(&self, hook: Hook) -> Option<String> {
+        match self {
+            Found::Hook(_) => None,
+            Found::Nothing => Some(format!(
+                "No {} hook found: neither the data directory nor the {} image has {}",
+                hook.short(),
+                hook.version(),
+                hook.path()
+            )),
+            Found::Unreadable(why) => Some(format!(
+                "No {} hook in the data directory, and the {} image's {} cannot be read ({why}): no {} hook runs",
+                hook.short(),
+                hook.version(),
+                hook.path(),
+                hook.short()
+            )),
+        }
+    }
+
+    /// `self` as found earlier, looked at again just before the hook runs: an operator's copy
+    /// may have appeared in the data directory (written by the pre hook, say) or gone since.
+    pub fn again(self, data_dir: &Path, hook: Hook) -> Found {
+        match self {
+            _ if data_dir.join(hook.relative()).is_file() => Found::Hook(HookSource::DataDir),
+            Found::Hook(HookSource::DataDir) => Found::Nothing,
+            other => other,
+        }
+    }
+}
+
 /// Finds `hook` for a TPC whose data directory is `data_dir` and whose (old or new) image is
-/// `image`: the data directory's copy first, then the image's. `None` when neither has it.
+/// `image`: the data directory's copy first, then the image's. A hook the image holds but that
+/// cannot be run (not a text script, not a regular file, too large) is an error.
 pub async fn find<R: Runtime>(
     runtime: &R,
     data_dir: &Path,
     image: &ImageRef,
     hook: Hook,
-) -> Result<Option<HookSource>, Error> {
+) -> Result<Found, Error> {
     if data_dir.join(hook.relative()).is_file() {
-        return Ok(Some(HookSource::DataDir));
+        return Ok(Found::Hook(HookSource::DataDir));
     }
     let path = hook.path();
+    if image.digest.is_empty() {
+        // Its name may point at another image by now.
+        return Ok(Found::Unreadable("the image is known only by name".into()));
+    }
     let read = match runtime.read_image_file(image, &path, IMAGE_HOOK_LIMIT).await {
         Ok(read) => read,
+        Err(RuntimeError::ImageNotFound(_)) => {
+            return Ok(Found::Unreadable(format!(
+                "{} is no longer stored",
+                image.reference
+            )));
+        }
+        Err(RuntimeError::FailedPrecondition(why)) => return Ok(Found::Unreadable(why)),
         Err(e) => {
             return Err(Error::Invalid(format!(
                 "cannot read {path} from the {} image {}: {e}",
@@ -91,30 +155,17 @@ pub async fn find<R: Runtime>(
         }
     };
     let Some(bytes) = read else {
-        return Ok(None);
+        return Ok(Found::Nothing);
     };
     // It is passed as an argument: text without NUL bytes.
     match String::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => Ok(Some(HookSource::Image(text))),
+        Ok(text) if !text.contains('\0') => Ok(Found::Hook(HookSource::Image(text))),
         _ => Err(Error::Invalid(format!(
             "{path} in the {} image {} is not a text script",
             hook.version(),
             image.reference
         ))),
     }
-}
-
-/// The line an upgrade prints when it looked for a hook and found none.
-pub fn none_found(hook: Hook) -> String {
-    format!(
-        "No {} found: neither the data directory nor the {} image has {}",
-        match hook {
-            Hook::Pre => "pre hook",
-            Hook::Post => "post hook",
-        },
-        hook.version(),
-        hook.path()
-    )
 }
 
 /// Runs `hook` from `source` inside the running container `name`, for at most `timeout`,
@@ -196,22 +247,60 @@ mod tests {
         let rt = FakeRuntime::new();
         rt.add_image("docker.io/acme/app:1", OLD);
         let data = tempfile::tempdir().unwrap();
-        assert_eq!(find(&rt, data.path(), &image(), Hook::Pre).await.unwrap(), None);
+        assert_eq!(
+            find(&rt, data.path(), &image(), Hook::Pre).await.unwrap(),
+            Found::Nothing
+        );
         rt.state.lock().unwrap().image_files.insert(
             (OLD.into(), "/tpc/hook/pre.sh".into()),
             b"echo from image".to_vec(),
         );
         assert_eq!(
             find(&rt, data.path(), &image(), Hook::Pre).await.unwrap(),
-            Some(HookSource::Image("echo from image".into()))
+            Found::Hook(HookSource::Image("echo from image".into()))
         );
         std::fs::create_dir(data.path().join("hook")).unwrap();
         std::fs::write(data.path().join("hook/pre.sh"), "echo mine").unwrap();
         assert_eq!(
             find(&rt, data.path(), &image(), Hook::Pre).await.unwrap(),
-            Some(HookSource::DataDir)
+            Found::Hook(HookSource::DataDir)
         );
-        assert_eq!(find(&rt, data.path(), &image(), Hook::Post).await.unwrap(), None);
+        assert_eq!(
+            find(&rt, data.path(), &image(), Hook::Post).await.unwrap(),
+            Found::Nothing
+        );
+        // Looked at again before it runs: the data directory's copy appeared, or went.
+        assert_eq!(
+            Found::Nothing.again(data.path(), Hook::Pre),
+            Found::Hook(HookSource::DataDir)
+        );
+        std::fs::remove_file(data.path().join("hook/pre.sh")).unwrap();
+        assert_eq!(
+            Found::Hook(HookSource::DataDir).again(data.path(), Hook::Pre),
+            Found::Nothing
+        );
+        assert_eq!(
+            Found::Hook(HookSource::Image("x".into())).again(data.path(), Hook::Pre),
+            Found::Hook(HookSource::Image("x".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_image_that_is_gone_or_known_by_name_only_is_unreadable_not_an_error() {
+        let rt = FakeRuntime::new();
+        let data = tempfile::tempdir().unwrap();
+        let found = find(&rt, data.path(), &image(), Hook::Pre).await.unwrap();
+        assert!(
+            matches!(found, Found::Unreadable(ref why) if why.contains("no longer stored")),
+            "{found:?}"
+        );
+        let by_name = ImageRef {
+            reference: "docker.io/acme/app:1".into(),
+            digest: String::new(),
+        };
+        let found = find(&rt, data.path(), &by_name, Hook::Pre).await.unwrap();
+        assert!(matches!(found, Found::Unreadable(_)), "{found:?}");
+        assert!(found.absence(Hook::Pre).unwrap().contains("no pre hook runs"));
     }
 
     #[tokio::test]
@@ -248,5 +337,41 @@ mod tests {
             e,
             "the new version exited with code 3 before /tpc/hook/post.sh could run"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_fails_while_its_container_runs_is_the_hooks_failure() {
+        let rt = FakeRuntime::new();
+        rt.state
+            .lock()
+            .unwrap()
+            .tasks
+            .insert("app".into(), ContainerState::Running { pid: 7 });
+        rt.state
+            .lock()
+            .unwrap()
+            .exec_codes
+            .insert("/tpc/hook/post.sh".into(), 137);
+        let ran = run(
+            &rt,
+            "app",
+            Hook::Post,
+            &HookSource::DataDir,
+            Duration::from_secs(1),
+            &|_| {},
+        )
+        .await;
+        assert_eq!(ran.unwrap_err(), "/tpc/hook/post.sh failed (exit code 137)");
+        rt.fail("exec_in_container", 1);
+        let ran = run(
+            &rt,
+            "app",
+            Hook::Post,
+            &HookSource::DataDir,
+            Duration::from_secs(1),
+            &|_| {},
+        )
+        .await;
+        assert!(ran.unwrap_err().starts_with("/tpc/hook/post.sh could not run"));
     }
 }

@@ -65,6 +65,7 @@ pub async fn install<R: Runtime>(
     validate_name(name)?;
     let container = &request.settings.container;
     container.check().map_err(|e| Error::Invalid(e.to_string()))?;
+    super::container::check_bind_sources(container)?;
     let cpu_share = default_cpu_share(settings)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
@@ -194,7 +195,7 @@ impl InstallSteps<'_> {
             converted: false,
             plugin: self.request.plugin.clone(),
         };
-        super::container::create_missing_bind_sources(container, say)?;
+        super::container::create_missing_bind_sources(store, container, say)?;
         say(&format!("Creating the TPC-{name} container"));
         create_container(runtime, settings, store, &record).await?;
         crash_point("install:created");

@@ -12,7 +12,7 @@ use super::container::{
     check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require, start_task,
     stop_grace,
 };
-use super::hooks::{self, Hook};
+use super::hooks::{self, Found, Hook};
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::journal_steps::{abort_upgrade, finish_upgrade, roll_back_upgrade};
 use super::store::{Store, TpcRecord};
@@ -87,6 +87,7 @@ pub async fn upgrade<R: Runtime>(
         .container
         .check()
         .map_err(|e| Error::Invalid(e.to_string()))?;
+    super::container::check_bind_sources(&wanted.container)?;
     let cpu_share = default_cpu_share(settings)?;
     let _ports = lock_ports(&store, &wanted.container)?;
     check_ports(&store, name, &wanted.container)?;
@@ -165,47 +166,51 @@ pub async fn upgrade<R: Runtime>(
         runtime.container_state(name).await?,
         ContainerState::Running { .. }
     );
-    // Both hooks are looked up before anything changes, so an unreadable one stops here.
+    // The hooks are looked up before anything changes, so a broken one stops here: the pre
+    // hook in the image the old container runs on (by digest: its tag may have moved with the
+    // import), the post hook in the new image.
     let new_ref = ImageRef {
         reference: new_image.clone(),
         digest: new_digest.clone(),
     };
-    let (pre_hook, post_hook) = if request.skip_data {
-        say("Skipping the pre and post hooks (--skip_data)");
-        (None, None)
-    } else {
-        let found = async {
-            Ok::<_, Error>((
-                hooks::find(runtime, &data_dir, &old.spec.image, Hook::Pre).await?,
-                hooks::find(runtime, &data_dir, &new_ref, Hook::Post).await?,
-            ))
+    let old_ref = ImageRef {
+        reference: old.image().to_string(),
+        digest: old.runs_on().to_string(),
+    };
+    let found = async {
+        if request.skip_data {
+            say("Skipping the pre and post hooks (--skip_data)");
+            return Ok::<_, Error>((None, None));
         }
-        .await;
-        match found {
-            Ok(found) => found,
-            Err(e) => {
-                let e = Error::Invalid(format!("{e}; nothing was changed"));
-                return Err(abort(runtime, &store, name, &j, e).await);
-            }
+        let pre = if old_running {
+            Some(hooks::find(runtime, &data_dir, &old_ref, Hook::Pre).await?)
+        } else {
+            say(&format!(
+                "TPC-{name} is not running: no {} runs",
+                Hook::Pre.path()
+            ));
+            None
+        };
+        let post = hooks::find(runtime, &data_dir, &new_ref, Hook::Post).await?;
+        Ok((pre, Some(post)))
+    }
+    .await;
+    let (pre_hook, post_hook) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            let e = Error::Invalid(format!("{e}; nothing was changed"));
+            return Err(abort(runtime, &store, name, &j, e).await);
         }
     };
-    if let Err(e) = super::container::create_missing_bind_sources(&wanted.container, say) {
-        let e = Error::Invalid(format!("{e}; nothing was changed"));
-        return Err(abort(runtime, &store, name, &j, e).await);
-    }
     match &pre_hook {
-        _ if request.skip_data => {}
-        None => say(&hooks::none_found(Hook::Pre)),
-        Some(_) if !old_running => say(&format!(
-            "TPC-{name} is not running: skipping {}",
-            Hook::Pre.path()
-        )),
-        Some(source) => {
+        None => {}
+        Some(Found::Hook(source)) => {
             if let Err(e) = hooks::run(runtime, name, Hook::Pre, source, request.hook_timeout, say).await {
                 let e = Error::Invalid(format!("{e}; nothing was changed"));
                 return Err(abort(runtime, &store, name, &j, e).await);
             }
         }
+        Some(absent) => say(&absent.absence(Hook::Pre).unwrap_or_default()),
     }
     crash_point("upgrade:pre-hook");
 
@@ -263,6 +268,7 @@ pub async fn upgrade<R: Runtime>(
     j.step = UpgradeStep::NewCreated;
     journal::write(&store, name, Entry::Upgrade(&j))?;
     let started = async {
+        super::container::create_missing_bind_sources(&store, &wanted.container, say)?;
         create_container(runtime, settings, &store, &new_record).await?;
         crash_point("upgrade:new-created");
         start_task(runtime, settings, &store, &new_record).await?;
@@ -273,14 +279,14 @@ pub async fn upgrade<R: Runtime>(
     if let Err(e) = started {
         return Err(roll_back(runtime, settings, &store, name, &j, e, say).await);
     }
-    match &post_hook {
-        _ if request.skip_data => {}
-        None => say(&hooks::none_found(Hook::Post)),
-        Some(source) => {
-            if let Err(e) = hooks::run(runtime, name, Hook::Post, source, request.hook_timeout, say).await {
+    match post_hook.map(|found| found.again(&data_dir, Hook::Post)) {
+        None => {}
+        Some(Found::Hook(source)) => {
+            if let Err(e) = hooks::run(runtime, name, Hook::Post, &source, request.hook_timeout, say).await {
                 return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
             }
         }
+        Some(absent) => say(&absent.absence(Hook::Post).unwrap_or_default()),
     }
     say(&format!(
         "Checking that the new TPC-{name} container stays up for {} s{}",

@@ -408,6 +408,15 @@ pub fn of_plugin(store: &Store, instance: &str) -> Result<Vec<Volume>, Error> {
 }
 
 /// The custom volumes TPC `record` binds.
+/// Host paths of every custom volume (served by a plugin): they exist only while mounted.
+pub(super) fn driver_volume_paths(store: &Store) -> Result<Vec<PathBuf>, Error> {
+    Ok(list(store)?
+        .into_iter()
+        .filter(|v| v.plugin.is_some())
+        .map(|v| v.host_path)
+        .collect())
+}
+
 fn driver_volumes(store: &Store, record: &TpcRecord) -> Result<Vec<Volume>, Error> {
     Ok(list(store)?
         .into_iter()

@@ -375,7 +375,9 @@ pub trait Runtime: Send + Sync {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// The regular file at `path` in `image`'s root filesystem (symlinks resolved inside the
-    /// image), at most `limit` bytes; `None` when the image has no file there.
+    /// image), at most `limit` bytes; `None` when the image has no file there. `ImageNotFound`
+    /// when the runtime no longer holds the image, `FailedPrecondition` when the host cannot
+    /// read inside an image safely, `InvalidRequest` when the path is no regular file.
     fn read_image_file(
         &self,
         image: &crate::tpc_spec::ImageRef,
