@@ -6,7 +6,9 @@ mod images;
 mod progress;
 mod serve;
 mod source;
+mod table;
 mod tpc;
+mod units;
 
 use crate::config::{self, Settings};
 use crate::containerd::Containerd;
