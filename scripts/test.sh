@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (the README's test command): installs missing Debian packages, builds
-# every target, then runs every test. Integration tests start their own private containerd instances
+# every target and the Debian package, then runs every test. Integration tests start their own private containerd instances
 # and mount overlays, so this must run as root. Extra arguments go to `cargo test` (e.g. `-- --nocapture`).
 set -euo pipefail
 
@@ -22,6 +22,12 @@ scripts/install-deps.sh
 
 step "cargo build --all-targets"
 cargo build --all-targets
+
+# The Debian package (release build with zig against glibc 2.28, cargo deb), made once here so
+# tests/package.rs checks it instead of building it itself.
+step "scripts/package.sh"
+TPCM_DEB=$(scripts/package.sh | tail -n 1)
+export TPCM_DEB
 
 step "cargo test --all-targets $*"
 cargo test --all-targets "$@"
