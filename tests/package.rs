@@ -430,7 +430,7 @@ fn dpkg_installs_upgrades_removes_and_purges_it_in_a_scratch_root() {
     let r = scratch_root();
     let root = r.path();
 
-    dpkg(root, &["-i".as_ref(), deb().as_os_str()]);
+    let out = dpkg(root, &["-i".as_ref(), deb().as_os_str()]);
     assert_eq!(installed_version(root).as_deref(), Some(version));
     let binary = root.join("usr/bin/tpcm");
     let v = run(Command::new(&binary).arg("--version"));
@@ -449,12 +449,20 @@ fn dpkg_installs_upgrades_removes_and_purges_it_in_a_scratch_root() {
     }
     verify_installed_unit(root, "tpcm.service");
     verify_installed_unit(root, "tpcm-serve.service");
-    // The boot unit is enabled (its symlink made by deb-systemd-helper, no systemd needed); the
-    // server is not.
-    let link = root.join("etc/systemd/system/multi-user.target.wants/tpcm.service");
-    assert_eq!(
-        std::fs::read_link(&link).unwrap(),
-        Path::new("/lib/systemd/system/tpcm.service")
+    // systemd does not run for this root: the boot unit is installed, not enabled, and the
+    // operator is told; nothing is recorded for it, so a later installation under systemd
+    // enables it. The server is not enabled either.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("systemd is not running: tpcm.service is not enabled"),
+        "{said}"
+    );
+    assert!(root.join("lib/systemd/system/tpcm.service").is_file());
+    assert!(!enabled(root, "tpcm.service"));
+    assert!(
+        !root
+            .join("var/lib/systemd/deb-systemd-helper-enabled/tpcm.service.dsh-also")
+            .exists()
     );
     assert!(!enabled(root, "tpcm-serve.service"));
     // The default settings file, where tpcm reads it.
@@ -464,8 +472,7 @@ fn dpkg_installs_upgrades_removes_and_purges_it_in_a_scratch_root() {
         std::fs::read_to_string(root.join("usr/share/tpcm/tpcm.toml")).unwrap()
     );
 
-    // The operator's choices: boot unit off, server on, a setting; and a TPC installed.
-    systemctl_root(root, &["disable", "tpcm.service"]);
+    // The operator's choices: server on, a setting; and a TPC installed.
     systemctl_root(root, &["enable", "tpcm-serve.service"]);
     let edited = "default_cpu_share = 0.5\n";
     std::fs::write(&config, edited).unwrap();
@@ -478,7 +485,7 @@ fn dpkg_installs_upgrades_removes_and_purges_it_in_a_scratch_root() {
     assert_eq!(installed_version(root), Some(format!("{version}+1")));
     assert!(
         !enabled(root, "tpcm.service"),
-        "the upgrade re-enabled the boot unit"
+        "an upgrade without systemd enabled the boot unit"
     );
     assert!(
         enabled(root, "tpcm-serve.service"),
@@ -628,8 +635,10 @@ fn where_systemd_runs_the_scripts_reload_it_restart_a_running_server_and_start_n
          echo '--- installed'; cat /tmp/calls; : >/tmp/calls\n\
          ls {wants} | grep tpcm || true\n\
          ln -s /lib/systemd/system/tpcm-serve.service {wants}/tpcm-serve.service\n\
+         rm -f {wants}/tpcm.service\n\
          dpkg --log=/dev/null -i /tmp/{newer_name} >/dev/null\n\
          echo '--- upgraded'; cat /tmp/calls; : >/tmp/calls\n\
+         ls {wants} | grep tpcm || true\n\
          dpkg --log=/dev/null -r tpcm >/dev/null 2>&1\n\
          echo '--- removed'; cat /tmp/calls\n"
     );
@@ -650,17 +659,30 @@ fn where_systemd_runs_the_scripts_reload_it_restart_a_running_server_and_start_n
     );
     // deb-systemd-helper enables through `systemctl preset` where systemd runs (bookworm's), or
     // makes the symlink itself (bullseye's).
-    let enables = |unit: &str| {
-        installed.iter().any(|l| {
+    let enables = |section: &[String], unit: &str| {
+        section.iter().any(|l| {
             l == unit
                 || (l.starts_with("systemctl")
                     && (l.contains(" preset ") || l.contains(" enable "))
                     && l.ends_with(&format!(" {unit}")))
         })
     };
-    assert!(enables("tpcm.service"), "boot unit not enabled: {out}");
-    assert!(!enables("tpcm-serve.service"), "server enabled: {out}");
+    assert!(
+        enables(&installed, "tpcm.service"),
+        "boot unit not enabled: {out}"
+    );
+    assert!(
+        !enables(&installed, "tpcm-serve.service"),
+        "server enabled: {out}"
+    );
     let upgraded = section("upgraded");
+    // The operator disabled the boot unit (its link removed) and enabled the server: the
+    // upgrade keeps both choices.
+    assert!(
+        !enables(&upgraded, "tpcm.service"),
+        "the upgrade re-enabled the boot unit: {out}"
+    );
+    assert!(upgraded.contains(&"tpcm-serve.service".to_string()), "{out}");
     assert!(
         upgraded
             .iter()
