@@ -25,13 +25,17 @@ die() { echo "demo.sh: $*" >&2; exit 1; }
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup)"
 
 # Kills, by pid, the demo's containerd (`--config $DEMO/config.toml`) and its shims
-# (`-address $SOCK`) left over from an interrupted run; nothing else.
+# (`-address $SOCK`) left over from an interrupted run; nothing else. A process that ends between
+# the glob and the read (cargo's and the demo's own short-lived children do) is skipped quietly:
+# the group's `2>/dev/null` also covers the `<` redirection, which the shell performs, and
+# reports, before a `2>/dev/null` written after it on the same command would take effect.
 kill_demo_processes() {
-    local f pid
+    local f pid cmdline
     for f in /proc/[0-9]*/cmdline; do
         pid=${f#/proc/}; pid=${pid%/cmdline}
         [ "$pid" = "$$" ] && continue
-        case "$(tr '\0' ' ' <"$f" 2>/dev/null)" in
+        cmdline=$( { tr '\0' ' ' <"$f"; } 2>/dev/null ) || continue
+        case "$cmdline" in
             containerd\ --config\ "$DEMO/config.toml"* | *containerd-shim*"-address $SOCK"*)
                 kill -KILL "$pid" 2>/dev/null || true ;;
         esac

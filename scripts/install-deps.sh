@@ -9,8 +9,9 @@
 # ssh-keygen; the server side of scp), bsdutils and systemd (script(1) and systemd-analyze for
 # tests), the differential import test's tools (buildah, podman, umoci, docker.io, attr, acl,
 # libcap2-bin), a C toolchain only if no `cc` is present (with glibc's static library for the
-# confinement probe and the plugin tests' programs), and tini (its static build is what --init
-# runs). Safe to re-run; runs `apt-get update` at most once,
+# confinement probe and the plugin tests' programs), tini (its static build is what --init
+# runs), and python3-venv and binutils for building and checking the Debian package. Safe to
+# re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
 
@@ -62,6 +63,10 @@ have_cmd cc || missing+=(build-essential pkg-config)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || missing+=(libc6-dev)
 # --init runs Debian's static tini (tini-static) as the TPC's PID 1.
 [ -x /usr/bin/tini-static ] || missing+=(tini)
+# The Debian package (scripts/package.sh): cargo-zigbuild and zig go into a Python virtual
+# environment; tests/package.rs reads the binary's symbol versions with objdump and readelf.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+{ have_cmd objdump && have_cmd readelf; } || missing+=(binutils)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all required packages are present"

@@ -2,6 +2,7 @@
 
 use super::progress::TerminalProgress;
 use super::source::{SourceArgs, image_source};
+use super::units::human_size;
 use crate::config::Settings;
 use crate::manager;
 use clap::Subcommand;
@@ -78,26 +79,31 @@ pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), St
                     serde_json::to_string_pretty(&images).expect("summaries serialize")
                 );
             } else {
-                println!("{:<50} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
-                for i in images {
-                    let short = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
-                    let created = i
-                        .created
-                        .map(|s| {
-                            humantime::format_rfc3339_seconds(
-                                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
-                            )
-                            .to_string()
-                        })
-                        .unwrap_or_else(|| "-".into());
-                    println!(
-                        "{:<50} sha256:{:<12} {:>10}  {}",
-                        i.name,
-                        &short[..short.len().min(12)],
-                        human_size(i.size),
-                        created
-                    );
-                }
+                let rows: Vec<Vec<String>> = images
+                    .iter()
+                    .map(|i| {
+                        let short = i.digest.strip_prefix("sha256:").unwrap_or(&i.digest);
+                        let created = i
+                            .created
+                            .map(|s| {
+                                humantime::format_rfc3339_seconds(
+                                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+                                )
+                                .to_string()
+                            })
+                            .unwrap_or_else(|| "-".into());
+                        vec![
+                            i.name.clone(),
+                            format!("sha256:{}", &short[..short.len().min(12)]),
+                            human_size(i.size),
+                            created,
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    super::table::render(&["NAME", "DIGEST", "SIZE", "CREATED"], &rows)
+                );
             }
         }
         ImageCommand::Remove { reference, force } => {
@@ -115,31 +121,4 @@ pub(super) async fn run(cmd: ImageCommand, settings: &Settings) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// Sizes as people read them (powers of 1000, like docker).
-pub(super) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_size;
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(999), "999 B");
-        assert_eq!(human_size(1_500_000), "1.5 MB");
-    }
 }

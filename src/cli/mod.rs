@@ -2,11 +2,14 @@
 //! on stderr, a non-zero exit code; see `docs/cli.md`).
 
 mod client;
+mod generate;
 mod images;
 mod progress;
 mod serve;
 mod source;
+mod table;
 mod tpc;
+mod units;
 
 use crate::config::{self, Settings};
 use crate::containerd::Containerd;
@@ -106,6 +109,19 @@ enum Command {
     Janitor(serve::Janitor),
     /// Drive gNOI containerz servers (tpcm serve on other switches): one or many at once.
     Client(Box<client::ClientArgs>),
+    /// Print the completion script for a shell (the package installs them; generated from this
+    /// binary's own command line).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh or fish.
+        shell: generate::Shell,
+    },
+    /// Write the man pages (tpcm.1, tpcm-<command>.1, ...) into an existing directory.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write them into.
+        dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -198,6 +214,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(cmd) => serve::serve(cmd, &settings).await,
         Command::Janitor(cmd) => serve::janitor(cmd, &settings).await,
         Command::Client(cmd) => client::run(*cmd, &settings).await,
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man { dir } => generate::man_pages(&dir),
     }
 }
 

@@ -247,16 +247,13 @@ pub(super) async fn migrate(cmd: MigrateCommand, settings: &Settings) -> Result<
                 .await
                 .map_err(|e| e.to_string())?;
             for (name, written) in &report.saved {
-                println!(
-                    "TPC-{name}: saved ({} added)",
-                    super::images::human_size(*written)
-                );
+                println!("TPC-{name}: saved ({} added)", super::units::human_size(*written));
             }
             println!(
                 "[ SUCCESS ] {} TPC(s) saved in {}; the export takes {}",
                 report.saved.len(),
                 settings.root.join(migrate::MIGRATION_DIR).display(),
-                super::images::human_size(report.export_bytes)
+                super::units::human_size(report.export_bytes)
             );
         }
         MigrateCommand::Restore => {
@@ -286,12 +283,12 @@ pub(super) async fn migrate(cmd: MigrateCommand, settings: &Settings) -> Result<
                         s.record.name,
                         s.record.image(),
                         if s.record.running { "running" } else { "stopped" },
-                        super::images::human_size(s.written)
+                        super::units::human_size(s.written)
                     );
                 }
                 println!(
                     "Export size: {}",
-                    super::images::human_size(migrate::export_size(settings))
+                    super::units::human_size(migrate::export_size(settings))
                 );
             }
         }
@@ -354,34 +351,37 @@ pub(super) async fn list(cmd: List, settings: &Settings) -> Result<(), String> {
         );
         return Ok(());
     }
-    println!(
-        "{:<20} {:<45} {:<14} {:>6} {:>10} {:>10}",
-        "NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "UPTIME"
+    let rows: Vec<Vec<String>> = tpcs
+        .iter()
+        .map(|t| {
+            let status = match &t.status {
+                ContainerState::Running { .. } => "running".to_string(),
+                ContainerState::Stopped => "stopped".to_string(),
+                ContainerState::Exited { code } => format!("exited ({code})"),
+                ContainerState::Other { detail } => detail.clone(),
+            };
+            // A limit, so in the binary units it was given in (`--memory 512m`).
+            let memory = t
+                .memory
+                .map(super::units::human_memory)
+                .unwrap_or_else(|| "-".into());
+            let uptime = t
+                .uptime
+                .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string());
+            vec![
+                t.name.clone(),
+                t.image.clone(),
+                status,
+                format!("{:.2}", t.cpus),
+                memory,
+                uptime.unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        super::table::render(&["NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "UPTIME"], &rows)
     );
-    for t in tpcs {
-        let status = match &t.status {
-            ContainerState::Running { .. } => "running".to_string(),
-            ContainerState::Stopped => "stopped".to_string(),
-            ContainerState::Exited { code } => format!("exited ({code})"),
-            ContainerState::Other { detail } => detail.clone(),
-        };
-        let memory = t
-            .memory
-            .map(super::images::human_size)
-            .unwrap_or_else(|| "-".into());
-        let uptime = t
-            .uptime
-            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string());
-        println!(
-            "{:<20} {:<45} {:<14} {:>6.2} {:>10} {:>10}",
-            t.name,
-            t.image,
-            status,
-            t.cpus,
-            memory,
-            uptime.unwrap_or_else(|| "-".into())
-        );
-    }
     Ok(())
 }
 

@@ -59,6 +59,19 @@ impl ImageSource {
         !matches!(self, ImageSource::Present(_))
     }
 
+    /// What getting the image involves, as the start of a progress line: a local archive is
+    /// only imported, a URL, SSH server or registry is also downloaded from, and an image
+    /// already present is used as it is.
+    pub fn fetch_verb(&self) -> &'static str {
+        match self {
+            ImageSource::File(_) => "Importing",
+            ImageSource::Http { .. } | ImageSource::Ssh(_) | ImageSource::Registry(_) => {
+                "Downloading and importing"
+            }
+            ImageSource::Present(_) => "Using",
+        }
+    }
+
     /// Infers the kind of a location as the TPCM CLI does (docs/cli.md, "Where an image comes
     /// from"): an http(s) URL is downloaded, an existing file is an archive, anything else is an
     /// image reference. A location that reads as a path ([`looks_like_path`]) stays a file even

@@ -130,7 +130,7 @@ pub async fn upgrade<R: Runtime>(
     }
     crash_point("upgrade:pinned");
 
-    say(&format!("Downloading and importing the new TPC-{name} image"));
+    say(&format!("{} the new TPC-{name} image", source.fetch_verb()));
     let imported = match super::import_image(runtime, &store, &source, None, progress).await {
         Ok(images) => images,
         Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
