@@ -5,6 +5,7 @@
 //! snapshots also carries `containerd-lease` so containerd's garbage collector cannot remove
 //! half-imported objects (design §4).
 
+mod attach;
 mod backend;
 mod cni;
 mod containers;
@@ -17,6 +18,7 @@ mod image_view;
 mod images;
 mod import;
 mod leases;
+mod metrics;
 mod snapshots;
 mod users;
 
