@@ -146,6 +146,7 @@ impl Runtime for Containerd {
     }
 
     async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
+        self.unprotect_layer(id).await?;
         self.remove_container(id).await?;
         Ok(self.detach_network(id).await?)
     }
@@ -341,6 +342,20 @@ impl Containerd {
             .map_err(runtime::Error::from)
         }
         .await;
+        if created.is_ok() {
+            // The layer outlives the container record, until tpcm deletes the container.
+            let key = self
+                .container_record(&config.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.snapshot_key);
+            if let Some(key) = key
+                && let Err(e) = self.protect_layer(&config.id, &key).await
+            {
+                tracing::warn!("container {}: cannot protect its writable layer: {e}", config.id);
+            }
+        }
         // Sync on failure so the half-made snapshot is collected before we answer.
         let _ = self.delete_lease(lease, created.is_err()).await;
         created
