@@ -64,28 +64,14 @@ const STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often `events` looks for new ones in tpcm's event file.
 const EVENTS_POLL: Duration = Duration::from_millis(200);
 
-/// A time given as RFC 3339, seconds since the epoch, or a duration before now; in nanoseconds
-/// since the epoch.
+/// A time as `--since`/`--until` take it (the forms of `tpcm logs`), in nanoseconds since the
+/// epoch.
 pub(super) fn parse_time(flag: &str, text: &str) -> Result<u64, String> {
-    let now = events::now_nanos();
-    if let Ok(secs) = text.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok((secs * 1e9) as u64);
-    }
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Ok(t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0));
-    }
-    if let Ok(d) = humantime::parse_duration(text) {
-        return Ok(now.saturating_sub(d.as_nanos() as u64));
-    }
-    Err(format!(
-        "{flag} {text:?}: give an RFC 3339 time (2024-05-01T10:00:00Z), seconds since the epoch, or a duration ago (10m)"
-    ))
+    let t = crate::runtime::logs::parse_time(text, std::time::SystemTime::now())
+        .map_err(|e| format!("{flag}: {e}"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0))
 }
 
 pub(super) async fn inspect(cmd: Inspect, settings: &Settings) -> Result<(), String> {
