@@ -88,12 +88,14 @@ fn task_pid(cd: &Containerd) -> Option<u32> {
         .map(|(_, pid, _)| pid)
 }
 
-/// Only what one TPC on `version` needs is left: its image, its container, no hold or pin.
+/// Only what one TPC on `version` needs is left: its image, its container and the lease of its
+/// writable layer, no hold or pin.
 #[track_caller]
 fn assert_clean_on(cd: &Containerd, version: &str) {
     assert_eq!(cd.images(), vec![image(version)], "images");
     assert_eq!(cd.containers(), vec!["app".to_string()], "containers");
-    assert_eq!(cd.leases(), Vec::<String>::new(), "leases");
+    // No hold or pin: only the TPC's own writable-layer lease.
+    assert_eq!(cd.leases(), vec!["tpcm-layer-app".to_string()], "leases");
     // Two committed layers of the image plus the container's writable layer.
     assert_eq!(cd.snapshots().len(), 3, "snapshots: {:?}", cd.snapshots());
     assert!(!cd.store_dir().join("journal/app.json").exists(), "journal left");
