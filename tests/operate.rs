@@ -382,8 +382,48 @@ fn update_changes_the_running_tasks_cgroup_and_survives_restart_and_boot() {
         assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
         assert_eq!(limits(&cd), wanted, "{bad:?}");
     }
-    // A memory limit below what the container uses is the kernel's refusal: nothing changes.
+    // A memory limit below what the container uses (48 MiB in its /dev/shm, which cannot be
+    // reclaimed without swap) is the kernel's refusal: one line, and nothing changes, not even
+    // the CPU cap asked for with it.
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "exec",
+            "app",
+            "--",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/shm/fill",
+            "bs=1M",
+            "count=48",
+        ],
+    ));
+    let err = assert_fails(&tpcm(
+        &cd,
+        &[
+            "update",
+            "app",
+            "--memory",
+            "16m",
+            "--memory-reservation",
+            "8m",
+            "--cpus",
+            "0.25",
+        ],
+    ));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unable to set memory limit") && !err.contains("code:"),
+        "runc's reason alone: {err}"
+    );
     assert_eq!(limits(&cd), wanted);
+    let i = json(&tpcm(&cd, &["inspect", "app", "--json"]));
+    assert_eq!(
+        (i["cpus"].as_f64(), i["settings"]["memory"].as_u64()),
+        (Some(0.5), Some(128 << 20))
+    );
+    assert_ok(&tpcm(&cd, &["exec", "app", "--", "rm", "/dev/shm/fill"]));
 
     // A restart and a boot (after the task is gone, as after a reboot) keep them.
     assert_ok(&tpcm(&cd, &["restart", "app"]));

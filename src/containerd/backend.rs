@@ -30,6 +30,7 @@ impl From<Error> for runtime::Error {
                 _ => runtime::Error::Backend(message),
             },
             Error::Unexpected { .. } => runtime::Error::Backend(message),
+            Error::Refused { .. } => runtime::Error::FailedPrecondition(message),
         }
     }
 }

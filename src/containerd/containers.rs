@@ -463,7 +463,14 @@ impl Containerd {
             self.tasks()
                 .update(self.request(req, None))
                 .await
-                .map_err(Error::rpc(format!("task update {id}")))?;
+                .map_err(|status| match status.code() {
+                    // runc's own failure (containerd passes it on as Unknown): its reason alone.
+                    tonic::Code::Unknown => Error::Refused {
+                        op: format!("runc refused the new limits of {id}'s running task"),
+                        reason: runc_reason(status.message()),
+                    },
+                    _ => Error::rpc(format!("task update {id}"))(status),
+                })?;
         }
         let mut linux = spec.linux().clone().unwrap_or_default();
         let mut resources = linux.resources().clone().unwrap_or_default();
@@ -489,5 +496,35 @@ impl Containerd {
             .await
             .map_err(Error::rpc(format!("container update {id}")))?;
         Ok(())
+    }
+}
+
+/// runc's reason in a message containerd passes on from its shim
+/// (`runc did not terminate successfully: exit status 1: <reason>\n: unknown`).
+fn runc_reason(message: &str) -> String {
+    let reason = message
+        .rsplit_once("did not terminate successfully: ")
+        .map_or(message, |(_, r)| r);
+    let reason = reason
+        .strip_prefix("exit status ")
+        .and_then(|r| r.split_once(": "))
+        .map_or(reason, |(_, r)| r);
+    let reason = reason.trim_end_matches(": unknown").trim_end();
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runc_reason;
+
+    #[test]
+    fn runc_reason_is_taken_out_of_containerds_wrapping() {
+        assert_eq!(
+            runc_reason(
+                "runc did not terminate successfully: exit status 1: unable to set memory limit to 16777216 (current usage: 50827264, peak usage: 52318208)\n: unknown"
+            ),
+            "unable to set memory limit to 16777216 (current usage: 50827264, peak usage: 52318208)"
+        );
+        assert_eq!(runc_reason("something else"), "something else");
     }
 }

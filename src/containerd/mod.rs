@@ -74,6 +74,16 @@ pub enum Error {
     /// No such image.
     #[error("no image named {0}")]
     ImageNotFound(String),
+    /// The OCI runtime (runc) refused an operation for a reason of its own, e.g. the kernel
+    /// refusing a memory limit below what a container uses: its reason, without the wrapping
+    /// of containerd's answer.
+    #[error("{op}: {reason}")]
+    Refused {
+        /// Who refused what.
+        op: String,
+        /// runc's reason.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -86,8 +86,14 @@ pub async fn update<R: Runtime>(
     }
     let (before, after) = (limits(&old), limits(&new));
     let exists = runtime.container_exists(name).await?;
-    if before != after && exists {
-        runtime.update_limits(name, &after).await?;
+    // runc may have written some cgroup files before one was refused: the old limits go back,
+    // so a refusal changes nothing.
+    if before != after
+        && exists
+        && let Err(e) = runtime.update_limits(name, &after).await
+    {
+        let _ = runtime.update_limits(name, &before).await;
+        return Err(e.into());
     }
     if let Err(e) = store.put(&new) {
         if before != after && exists {
