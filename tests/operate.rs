@@ -318,6 +318,47 @@ fn inspect_top_and_stats_show_the_tpcs_settings_processes_and_usage() {
         "{table}"
     );
     assert_fails(&tpcm(&cd, &["stats", "nosuch", "--no-stream"]));
+
+    // A bridged TPC has network counters of its own: a 1 MiB page it served shows as sent.
+    let port = common::free_port();
+    install(
+        &cd,
+        "web",
+        &format!(
+            "--network bridge -p {port}:8080 -- /bin/sh -c 'mkdir -p /www; \
+             busybox dd if=/dev/zero of=/www/index.html bs=1k count=1024 2>/dev/null; \
+             exec busybox httpd -f -p 8080 -h /www'"
+        ),
+    );
+    wait_until(DEADLINE, "the page to be served", || {
+        common::http_get(port).is_some_and(|page| page.len() > 1 << 20)
+    });
+    let web = json(&tpcm(&cd, &["stats", "web", "--no-stream", "--json"]));
+    let (rx, tx) = (
+        web[0]["net_rx"].as_u64().unwrap(),
+        web[0]["net_tx"].as_u64().unwrap(),
+    );
+    assert!(tx > 1 << 20 && rx > 0, "received {rx}, sent {tx}");
+
+    // Without --no-stream a reading follows every interval, each over its own interval.
+    let mut stream = tpcm_cmd(&cd)
+        .args(["stats", "busy", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(stream.stdout.take().unwrap()).lines();
+    let readings: Vec<Value> = (0..3)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    let _ = stream.kill();
+    let _ = stream.wait();
+    for r in &readings {
+        let r = r.as_array().unwrap();
+        assert_eq!(r.len(), 1, "{r:?}");
+        let cpu = r[0]["cpu_percent"].as_f64().unwrap();
+        assert!((30.0..=60.0).contains(&cpu), "{readings:?}");
+    }
 }
 
 #[test]
@@ -642,4 +683,14 @@ fn a_container_deleted_behind_tpcms_back_is_missing_and_start_makes_it_again() {
         .map(|e| e["attributes"]["layer"].as_str().unwrap())
         .collect();
     assert_eq!(layers, ["kept", "fresh"]);
+
+    // A missing TPC uninstalls cleanly: the layer left behind goes with its lease.
+    assert_ok(&tpcm(&cd, &["stop", "app"]));
+    cd.ctr_ok(&["containers", "delete", "--keep-snapshot", "app"]);
+    assert_eq!(listed(&cd, "app")["status"]["state"], "missing");
+    assert_ok(&tpcm(&cd, &["uninstall", "app", "-y"]));
+    wait_until(DEADLINE, "nothing left of the TPC", || {
+        cd.snapshots().is_empty() && cd.leases().is_empty()
+    });
+    cd.assert_empty("after uninstalling a missing TPC");
 }

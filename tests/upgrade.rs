@@ -395,6 +395,27 @@ fn a_failing_health_check_rolls_back() {
         ],
     ));
     assert_clean_on(&cd, "2");
+
+    // `tpcm events` tells both: the rollback with its reason, then the upgrade.
+    let events: Vec<serde_json::Value> =
+        assert_ok(&tpcm(&cd, &["events", "--since", "0", "--until", "0s", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| e["action"] == "rollback" || e["action"] == "upgrade")
+            .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (rollback, upgrade) = (&events[0]["attributes"], &events[1]["attributes"]);
+    assert_eq!(events[0]["action"], "rollback", "{events:?}");
+    assert!(
+        rollback["reason"].as_str().unwrap().contains("health check"),
+        "{rollback}"
+    );
+    assert_eq!(rollback["restored"], "true");
+    assert_eq!(events[1]["action"], "upgrade", "{events:?}");
+    assert_eq!(
+        (upgrade["from"].as_str(), upgrade["image"].as_str()),
+        (Some(image("1").as_str()), Some(image("2").as_str()))
+    );
 }
 
 #[test]
