@@ -254,22 +254,7 @@ fn inspect_top_and_stats_show_the_tpcs_settings_processes_and_usage() {
     assert!(!text.contains("hunter2"), "{text}");
     assert_fails(&tpcm(&cd, &["inspect", "nosuch"]));
 
-    // top: the main process and its child, by host pid.
-    let procs = json(&tpcm(&cd, &["top", "mem", "--json"]));
-    let procs = procs.as_array().unwrap();
-    assert!(
-        procs.iter().any(|p| p["pid"].as_u64() == Some(pid(&cd, "mem"))),
-        "{procs:?}"
-    );
-    assert!(
-        procs
-            .iter()
-            .any(|p| p["command"].as_str().unwrap().starts_with("sleep 1000")),
-        "{procs:?}"
-    );
-    assert!(assert_ok(&tpcm(&cd, &["top", "mem"])).contains("sleep 1000"));
-
-    // stats: CPU near the cap, memory near what was written.
+    // The TPC filled /dev/shm.
     wait_until(DEADLINE, "the TPC to fill /dev/shm", || {
         Command::new("ctr")
             .args(["-a", cd.socket().to_str().unwrap(), "-n", cd.namespace()])
@@ -286,6 +271,31 @@ fn inspect_top_and_stats_show_the_tpcs_settings_processes_and_usage() {
             .status()
             .is_ok_and(|s| s.success())
     });
+    // top: the main process and its child, by host pid (the child is forked after the file
+    // is made, so it may take a moment to show).
+    let sleeping = |procs: &Value| {
+        procs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["command"].as_str().unwrap().starts_with("sleep 1000"))
+    };
+    wait_until(DEADLINE, "top to show the child", || {
+        sleeping(&json(&tpcm(&cd, &["top", "mem", "--json"])))
+    });
+    let procs = json(&tpcm(&cd, &["top", "mem", "--json"]));
+    assert!(sleeping(&procs), "{procs:?}");
+    assert!(
+        procs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"].as_u64() == Some(pid(&cd, "mem"))),
+        "{procs:?}"
+    );
+    assert!(assert_ok(&tpcm(&cd, &["top", "mem"])).contains("sleep 1000"));
+
+    // stats: CPU near the cap, memory near what was written.
     let stats = json(&tpcm(&cd, &["stats", "--no-stream", "--json"]));
     let stats = stats.as_array().unwrap();
     assert_eq!(stats.len(), 2, "every running TPC: {stats:?}");
