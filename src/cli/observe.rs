@@ -114,7 +114,7 @@ pub(super) async fn inspect(cmd: Inspect, settings: &Settings) -> Result<(), Str
     println!("CPUs:            {:.2}", i.cpus);
     println!(
         "Memory:          {}",
-        or_dash(i.settings.memory.map(super::images::human_size))
+        or_dash(i.settings.memory.map(super::units::human_memory))
     );
     println!("Network:         {}", i.network);
     for p in &i.ports {
@@ -178,13 +178,14 @@ pub(super) async fn stats(cmd: Stats, settings: &Settings) -> Result<(), String>
 }
 
 fn print_stats(rows: &[observe::Stats]) {
-    let size = super::images::human_size;
+    // As docker stats: memory in powers of 1024, I/O in powers of 1000.
+    let (memory, size) = (super::units::human_memory, super::units::human_size);
     println!(
         "{:<20} {:>8} {:>22} {:>7} {:>20} {:>20} {:>6}",
         "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "BLOCK I/O", "PIDS"
     );
     for s in rows {
-        let limit = s.memory_limit.map_or("-".to_string(), size);
+        let limit = s.memory_limit.map_or("-".to_string(), memory);
         let net = match (s.net_rx, s.net_tx) {
             (Some(rx), Some(tx)) => format!("{} / {}", size(rx), size(tx)),
             _ => "- (host)".to_string(),
@@ -193,7 +194,7 @@ fn print_stats(rows: &[observe::Stats]) {
             "{:<20} {:>7.2}% {:>22} {:>6.2}% {:>20} {:>20} {:>6}",
             s.name,
             s.cpu_percent,
-            format!("{} / {limit}", size(s.memory_usage)),
+            format!("{} / {limit}", memory(s.memory_usage)),
             s.memory_percent,
             net,
             format!("{} / {}", size(s.block_read), size(s.block_write)),

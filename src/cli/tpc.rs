@@ -534,7 +534,7 @@ pub(super) async fn update(cmd: Update, settings: &Settings) -> Result<(), Strin
         .await
         .map_err(|e| e.to_string())?;
     let s = &record.spec.settings;
-    let size = |v: Option<u64>| v.map_or("none".to_string(), super::images::human_size);
+    let size = |v: Option<u64>| v.map_or("none".to_string(), super::units::human_memory);
     println!(
         "[ SUCCESS ] TPC {} updated: cpus {:.2}, memory {}, memory reservation {}, pids limit {}, restart {}",
         cmd.name,
