@@ -46,7 +46,7 @@ fn boot_restores_what_ran_and_keeps_what_was_stopped() {
         &v2,
     )
     .unwrap();
-    for name in ["one", "two", "three", "broken"] {
+    for name in ["one", "two", "three", "broken", "lost"] {
         assert_ok(&tpcm(
             &cd,
             &["install", name, v1.to_str().unwrap(), "--args", SERVICE, "-y"],
@@ -60,9 +60,15 @@ fn boot_restores_what_ran_and_keeps_what_was_stopped() {
         &[("TPCM_CRASH_AT", "upgrade:new-started")],
     );
     assert!(!out.status.success());
-    // "broken" lost its container behind tpcm's back.
+    // "lost" lost its container behind tpcm's back: boot makes it again. "broken" lost its
+    // container and its image's content: nothing can bring it back.
     reboot(&cd);
+    cd.ctr_ok(&["containers", "delete", "lost"]);
     cd.ctr_ok(&["containers", "delete", "broken"]);
+    let record = cd.store_dir().join("tpcs/broken.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    r["spec"]["image"]["digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
 
     let out = tpcm(&cd, &["boot"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -70,6 +76,11 @@ fn boot_restores_what_ran_and_keeps_what_was_stopped() {
     assert!(err.contains("broken"), "{err}");
     assert!(stdout.contains("TPC-broken: FAILED"), "{stdout}");
     assert!(stdout.contains("TPC-two: stopped by the operator"), "{stdout}");
+    assert!(
+        stdout.contains("TPC lost's container was missing") && stdout.contains("TPC-lost: running"),
+        "{stdout}"
+    );
+    assert!(running(&cd, "lost"), "{stdout}");
     assert!(running(&cd, "one"), "{stdout}");
     assert!(running(&cd, "three"), "{stdout}");
     assert!(!running(&cd, "two"));
@@ -86,7 +97,13 @@ fn boot_restores_what_ran_and_keeps_what_was_stopped() {
         "the upgrade was rolled back"
     );
     assert!(!cd.store_dir().join("journal/three.json").exists());
-    assert!(cd.leases().is_empty(), "{:?}", cd.leases());
+    // Only the TPCs' own writable-layer leases stay.
+    let leases: Vec<String> = cd
+        .leases()
+        .into_iter()
+        .filter(|l| !l.starts_with("tpcm-layer-"))
+        .collect();
+    assert!(leases.is_empty(), "{leases:?}");
 
     // With the broken TPC gone, boot succeeds and is idempotent.
     assert_ok(&tpcm(&cd, &["uninstall", "broken", "-y"]));

@@ -1850,3 +1850,62 @@ fn serve_names_the_flag_of_each_file_it_cannot_read() {
         assert_eq!(err.trim().lines().count(), 1, "{flag}: {err}");
     }
 }
+
+#[test]
+fn list_container_reports_health_restarts_and_last_exit_as_labels() {
+    let cd = Containerd::start();
+    let archive = docker_archive(cd.dir(), "h1");
+    // Installed from the CLI with a health check; `tpcm serve` runs the checks here, where
+    // systemd does not run the units.
+    assert_ok(&tpcm(
+        &cd,
+        &[
+            "install",
+            "app",
+            archive.to_str().unwrap(),
+            "--args",
+            &format!(
+                "--health-cmd 'test -f /tpc/ok' --health-interval 200ms --health-retries 1 -- {SERVICE}"
+            ),
+            "-y",
+        ],
+    ));
+    let ok = cd.data_dir().join("app/ok");
+    std::fs::write(&ok, "").unwrap();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        let label = |c: Vec<proto::ListContainerResponse>, key: &str| {
+            c.into_iter()
+                .find(|c| c.name == "app")
+                .and_then(|c| c.labels.get(key).cloned())
+        };
+        eventually(WAIT, "io.tpcm.health=healthy", || {
+            let mut c = c.clone();
+            async move { label(containers(&mut c).await, "io.tpcm.health").as_deref() == Some("healthy") }
+        })
+        .await;
+        assert_eq!(
+            label(containers(&mut c).await, "io.tpcm.restart-count").as_deref(),
+            Some("0")
+        );
+        std::fs::remove_file(&ok).unwrap();
+        eventually(WAIT, "io.tpcm.health=unhealthy", || {
+            let mut c = c.clone();
+            async move { label(containers(&mut c).await, "io.tpcm.health").as_deref() == Some("unhealthy") }
+        })
+        .await;
+        // An exit the server's supervisor sees is recorded: the last exit's code shows.
+        cd.ctr_ok(&["tasks", "kill", "-s", "KILL", "app"]);
+        eventually(WAIT, "io.tpcm.last-exit=137", || {
+            let mut c = c.clone();
+            async move { label(containers(&mut c).await, "io.tpcm.last-exit").as_deref() == Some("137") }
+        })
+        .await;
+        assert_eq!(
+            label(containers(&mut c).await, "io.tpcm.health"),
+            None,
+            "not running"
+        );
+    });
+}

@@ -88,12 +88,14 @@ fn task_pid(cd: &Containerd) -> Option<u32> {
         .map(|(_, pid, _)| pid)
 }
 
-/// Only what one TPC on `version` needs is left: its image, its container, no hold or pin.
+/// Only what one TPC on `version` needs is left: its image, its container and the lease of its
+/// writable layer, no hold or pin.
 #[track_caller]
 fn assert_clean_on(cd: &Containerd, version: &str) {
     assert_eq!(cd.images(), vec![image(version)], "images");
     assert_eq!(cd.containers(), vec!["app".to_string()], "containers");
-    assert_eq!(cd.leases(), Vec::<String>::new(), "leases");
+    // No hold or pin: only the TPC's own writable-layer lease.
+    assert_eq!(cd.leases(), vec!["tpcm-layer-app".to_string()], "leases");
     // Two committed layers of the image plus the container's writable layer.
     assert_eq!(cd.snapshots().len(), 3, "snapshots: {:?}", cd.snapshots());
     assert!(!cd.store_dir().join("journal/app.json").exists(), "journal left");
@@ -393,6 +395,27 @@ fn a_failing_health_check_rolls_back() {
         ],
     ));
     assert_clean_on(&cd, "2");
+
+    // `tpcm events` tells both: the rollback with its reason, then the upgrade.
+    let events: Vec<serde_json::Value> =
+        assert_ok(&tpcm(&cd, &["events", "--since", "0", "--until", "0s", "--json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &serde_json::Value| e["action"] == "rollback" || e["action"] == "upgrade")
+            .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let (rollback, upgrade) = (&events[0]["attributes"], &events[1]["attributes"]);
+    assert_eq!(events[0]["action"], "rollback", "{events:?}");
+    assert!(
+        rollback["reason"].as_str().unwrap().contains("health check"),
+        "{rollback}"
+    );
+    assert_eq!(rollback["restored"], "true");
+    assert_eq!(events[1]["action"], "upgrade", "{events:?}");
+    assert_eq!(
+        (upgrade["from"].as_str(), upgrade["image"].as_str()),
+        (Some(image("1").as_str()), Some(image("2").as_str()))
+    );
 }
 
 #[test]

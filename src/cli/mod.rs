@@ -2,8 +2,10 @@
 //! on stderr, a non-zero exit code; see `docs/cli.md`).
 
 mod client;
+mod exec;
 mod generate;
 mod images;
+mod observe;
 mod progress;
 mod serve;
 mod source;
@@ -80,6 +82,20 @@ enum Command {
     },
     /// Show a TPC's output (stdout and stderr, oldest first, across rotated files).
     Logs(tpc::Logs),
+    /// Run a command in a running TPC (-i: forward stdin, -t: a pseudo-terminal); exits with
+    /// the command's exit code.
+    Exec(exec::Exec),
+    /// Show everything about a TPC: its settings, image, mounts, state, health, restarts.
+    Inspect(observe::Inspect),
+    /// Show TPCs' CPU, memory, pids, block and network I/O, live (like docker stats).
+    Stats(observe::Stats),
+    /// Show the processes running in a TPC.
+    Top(observe::Top),
+    /// Show what happened to TPCs (starts, exits, restarts, health, upgrades, updates).
+    Events(observe::Events),
+    /// Change a running TPC's CPU cap, memory limits, pids limit or restart policy without
+    /// re-creating it.
+    Update(tpc::Update),
     /// After a reboot (the boot unit runs this): finish or roll back interrupted operations, then
     /// start every TPC that was running.
     Boot,
@@ -206,6 +222,12 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Stop { name } => tpc::stop(&name, &settings).await,
         Command::Restart { name } => tpc::restart(&name, &settings).await,
         Command::Logs(cmd) => tpc::logs(cmd, &settings),
+        Command::Exec(cmd) => exec::exec(cmd, &settings).await,
+        Command::Inspect(cmd) => observe::inspect(cmd, &settings).await,
+        Command::Stats(cmd) => observe::stats(cmd, &settings).await,
+        Command::Top(cmd) => observe::top(cmd, &settings).await,
+        Command::Events(cmd) => observe::events(cmd, &settings).await,
+        Command::Update(cmd) => tpc::update(cmd, &settings).await,
         Command::Boot => tpc::boot(&settings).await,
         Command::Migrate(cmd) => tpc::migrate(cmd, &settings).await,
         Command::UnitRun { name } => tpc::unit_run(&name, &settings).await,

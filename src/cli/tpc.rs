@@ -5,7 +5,6 @@ use super::source::{SourceArgs, image_source};
 use crate::config::Settings;
 use crate::manager::container::validate_name;
 use crate::manager::tpc::{self, InstallRequest, RequestedSettings};
-use crate::runtime::ContainerState;
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
@@ -112,6 +111,28 @@ pub(super) struct Logs {
     /// Only lines received before TIME (the same forms as --since).
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+}
+
+/// `tpcm update`.
+#[derive(Args, Debug)]
+pub(super) struct Update {
+    /// TPC name.
+    name: String,
+    /// CPU cap in CPUs (e.g. 0.5).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    cpus: Option<String>,
+    /// Memory limit (e.g. 512m, 1g; 0 removes it).
+    #[arg(short = 'm', long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory soft limit (0 removes it).
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Most processes (0 or -1: no limit).
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:N].
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
 }
 
 /// Asks `[y/N]` on a terminal; without one (and without `-y`) refuses rather than hang.
@@ -354,12 +375,6 @@ pub(super) async fn list(cmd: List, settings: &Settings) -> Result<(), String> {
     let rows: Vec<Vec<String>> = tpcs
         .iter()
         .map(|t| {
-            let status = match &t.status {
-                ContainerState::Running { .. } => "running".to_string(),
-                ContainerState::Stopped => "stopped".to_string(),
-                ContainerState::Exited { code } => format!("exited ({code})"),
-                ContainerState::Other { detail } => detail.clone(),
-            };
             // A limit, so in the binary units it was given in (`--memory 512m`).
             let memory = t
                 .memory
@@ -371,7 +386,9 @@ pub(super) async fn list(cmd: List, settings: &Settings) -> Result<(), String> {
             vec![
                 t.name.clone(),
                 t.image.clone(),
-                status,
+                t.status.to_string(),
+                t.health.map(|h| h.to_string()).unwrap_or_else(|| "-".into()),
+                t.restarts.to_string(),
                 format!("{:.2}", t.cpus),
                 memory,
                 uptime.unwrap_or_else(|| "-".into()),
@@ -380,14 +397,21 @@ pub(super) async fn list(cmd: List, settings: &Settings) -> Result<(), String> {
         .collect();
     print!(
         "{}",
-        super::table::render(&["NAME", "IMAGE", "STATUS", "CPUS", "MEMORY", "UPTIME"], &rows)
+        super::table::render(
+            &[
+                "NAME", "IMAGE", "STATUS", "HEALTH", "RESTARTS", "CPUS", "MEMORY", "UPTIME"
+            ],
+            &rows
+        )
     );
     Ok(())
 }
 
 pub(super) async fn start(name: &str, settings: &Settings) -> Result<(), String> {
     let cd = super::connect(settings).await?;
-    tpc::start(&cd, settings, name).await.map_err(|e| e.to_string())?;
+    tpc::start_with(&cd, settings, name, &say)
+        .await
+        .map_err(|e| e.to_string())?;
     println!("[ SUCCESS ] TPC {name} is running");
     Ok(())
 }
@@ -454,4 +478,71 @@ impl crate::runtime::logs::LogOutput for StreamsApart<'_> {
         self.stdout.flush()?;
         self.stderr.flush()
     }
+}
+
+/// Reads `tpcm update`'s values with the same rules as `--args`, before anything is touched.
+fn update_change(cmd: &Update) -> Result<crate::manager::update::Change, String> {
+    use crate::tpc_spec::{check_cpus, memory_limit, parse_size};
+    let size = |flag: &'static str, v: &Option<String>| -> Result<Option<Option<u64>>, String> {
+        v.as_deref()
+            .map(|v| {
+                let bytes = parse_size(v).map_err(|e| format!("{flag}: {e}"))?;
+                memory_limit(flag, bytes, v).map_err(|e| e.to_string())
+            })
+            .transpose()
+    };
+    let cpus = cmd
+        .cpus
+        .as_deref()
+        .map(|v| {
+            let n: f64 = v
+                .parse()
+                .map_err(|_| format!("--cpus: {v:?} is not a number of CPUs"))?;
+            check_cpus(n, v).map_err(|e| e.to_string())?;
+            Ok::<f64, String>(n)
+        })
+        .transpose()?;
+    let pids_limit = cmd
+        .pids_limit
+        .as_deref()
+        .map(|v| {
+            let n: i64 = v
+                .parse()
+                .map_err(|_| format!("--pids-limit: {v:?} is not a whole number"))?;
+            Ok::<Option<i64>, String>((n > 0).then_some(n))
+        })
+        .transpose()?;
+    let restart = cmd
+        .restart
+        .as_deref()
+        .map(|r| r.parse().map_err(|e: String| format!("--restart: {e}")))
+        .transpose()?;
+    Ok(crate::manager::update::Change {
+        cpus,
+        memory: size("--memory", &cmd.memory)?,
+        memory_reservation: size("--memory-reservation", &cmd.memory_reservation)?,
+        pids_limit,
+        restart,
+    })
+}
+
+pub(super) async fn update(cmd: Update, settings: &Settings) -> Result<(), String> {
+    validate_name(&cmd.name).map_err(|e| e.to_string())?;
+    let change = update_change(&cmd)?;
+    let cd = super::connect(settings).await?;
+    let record = crate::manager::update::update(&cd, settings, &cmd.name, &change)
+        .await
+        .map_err(|e| e.to_string())?;
+    let s = &record.spec.settings;
+    let size = |v: Option<u64>| v.map_or("none".to_string(), super::units::human_memory);
+    println!(
+        "[ SUCCESS ] TPC {} updated: cpus {:.2}, memory {}, memory reservation {}, pids limit {}, restart {}",
+        cmd.name,
+        record.cpus,
+        size(s.memory),
+        size(s.memory_reservation),
+        s.pids_limit.map_or("none".to_string(), |p| p.to_string()),
+        s.restart
+    );
+    Ok(())
 }

@@ -30,6 +30,7 @@ impl From<Error> for runtime::Error {
                 _ => runtime::Error::Backend(message),
             },
             Error::Unexpected { .. } => runtime::Error::Backend(message),
+            Error::Refused { .. } => runtime::Error::FailedPrecondition(message),
         }
     }
 }
@@ -86,62 +87,42 @@ impl Runtime for Containerd {
         config: &ContainerConfig,
         labels: HashMap<String, String>,
     ) -> Result<(), runtime::Error> {
-        let (image_config, top) = self.image_config(&config.image).await?;
-        let mut labels = labels;
-        if !config.image.digest.is_empty() {
-            labels.insert(IMAGE_PIN_LABEL.to_string(), config.image.digest.clone());
-        }
-        let lease = self.create_lease("create").await?;
-        let created = async {
-            // A user name is resolved in the image, as docker does; the spec holds numbers.
-            let image_user = image_config.config().as_ref().and_then(|c| c.user().clone());
-            let mut config = config.clone();
-            if let Some(user) = config
-                .settings
-                .user
-                .clone()
-                .or(image_user)
-                .filter(|u| !u.is_empty())
-            {
-                let resolved = self
-                    .resolve_image_user(&lease, &config.id, &top, &user)
-                    .await
-                    .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
-                config.settings.user = Some(resolved);
-            }
-            let host = spec::Host::detect(config.settings.privileged);
-            let mut spec = spec::build(&config, &image_config, self.namespace(), &host)
-                .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
-            // containerd's own label for the signal a stop sends (the image's STOPSIGNAL unless
-            // the settings name one), read back by stop_task. An image may spell it any way
-            // docker takes (`9`, `TERM`); one that is no signal leaves SIGTERM.
-            let stop_signal = config.settings.stop_signal.clone().or_else(|| {
-                image_config
-                    .config()
-                    .as_ref()
-                    .and_then(|c| c.stop_signal().as_deref())
-                    .and_then(crate::tpc_spec::signal_name)
-            });
-            if let Some(signal) = stop_signal {
-                labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);
-            }
-            if let Some(ports) = config.bridge() {
-                super::cni::join_netns(&mut spec, self.namespace(), &config.id);
-                labels.insert(
-                    super::cni::NETWORK_LABEL.to_string(),
-                    serde_json::to_string(ports).expect("ports serialize"),
-                );
-            }
-            self.make_container(&lease, &config.id, &config.image.reference, &top, &spec, labels)
-                .await
-                .map_err(runtime::Error::from)
-        }
-        .await;
-        // Sync on failure so the half-made snapshot is collected before we answer.
-        let _ = self.delete_lease(lease, created.is_err()).await;
-        created
+        self.create_on(config, labels, None).await
     }
 
+    async fn recreate_container(
+        &self,
+        config: &ContainerConfig,
+        labels: HashMap<String, String>,
+    ) -> Result<runtime::Recreated, runtime::Error> {
+        let layer = self.leftover_layer(&config.id).await?;
+        self.create_on(config, labels, layer.clone()).await?;
+        Ok(match layer {
+            Some(_) => runtime::Recreated::KeptLayer,
+            None => runtime::Recreated::FreshLayer,
+        })
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        request: &runtime::ExecRequest,
+        stdio: runtime::ExecStdio,
+    ) -> Result<runtime::ExecExit, runtime::Error> {
+        Ok(Containerd::exec_attached(self, id, request, stdio).await?)
+    }
+
+    async fn container_metrics(&self, id: &str) -> Result<Option<runtime::ContainerMetrics>, runtime::Error> {
+        Ok(self.task_metrics(id).await?)
+    }
+
+    async fn container_pids(&self, id: &str) -> Result<Vec<u32>, runtime::Error> {
+        Ok(self.task_pids(id).await?)
+    }
+
+    async fn update_limits(&self, id: &str, limits: &runtime::ResourceLimits) -> Result<(), runtime::Error> {
+        Ok(Containerd::update_limits(self, id, limits).await?)
+    }
     async fn start_container(&self, id: &str, log: &LogTarget) -> Result<u32, runtime::Error> {
         let exe = std::env::current_exe()
             .map_err(|e| runtime::Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
@@ -166,6 +147,7 @@ impl Runtime for Containerd {
     }
 
     async fn delete_container(&self, id: &str) -> Result<(), runtime::Error> {
+        self.unprotect_layer(id).await?;
         self.remove_container(id).await?;
         Ok(self.detach_network(id).await?)
     }
@@ -287,6 +269,97 @@ impl Runtime for Containerd {
 
     async fn discard_detached(&self, detached: &DetachedContainer) -> Result<(), runtime::Error> {
         Ok(self.discard(detached).await?)
+    }
+}
+
+impl Containerd {
+    /// [`Runtime::create_container`], on a fresh writable layer or on `layer`.
+    async fn create_on(
+        &self,
+        config: &ContainerConfig,
+        labels: HashMap<String, String>,
+        layer: Option<String>,
+    ) -> Result<(), runtime::Error> {
+        let (image_config, top) = self.image_config(&config.image).await?;
+        let mut labels = labels;
+        if !config.image.digest.is_empty() {
+            labels.insert(IMAGE_PIN_LABEL.to_string(), config.image.digest.clone());
+        }
+        let lease = self.create_lease("create").await?;
+        let created = async {
+            if let Some(layer) = &layer {
+                // Held by the lease from now on, so no collection takes it while we build on it.
+                self.lease_snapshot(&lease, layer).await?;
+            }
+            // A user name is resolved in the image, as docker does; the spec holds numbers.
+            let image_user = image_config.config().as_ref().and_then(|c| c.user().clone());
+            let mut config = config.clone();
+            if let Some(user) = config
+                .settings
+                .user
+                .clone()
+                .or(image_user)
+                .filter(|u| !u.is_empty())
+            {
+                let resolved = self
+                    .resolve_image_user(&lease, &config.id, &top, &user)
+                    .await
+                    .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+                config.settings.user = Some(resolved);
+            }
+            let host = spec::Host::detect(config.settings.privileged);
+            let mut spec = spec::build(&config, &image_config, self.namespace(), &host)
+                .map_err(|e| runtime::Error::InvalidRequest(e.to_string()))?;
+            // containerd's own label for the signal a stop sends (the image's STOPSIGNAL unless
+            // the settings name one), read back by stop_task. An image may spell it any way
+            // docker takes (`9`, `TERM`); one that is no signal leaves SIGTERM.
+            let stop_signal = config.settings.stop_signal.clone().or_else(|| {
+                image_config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.stop_signal().as_deref())
+                    .and_then(crate::tpc_spec::signal_name)
+            });
+            if let Some(signal) = stop_signal {
+                labels.insert(STOP_SIGNAL_LABEL.to_string(), signal);
+            }
+            if let Some(ports) = config.bridge() {
+                super::cni::join_netns(&mut spec, self.namespace(), &config.id);
+                labels.insert(
+                    super::cni::NETWORK_LABEL.to_string(),
+                    serde_json::to_string(ports).expect("ports serialize"),
+                );
+            }
+            self.make_container(
+                &lease,
+                &config.id,
+                &config.image.reference,
+                &top,
+                &spec,
+                labels,
+                layer.as_deref(),
+            )
+            .await
+            .map_err(runtime::Error::from)
+        }
+        .await;
+        if created.is_ok() {
+            // The layer outlives the container record, until tpcm deletes the container.
+            let key = self
+                .container_record(&config.id)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.snapshot_key);
+            if let Some(key) = key
+                && let Err(e) = self.protect_layer(&config.id, &key).await
+            {
+                tracing::warn!("container {}: cannot protect its writable layer: {e}", config.id);
+            }
+        }
+        // Sync on failure so the half-made snapshot is collected before we answer.
+        let _ = self.delete_lease(lease, created.is_err()).await;
+        created
     }
 }
 

@@ -19,6 +19,8 @@ use tonic::transport::Channel;
 const RUNC: &str = "io.containerd.runc.v2";
 /// How containerd recognises an OCI runtime spec inside an `Any`.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// How containerd recognises the resources of a task update inside an `Any`.
+const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
 /// Bound on manifests and configs read to start a container.
 const DOCUMENT_LIMIT: u64 = 4 << 20;
 
@@ -78,6 +80,9 @@ impl Containerd {
     /// image's top layer. Both are made under `lease`, so a failure halfway leaves nothing once
     /// the lease goes. The snapshot key is `<id>-<time>`, not `id`: during an upgrade the old
     /// container's writable layer is kept (detached) while the new container exists.
+    /// With `layer`, the container is made on that existing writable snapshot (one left by a
+    /// container that was deleted without it), which the caller has added to `lease`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn make_container(
         &self,
         lease: &Lease,
@@ -86,22 +91,29 @@ impl Containerd {
         top_chain: &Digest,
         spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
+        layer: Option<&str>,
     ) -> Result<(), Error> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let key = format!("{id}-{nanos}");
-        let prepare = PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.into(),
-            key: key.clone(),
-            parent: top_chain.to_string(),
-            labels: HashMap::new(),
+        let key = match layer {
+            Some(key) => key.to_string(),
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos();
+                let key = format!("{id}-{nanos}");
+                let prepare = PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: key.clone(),
+                    parent: top_chain.to_string(),
+                    labels: HashMap::new(),
+                };
+                self.snapshots()
+                    .prepare(self.request(prepare, Some(lease)))
+                    .await
+                    .map_err(Error::rpc(format!("snapshot prepare {id}")))?;
+                key
+            }
         };
-        self.snapshots()
-            .prepare(self.request(prepare, Some(lease)))
-            .await
-            .map_err(Error::rpc(format!("snapshot prepare {id}")))?;
         let value = serde_json::to_vec(spec).map_err(|e| Error::Unexpected {
             op: "spec".into(),
             detail: e.to_string(),
@@ -127,8 +139,10 @@ impl Containerd {
         };
         if let Err(status) = self.containers().create(self.request(req, Some(lease))).await {
             // Only the snapshot prepared just above is ours to take back; a container that
-            // already had this ID (AlreadyExists) is left alone.
-            let _ = self.remove_snapshot(&key).await;
+            // already had this ID (AlreadyExists) is left alone, and so is a layer we were given.
+            if layer.is_none() {
+                let _ = self.remove_snapshot(&key).await;
+            }
             return Err(Error::rpc(format!("container create {id}"))(status));
         }
         Ok(())
@@ -358,5 +372,159 @@ impl Containerd {
             Err(s) => return Err(Error::rpc(format!("container delete {id}"))(s)),
         }
         self.remove_snapshot(&record.snapshot_key).await
+    }
+}
+
+impl Containerd {
+    /// The writable layer a deleted container `id` left behind, if one is still there: the
+    /// newest active snapshot named `<id>-<nanoseconds>` (the names [`Containerd::make_container`]
+    /// gives) that no container uses.
+    pub(crate) async fn leftover_layer(&self, id: &str) -> Result<Option<String>, Error> {
+        use containerd_client::services::v1::snapshots::{Kind, ListSnapshotsRequest};
+        let req = ListSnapshotsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            filters: vec![],
+        };
+        let mut stream = self
+            .snapshots()
+            .list(self.request(req, None))
+            .await
+            .map_err(Error::rpc("snapshot list"))?
+            .into_inner();
+        let mut best: Option<(u128, String)> = None;
+        while let Some(page) = stream.message().await.map_err(Error::rpc("snapshot list"))? {
+            for info in page.info {
+                let Some(stamp) = info
+                    .name
+                    .strip_prefix(id)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .and_then(|n| n.parse::<u128>().ok())
+                else {
+                    continue;
+                };
+                if info.kind != Kind::Active as i32 {
+                    continue;
+                }
+                if best.as_ref().is_none_or(|(b, _)| stamp > *b) {
+                    best = Some((stamp, info.name));
+                }
+            }
+        }
+        let in_use: Vec<String> = self
+            .containers()
+            .list(self.request(
+                containerd_client::services::v1::ListContainersRequest { filters: vec![] },
+                None,
+            ))
+            .await
+            .map_err(Error::rpc("container list"))?
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.snapshot_key)
+            .collect();
+        Ok(best.map(|(_, name)| name).filter(|n| !in_use.contains(n)))
+    }
+
+    /// Applies new limits to container `id`: its running task first (runc changes the cgroup;
+    /// a refusal changes nothing), then the container's spec, which the next task starts from.
+    pub(crate) async fn update_limits(
+        &self,
+        id: &str,
+        limits: &crate::runtime::ResourceLimits,
+    ) -> Result<(), Error> {
+        use containerd_client::services::v1::{UpdateContainerRequest, UpdateTaskRequest};
+        let unexpected = |detail: String| Error::Unexpected {
+            op: format!("update {id}"),
+            detail,
+        };
+        let mut container = self.container_record(id).await?.ok_or_else(|| Error::Rpc {
+            op: format!("update {id}"),
+            status: Box::new(tonic::Status::not_found(format!("no container {id}"))),
+        })?;
+        let any = container
+            .spec
+            .take()
+            .ok_or_else(|| unexpected("the container has no spec".into()))?;
+        let mut spec: oci_spec::runtime::Spec =
+            serde_json::from_slice(&any.value).map_err(|e| unexpected(e.to_string()))?;
+        if let ContainerState::Running { .. } = self.task_state(id).await? {
+            let mut resources = oci_spec::runtime::LinuxResources::default();
+            crate::runtime::spec::set_limits(&mut resources, limits, true);
+            let value = serde_json::to_vec(&resources).map_err(|e| unexpected(e.to_string()))?;
+            let req = UpdateTaskRequest {
+                container_id: id.into(),
+                resources: Some(prost_types::Any {
+                    type_url: RESOURCES_TYPE_URL.into(),
+                    value,
+                }),
+                annotations: HashMap::new(),
+            };
+            self.tasks()
+                .update(self.request(req, None))
+                .await
+                .map_err(|status| match status.code() {
+                    // runc's own failure (containerd passes it on as Unknown): its reason alone.
+                    tonic::Code::Unknown => Error::Refused {
+                        op: format!("runc refused the new limits of {id}'s running task"),
+                        reason: runc_reason(status.message()),
+                    },
+                    _ => Error::rpc(format!("task update {id}"))(status),
+                })?;
+        }
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut resources = linux.resources().clone().unwrap_or_default();
+        crate::runtime::spec::set_limits(&mut resources, limits, false);
+        linux.set_resources(Some(resources));
+        spec.set_linux(Some(linux));
+        let value = serde_json::to_vec(&spec).map_err(|e| unexpected(e.to_string()))?;
+        let req = UpdateContainerRequest {
+            container: Some(Container {
+                id: id.into(),
+                spec: Some(prost_types::Any {
+                    type_url: any.type_url,
+                    value,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["spec".into()],
+            }),
+        };
+        self.containers()
+            .update(self.request(req, None))
+            .await
+            .map_err(Error::rpc(format!("container update {id}")))?;
+        Ok(())
+    }
+}
+
+/// runc's reason in a message containerd passes on from its shim
+/// (`runc did not terminate successfully: exit status 1: <reason>\n: unknown`).
+fn runc_reason(message: &str) -> String {
+    let reason = message
+        .rsplit_once("did not terminate successfully: ")
+        .map_or(message, |(_, r)| r);
+    let reason = reason
+        .strip_prefix("exit status ")
+        .and_then(|r| r.split_once(": "))
+        .map_or(reason, |(_, r)| r);
+    let reason = reason.trim_end_matches(": unknown").trim_end();
+    reason.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runc_reason;
+
+    #[test]
+    fn runc_reason_is_taken_out_of_containerds_wrapping() {
+        assert_eq!(
+            runc_reason(
+                "runc did not terminate successfully: exit status 1: unable to set memory limit to 16777216 (current usage: 50827264, peak usage: 52318208)\n: unknown"
+            ),
+            "unable to set memory limit to 16777216 (current usage: 50827264, peak usage: 52318208)"
+        );
+        assert_eq!(runc_reason("something else"), "something else");
     }
 }

@@ -116,6 +116,12 @@ impl Containerd {
                     .map_err(Error::rpc(format!("container create {}", detached.id)))?;
             }
         }
+        if let Err(e) = self.protect_layer(&detached.id, &detached.layer).await {
+            tracing::warn!(
+                "container {}: cannot protect its writable layer: {e}",
+                detached.id
+            );
+        }
         self.end_hold(&detached.hold, false).await
     }
 

@@ -5,6 +5,10 @@ use containerd_client::services::v1::{CreateRequest, DeleteRequest, ListRequest}
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Leases that keep a TPC's writable layer while the TPC exists (`tpcm-layer-<id>`): a
+/// container deleted behind tpcm's back leaves its layer, which `tpcm start` builds on again.
+pub(crate) const LAYER_LEASE_PREFIX: &str = "tpcm-layer-";
+
 /// How long a lease outlives a crashed tpcm before containerd may collect what it protected.
 const LEASE_SAFETY_NET: Duration = Duration::from_secs(24 * 3600);
 
@@ -59,7 +63,7 @@ impl Containerd {
             .leases;
         let mut deleted = 0;
         for lease in leases {
-            if lease.id.starts_with("tpcm-hold-") {
+            if lease.id.starts_with("tpcm-hold-") || lease.id.starts_with(LAYER_LEASE_PREFIX) {
                 continue;
             }
             // tpcm-<purpose>-<pid>-<nanos>, as create_lease names them.
@@ -117,5 +121,69 @@ impl Containerd {
             .await
             .map_err(Error::rpc(format!("delete lease {}", lease.id)))?;
         Ok(())
+    }
+}
+
+impl Containerd {
+    /// Makes container `id`'s writable layer `key` outlive its container record (the layer
+    /// lease of `id` holds it, and only it: a layer of an earlier container of `id` is let go).
+    pub(crate) async fn protect_layer(&self, id: &str, key: &str) -> Result<(), Error> {
+        use containerd_client::services::v1::{
+            AddResourceRequest, DeleteResourceRequest, ListResourcesRequest, Resource,
+        };
+        let lease = format!("{LAYER_LEASE_PREFIX}{id}");
+        let create = CreateRequest {
+            id: lease.clone(),
+            labels: HashMap::new(),
+        };
+        match self.leases().create(self.request(create, None)).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(Error::rpc(format!("create lease {lease}"))(s)),
+        }
+        let kind = format!("snapshots/{}", super::SNAPSHOTTER);
+        let held = self
+            .leases()
+            .list_resources(self.request(ListResourcesRequest { id: lease.clone() }, None))
+            .await
+            .map_err(Error::rpc(format!("lease resources {lease}")))?
+            .into_inner()
+            .resources;
+        for old in held.into_iter().filter(|r| r.r#type == kind && r.id != key) {
+            let req = DeleteResourceRequest {
+                id: lease.clone(),
+                resource: Some(old),
+            };
+            self.leases()
+                .delete_resource(self.request(req, None))
+                .await
+                .map_err(Error::rpc(format!("lease resources {lease}")))?;
+        }
+        let add = AddResourceRequest {
+            id: lease.clone(),
+            resource: Some(Resource {
+                id: key.to_string(),
+                r#type: kind,
+            }),
+        };
+        self.leases()
+            .add_resource(self.request(add, None))
+            .await
+            .map_err(Error::rpc(format!("lease snapshot {key}")))?;
+        Ok(())
+    }
+
+    /// Lets container `id`'s writable layer go with it (the container is being deleted).
+    pub(crate) async fn unprotect_layer(&self, id: &str) -> Result<(), Error> {
+        let lease = format!("{LAYER_LEASE_PREFIX}{id}");
+        let req = DeleteRequest {
+            id: lease.clone(),
+            sync: false,
+        };
+        match self.leases().delete(self.request(req, None)).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(Error::rpc(format!("delete lease {lease}"))(s)),
+        }
     }
 }

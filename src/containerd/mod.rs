@@ -5,6 +5,7 @@
 //! snapshots also carries `containerd-lease` so containerd's garbage collector cannot remove
 //! half-imported objects (design §4).
 
+mod attach;
 mod backend;
 mod cni;
 mod containers;
@@ -17,6 +18,7 @@ mod image_view;
 mod images;
 mod import;
 mod leases;
+mod metrics;
 mod snapshots;
 mod users;
 
@@ -72,6 +74,16 @@ pub enum Error {
     /// No such image.
     #[error("no image named {0}")]
     ImageNotFound(String),
+    /// The OCI runtime (runc) refused an operation for a reason of its own, e.g. the kernel
+    /// refusing a memory limit below what a container uses: its reason, without the wrapping
+    /// of containerd's answer.
+    #[error("{op}: {reason}")]
+    Refused {
+        /// Who refused what.
+        op: String,
+        /// runc's reason.
+        reason: String,
+    },
 }
 
 impl Error {

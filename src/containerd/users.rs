@@ -54,7 +54,7 @@ pub(crate) fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<Stri
     Ok(format!("{uid}:{gid}"))
 }
 
-fn read_account_file(root: &std::path::Path, name: &str) -> Result<String, String> {
+pub(super) fn read_account_file(root: &std::path::Path, name: &str) -> Result<String, String> {
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let dir = std::fs::File::open(root).map_err(|e| e.to_string())?;
     let etc = match openat(dir.as_fd(), "etc", flags | OFlag::O_DIRECTORY, Mode::empty()) {

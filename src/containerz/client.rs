@@ -559,6 +559,14 @@ impl Client {
         let deadline = tokio::time::Instant::now() + health_timeout;
         let failure = loop {
             match self.container(instance).await {
+                // A device that runs health checks says how the new version does (tpcm: label
+                // io.tpcm.health); an unhealthy one is not kept.
+                Ok(Some(c))
+                    if c.labels.get(super::containers::HEALTH_LABEL).map(String::as_str)
+                        == Some("unhealthy") =>
+                {
+                    break format!("the new version is unhealthy on {}", c.image_name);
+                }
                 Ok(Some(c))
                     if c.status() == proto::list_container_response::Status::Running
                         && c.image_name == wanted => {}

@@ -26,6 +26,13 @@ use tonic::Status;
 /// ListContainer label with the outcome of the instance's last UpdateContainer (how an `async`
 /// update's result becomes visible).
 pub const UPDATE_LABEL: &str = "io.tpcm.update";
+/// ListContainer label with the instance's health while it runs with a health check:
+/// `starting`, `healthy` or `unhealthy` (absent without a check or while it does not run).
+pub const HEALTH_LABEL: &str = "io.tpcm.health";
+/// ListContainer label: restarts its restart policy made since it was last started on request.
+pub const RESTARTS_LABEL: &str = "io.tpcm.restart-count";
+/// ListContainer label: the exit code of its last exit, when tpcm saw one.
+pub const LAST_EXIT_LABEL: &str = "io.tpcm.last-exit";
 /// ListContainer label naming the instance's image reference in full.
 pub const IMAGE_LABEL: &str = "io.tpcm.image";
 /// The container label holding the location a StartContainer asked for (the proto names it;
@@ -464,7 +471,19 @@ pub(super) async fn list<R: Runtime + 'static>(
         // Plugins are listed by ListPlugins, as docker lists them apart from its containers.
         for record in store.list()?.into_iter().filter(|r| r.plugin.is_none()) {
             let state = s.runtime.container_state(&record.name).await?;
-            let labels = container_labels(&record.name, &record.spec.settings);
+            let mut labels = container_labels(&record.name, &record.spec.settings);
+            let pid = match state {
+                ContainerState::Running { pid } => Some(pid),
+                _ => None,
+            };
+            if let Some(health) = manager::health::shown(&store, &record, pid) {
+                labels.insert(HEALTH_LABEL.to_string(), health.to_string());
+            }
+            let observed = manager::status::get(&store, &record.name);
+            labels.insert(RESTARTS_LABEL.to_string(), observed.restart_count.to_string());
+            if let Some(exit) = observed.last_exit {
+                labels.insert(LAST_EXIT_LABEL.to_string(), exit.code.to_string());
+            }
             out.push((record, state, labels));
         }
         Ok(out)

@@ -109,7 +109,8 @@ pub async fn serve<R: Runtime + Clone + 'static>(
             options.janitor_interval,
         ));
     }
-    spawn_supervisor(runtime, settings);
+    spawn_supervisor(runtime.clone(), settings.clone());
+    spawn_health_monitors(runtime, settings);
 
     let tcp = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -309,6 +310,47 @@ fn spawn_supervisor<R: Runtime + Clone + 'static>(runtime: R, settings: Settings
     tokio::spawn(async move {
         while let Some((id, code)) = rx.recv().await {
             handle(id, code);
+        }
+    });
+}
+
+/// How often the server looks for running TPCs whose health check nobody runs.
+const HEALTH_SCAN: Duration = Duration::from_secs(1);
+
+/// Health checks where systemd does not run the TPC units (whose `unit-run` runs them
+/// otherwise; see `manager::health`): one monitor per running container process with a check,
+/// each on a blocking thread of its own (probes exec into the container).
+fn spawn_health_monitors<R: Runtime + Clone + 'static>(runtime: R, settings: Settings) {
+    if crate::systemd::systemd_is_running() {
+        return;
+    }
+    let watched = Arc::new(std::sync::Mutex::new(
+        std::collections::HashSet::<(String, u32)>::new(),
+    ));
+    tokio::spawn(async move {
+        loop {
+            let store = crate::manager::store::Store::new(&settings.root);
+            for record in store.list().unwrap_or_default() {
+                if record.spec.settings.health.is_none() {
+                    continue;
+                }
+                let Ok(crate::runtime::ContainerState::Running { pid }) =
+                    runtime.container_state(&record.name).await
+                else {
+                    continue;
+                };
+                let key = (record.name.clone(), pid);
+                if !watched.lock().expect("monitors").insert(key.clone()) {
+                    continue;
+                }
+                let (runtime, settings, watched) = (runtime.clone(), settings.clone(), watched.clone());
+                let rt = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    rt.block_on(crate::manager::health::monitor(&runtime, &settings, &key.0, pid));
+                    watched.lock().expect("monitors").remove(&key);
+                });
+            }
+            tokio::time::sleep(HEALTH_SCAN).await;
         }
     });
 }

@@ -83,7 +83,7 @@ pub async fn boot<R: Runtime>(
     let (plugins, others): (Vec<_>, Vec<_>) = to_start.into_iter().partition(|r| r.plugin.is_some());
     for wave in [plugins, others] {
         let starts = wave.iter().map(|r| async move {
-            let result = tpc::start(runtime, settings, &r.name).await;
+            let result = tpc::start_with(runtime, settings, &r.name, say).await;
             (r.name.clone(), result)
         });
         for (name, result) in futures_util::future::join_all(starts).await {

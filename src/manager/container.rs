@@ -294,6 +294,21 @@ pub(super) fn create_missing_bind_sources(
     Ok(())
 }
 
+/// Creates TPC `record`'s container again after the runtime lost it, on its old writable layer
+/// when the runtime still has it.
+pub(super) async fn recreate_container<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+) -> Result<crate::runtime::Recreated, Error> {
+    let mut config = container_config(settings, store, record);
+    config.mounts.extend(network_files(store, record)?);
+    Ok(runtime
+        .recreate_container(&config, container_labels(&record.name, &record.spec.settings))
+        .await?)
+}
+
 /// The store-wide lock that makes "check the ports, then record them" one step for TPCs that
 /// publish ports (its name cannot be a TPC's: those start with a letter or digit).
 const PORTS_LOCK: &str = "_ports";

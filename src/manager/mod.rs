@@ -10,17 +10,23 @@
 pub mod args;
 pub mod boot;
 pub mod container;
+pub mod events;
+pub mod exec;
+pub mod health;
 pub mod hooks;
 mod images;
 pub mod janitor;
 pub mod journal;
 mod journal_steps;
 pub mod migrate;
+pub mod observe;
 pub mod plugins;
 pub mod recovery;
+pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod tpc;
+pub mod update;
 pub mod upgrade;
 pub mod volumes;
 

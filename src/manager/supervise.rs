@@ -79,6 +79,10 @@ impl Supervisor {
             return Ok(false);
         }
         let store = Store::new(&settings.root);
+        if store.get(id)?.is_some() {
+            // Nobody else waits on the container without systemd: its exit is recorded here.
+            super::status::exited(&store, id, code);
+        }
         // The back-off is waited out before the lock is taken: a backing-off TPC blocks nothing.
         let (restarts, since) = self.streak(id);
         let in_streak = since.elapsed() < STREAK_RESET;
@@ -133,6 +137,7 @@ impl Supervisor {
             "restarting per its restart policy ({policy})"
         );
         ensure_running(runtime, settings, &store, &record).await?;
+        super::status::restarted(&store, id);
         Ok(true)
     }
 }

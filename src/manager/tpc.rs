@@ -95,6 +95,8 @@ pub async fn install<R: Runtime>(
     match steps.run(runtime, &source, progress, say, &mut j).await {
         Ok(record) => {
             journal::remove(&store, name)?;
+            super::status::operator_started(&store, name);
+            super::events::emit(&store, name, "install", &[("image", record.image().to_string())]);
             Ok(record)
         }
         Err(e) => match undo_install(runtime, settings, &store, name, &j).await {
@@ -248,7 +250,69 @@ pub async fn uninstall_with<R: Runtime>(
         kill,
     };
     journal::write(&store, name, Entry::Uninstall(&j))?;
-    finish_uninstall(runtime, settings, &store, name, &j, say).await
+    finish_uninstall(runtime, settings, &store, name, &j, say).await?;
+    super::status::remove(&store, name);
+    super::events::emit(&store, name, "uninstall", &[]);
+    Ok(())
+}
+
+/// What a TPC's container is doing, as `tpcm list` shows it: the runtime's state, or
+/// `missing` when tpcm has the TPC's record but the runtime no longer has its container (deleted
+/// behind tpcm's back; `tpcm start` makes it again).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum TpcState {
+    /// Not running.
+    Stopped,
+    /// Running with this host pid.
+    Running {
+        /// Host pid of the container's first process.
+        pid: u32,
+    },
+    /// Exited by itself with this code.
+    Exited {
+        /// Exit code.
+        code: u32,
+    },
+    /// Paused, or a transient state.
+    Other {
+        /// The runtime's name for it.
+        detail: String,
+    },
+    /// The record exists, the container does not.
+    Missing,
+}
+
+impl From<ContainerState> for TpcState {
+    fn from(s: ContainerState) -> TpcState {
+        match s {
+            ContainerState::Stopped => TpcState::Stopped,
+            ContainerState::Running { pid } => TpcState::Running { pid },
+            ContainerState::Exited { code } => TpcState::Exited { code },
+            ContainerState::Other { detail } => TpcState::Other { detail },
+        }
+    }
+}
+
+impl std::fmt::Display for TpcState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TpcState::Running { .. } => f.write_str("running"),
+            TpcState::Stopped => f.write_str("stopped"),
+            TpcState::Exited { code } => write!(f, "exited ({code})"),
+            TpcState::Other { detail } => f.write_str(detail),
+            TpcState::Missing => f.write_str("missing"),
+        }
+    }
+}
+
+/// The state of TPC `name`'s container, `missing` included.
+pub async fn state_of<R: Runtime>(runtime: &R, name: &str) -> Result<TpcState, Error> {
+    let state = runtime.container_state(name).await?;
+    if state == ContainerState::Stopped && !runtime.container_exists(name).await? {
+        return Ok(TpcState::Missing);
+    }
+    Ok(state.into())
 }
 
 /// A TPC as `tpcm list` shows it.
@@ -261,13 +325,19 @@ pub struct TpcStatus {
     /// The manifest digest the TPC is pinned to (the reference's tag may have moved since).
     pub digest: String,
     /// What its process is doing.
-    pub status: ContainerState,
+    pub status: TpcState,
     /// CPU cap in CPUs.
     pub cpus: f64,
     /// Memory limit in bytes, if any.
     pub memory: Option<u64>,
     /// Seconds since its process started, when running.
     pub uptime: Option<u64>,
+    /// Restarts its restart policy made since an operator last started it.
+    pub restarts: u32,
+    /// Its health while it runs with a health check (`starting`, `healthy`, `unhealthy`).
+    pub health: Option<super::status::Health>,
+    /// How its process last ended, if tpcm saw it end.
+    pub last_exit: Option<super::status::LastExit>,
 }
 
 /// Every installed TPC with its state.
@@ -275,26 +345,30 @@ pub async fn list<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<Tp
     let store = Store::new(&settings.root);
     let mut out = Vec::new();
     for r in store.list()? {
-        let status = runtime.container_state(&r.name).await?;
-        let uptime = match status {
-            ContainerState::Running { pid } => process_uptime(pid),
+        let status = state_of(runtime, &r.name).await?;
+        let pid = match status {
+            TpcState::Running { pid } => Some(pid),
             _ => None,
         };
+        let observed = super::status::get(&store, &r.name);
         out.push(TpcStatus {
             image: r.image().to_string(),
             digest: r.spec.image.digest.clone(),
+            health: super::health::shown(&store, &r, pid),
             name: r.name,
             status,
             cpus: r.cpus,
             memory: r.spec.settings.memory,
-            uptime,
+            uptime: pid.and_then(process_uptime),
+            restarts: observed.restart_count,
+            last_exit: observed.last_exit,
         });
     }
     Ok(out)
 }
 
 /// Seconds a host process has been running, from `/proc` (start time in clock ticks since boot).
-fn process_uptime(pid: u32) -> Option<u64> {
+pub fn process_uptime(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22, counted after the parenthesised command name (which may hold spaces).
     let start_ticks: u64 = stat
@@ -317,17 +391,73 @@ fn process_uptime(pid: u32) -> Option<u64> {
 
 /// Starts a stopped TPC (a running one is left alone) and remembers that it should run.
 pub async fn start<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -> Result<(), Error> {
+    start_with(runtime, settings, name, &|m| tracing::info!("{m}")).await
+}
+
+/// [`start`]; `say` is told when the TPC's container was missing and how it was made again.
+pub async fn start_with<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    name: &str,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require(&store, name)?;
     check_ports_before_start(runtime, &record).await?;
+    repair_if_missing(runtime, settings, &store, &record, say).await?;
+    let was_running = matches!(
+        runtime.container_state(name).await?,
+        ContainerState::Running { .. }
+    );
     // Recorded first: the unit's unit-run leaves a TPC alone while its record says stopped.
     record.running = true;
     store.put(&record)?;
     ensure_running(runtime, settings, &store, &record).await?;
+    if !was_running {
+        super::status::operator_started(&store, name);
+        super::events::emit(&store, name, "start", &[]);
+    }
     systemd::unit_started(name).map_err(Error::Internal)?;
+    Ok(())
+}
+
+/// Makes TPC `record`'s container again when the runtime lost it (deleted behind tpcm's back):
+/// from the image it is pinned to, on its old writable layer if that is still there. Says which.
+pub(super) async fn repair_if_missing<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    record: &TpcRecord,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let name = &record.name;
+    if runtime.container_exists(name).await? {
+        return Ok(());
+    }
+    let how = super::container::recreate_container(runtime, settings, store, record).await?;
+    let (layer, said) = match how {
+        crate::runtime::Recreated::KeptLayer => ("kept", "on its old writable layer, which was still there"),
+        crate::runtime::Recreated::FreshLayer => (
+            "fresh",
+            "on a fresh writable layer (the old one was gone: changes made inside the container outside /tpc and volumes are lost)",
+        ),
+    };
+    say(&format!(
+        "TPC {name}'s container was missing; made it again from its pinned image {} {said}",
+        record.runs_on()
+    ));
+    super::events::emit(
+        store,
+        name,
+        "repair",
+        &[
+            ("layer", layer.to_string()),
+            ("image", record.runs_on().to_string()),
+        ],
+    );
     Ok(())
 }
 
@@ -342,7 +472,7 @@ pub async fn unit_run<R: Runtime>(
 ) -> Result<Option<u32>, Error> {
     validate_name(name)?;
     let store = Store::new(&settings.root);
-    {
+    let pid = {
         // systemd starts this while the command that asked for it may still hold the lock.
         let _lock = store.lock_waiting(name, UNIT_LOCK_PATIENCE)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
@@ -353,9 +483,32 @@ pub async fn unit_run<R: Runtime>(
             return Ok(None);
         }
         check_ports_before_start(runtime, &record).await?;
+        repair_if_missing(runtime, settings, &store, &record, &|m| tracing::warn!("{m}")).await?;
+        let before = runtime.container_state(name).await?;
         ensure_running(runtime, settings, &store, &record).await?;
-    }
-    Ok(Some(runtime.wait_container(name).await?))
+        // A container that exited by itself and is started here again was restarted by its
+        // policy (systemd's Restart=); one stopped (by an operator, or a reboot) was not.
+        if let ContainerState::Exited { .. } = before {
+            super::status::restarted(&store, name);
+        }
+        match runtime.container_state(name).await? {
+            ContainerState::Running { pid } => pid,
+            _ => 0,
+        }
+    };
+    // The health check runs while this process waits on the container (see `health.rs`).
+    let code = {
+        let wait = runtime.wait_container(name);
+        let monitor = super::health::monitor(runtime, settings, name, pid);
+        tokio::pin!(wait, monitor);
+        tokio::select! {
+            code = &mut wait => code?,
+            // Done (no check, or the process ended): only the wait is left.
+            () = &mut monitor => (&mut wait).await?,
+        }
+    };
+    super::status::exited(&store, name, code);
+    Ok(Some(code))
 }
 
 /// What `tpcm unit-stop` (the unit's stop command, also run at shutdown) does: stop the
@@ -410,7 +563,9 @@ pub async fn stop_within<R: Runtime>(
     store.put(&record)?;
     // Through systemd when it runs the unit, so it does not restart what the operator stopped.
     systemd::stop_unit(name).map_err(Error::Internal)?;
-    stop_task(runtime, settings, &store, &record, grace).await
+    stop_task(runtime, settings, &store, &record, grace).await?;
+    super::events::emit(&store, name, "stop", &[]);
+    Ok(())
 }
 
 /// Where an installed TPC's output is.
@@ -439,5 +594,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         )
         .await?;
     }
-    start(runtime, settings, name).await
+    start(runtime, settings, name).await?;
+    super::events::emit(&Store::new(&settings.root), name, "restart", &[]);
+    Ok(())
 }

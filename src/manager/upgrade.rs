@@ -317,6 +317,13 @@ pub async fn upgrade<R: Runtime>(
     crate::systemd::unit_started(name).map_err(Error::Internal)?;
     say(&format!("Removing the old TPC-{name} version"));
     finish_upgrade(runtime, &store, name, &j).await?;
+    super::status::operator_started(&store, name);
+    super::events::emit(
+        &store,
+        name,
+        "upgrade",
+        &[("from", old.image().to_string()), ("image", new_image.clone())],
+    );
     Ok(UpgradeOutcome::Upgraded {
         from: old.image().to_string(),
         to: new_image,
@@ -362,7 +369,7 @@ async fn health_gate<R: Runtime>(
     let timeout = Duration::from_millis(timing.timeout_ms);
     let deadline = Instant::now() + grace;
     loop {
-        let Err(last) = probe(runtime, name, check, timeout).await else {
+        let Err(last) = super::health::probe(runtime, name, check, timeout).await else {
             return Ok(());
         };
         if Instant::now() >= deadline {
@@ -374,59 +381,6 @@ async fn health_gate<R: Runtime>(
             return Err(format!("the new version exited with code {code}"));
         }
         tokio::time::sleep(HEALTH_POLL * 5).await;
-    }
-}
-
-/// One probe, given at most `timeout` (the check's `--health-timeout`).
-async fn probe<R: Runtime>(
-    runtime: &R,
-    name: &str,
-    check: &HealthCheck,
-    timeout: Duration,
-) -> Result<(), String> {
-    match check {
-        HealthCheck::Cmd(cmd) => {
-            let argv = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
-            let r = runtime
-                .exec_in_container(name, &argv, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.code {
-                Some(0) => Ok(()),
-                Some(c) => Err(format!("`{cmd}` exited with code {c}")),
-                None => Err(format!("`{cmd}` did not finish within {} s", timeout.as_secs())),
-            }
-        }
-        HealthCheck::Tcp(port) => {
-            let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
-            match tokio::time::timeout(timeout, connect).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(format!("127.0.0.1:{port}: {e}")),
-                Err(_) => Err(format!("127.0.0.1:{port}: no answer")),
-            }
-        }
-        HealthCheck::Http(url) => {
-            let url = url.clone();
-            tokio::task::spawn_blocking(move || {
-                crate::source::install_tls_provider();
-                let client = reqwest::blocking::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let status = client
-                    .get(&url)
-                    .send()
-                    .map_err(|e| format!("{url}: {e}"))?
-                    .status();
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("{url} answered {status}"))
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        }
     }
 }
 
@@ -457,7 +411,17 @@ async fn roll_back<R: Runtime>(
     say: &dyn Fn(&str),
 ) -> Error {
     say(&format!("Upgrade failed: {cause}; rolling back"));
-    match roll_back_upgrade(runtime, settings, store, name, j).await {
+    let rolled = roll_back_upgrade(runtime, settings, store, name, j).await;
+    super::events::emit(
+        store,
+        name,
+        "rollback",
+        &[
+            ("reason", cause.to_string()),
+            ("restored", rolled.is_ok().to_string()),
+        ],
+    );
+    match rolled {
         Ok(()) => Error::RolledBack(format!(
             "upgrade of TPC {name} failed: {cause}; rolled back, the old version is {}",
             if j.old.running {

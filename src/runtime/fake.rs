@@ -478,4 +478,50 @@ impl Runtime for FakeRuntime {
             .get(&(image.digest.clone(), path.to_string()))
             .cloned())
     }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        request: &super::ExecRequest,
+        _stdio: super::ExecStdio,
+    ) -> Result<super::ExecExit, Error> {
+        self.call("exec_attached", id)?;
+        let word = request.argv.last().cloned().unwrap_or_default();
+        let code = self.state.lock().unwrap().exec_codes.get(&word).copied();
+        Ok(super::ExecExit::Code(code.unwrap_or(0)))
+    }
+
+    async fn container_metrics(&self, id: &str) -> Result<Option<super::ContainerMetrics>, Error> {
+        self.call("container_metrics", id)?;
+        Ok(
+            matches!(self.state_of(id), ContainerState::Running { .. })
+                .then(super::ContainerMetrics::default),
+        )
+    }
+
+    async fn container_pids(&self, id: &str) -> Result<Vec<u32>, Error> {
+        self.call("container_pids", id)?;
+        Ok(match self.state_of(id) {
+            ContainerState::Running { pid } => vec![pid],
+            _ => vec![],
+        })
+    }
+
+    async fn update_limits(&self, id: &str, _limits: &super::ResourceLimits) -> Result<(), Error> {
+        self.call("update_limits", id)?;
+        if self.state.lock().unwrap().containers.contains_key(id) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("no such container {id}")))
+        }
+    }
+
+    async fn recreate_container(
+        &self,
+        config: &ContainerConfig,
+        labels: HashMap<String, String>,
+    ) -> Result<super::Recreated, Error> {
+        self.create_container(config, labels).await?;
+        Ok(super::Recreated::FreshLayer)
+    }
 }

@@ -384,4 +384,136 @@ pub trait Runtime: Send + Sync {
         path: &str,
         limit: u64,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
+
+    /// Runs `request` inside running container `id`, copying its streams to and from `stdio`,
+    /// and returns how it ended.
+    fn exec_attached(
+        &self,
+        id: &str,
+        request: &ExecRequest,
+        stdio: ExecStdio,
+    ) -> impl Future<Output = Result<ExecExit, Error>> + Send;
+
+    /// Usage counters of container `id`'s running task; `None` when it does not run.
+    fn container_metrics(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ContainerMetrics>, Error>> + Send;
+
+    /// Host pids of every process in container `id` (empty when it does not run).
+    fn container_pids(&self, id: &str) -> impl Future<Output = Result<Vec<u32>, Error>> + Send;
+
+    /// Applies `limits` to container `id`: to its running task, if any, at once, and to its
+    /// definition, so later starts keep them. Nothing changes if the runtime refuses them.
+    fn update_limits(
+        &self,
+        id: &str,
+        limits: &ResourceLimits,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Creates container `config.id` again after its record was lost, on its old writable
+    /// layer when that still exists (see [`Recreated`]); otherwise as
+    /// [`Runtime::create_container`].
+    fn recreate_container(
+        &self,
+        config: &spec::ContainerConfig,
+        labels: HashMap<String, String>,
+    ) -> impl Future<Output = Result<Recreated, Error>> + Send;
+}
+
+/// What to run with `tpcm exec`: a command in a running container, as `docker exec` runs it.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// `user[:group]` (names resolved in the running container's files); `None` = the
+    /// container's own user.
+    pub user: Option<String>,
+    /// Working directory; `None` = the container's.
+    pub workdir: Option<String>,
+    /// `KEY=VALUE` added to (or replacing in) the container's environment.
+    pub env: Vec<String>,
+    /// Give the process a pseudo-terminal (its stdout and stderr are that terminal).
+    pub tty: bool,
+    /// The terminal's size (columns, rows) at the start, when `tty`.
+    pub size: Option<WindowSize>,
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
+}
+
+/// Where an exec'd process's streams go. The runtime copies between these and the process
+/// until it exits.
+pub struct ExecStdio {
+    /// Forwarded to the process's stdin until it ends (then the process sees end of file);
+    /// `None`: the process's stdin is empty.
+    pub stdin: Option<Box<dyn Read + Send>>,
+    /// The process's stdout (with a terminal: the terminal's output).
+    pub stdout: Box<dyn std::io::Write + Send>,
+    /// The process's stderr (unused with a terminal).
+    pub stderr: Box<dyn std::io::Write + Send>,
+    /// New terminal sizes as the user's terminal changes.
+    pub resize: Option<tokio::sync::mpsc::Receiver<WindowSize>>,
+}
+
+/// How an exec'd process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecExit {
+    /// It ran and exited with this code (128 + signal when killed).
+    Code(u32),
+    /// The command does not exist in the container (docker exits 127).
+    NotFound(String),
+    /// The command exists but cannot be run (not executable, a directory; docker exits 126).
+    CannotRun(String),
+}
+
+/// Usage counters of a running container, read from its cgroup by the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerMetrics {
+    /// Which cgroup version they were read from (1 or 2).
+    pub cgroup_version: u8,
+    /// CPU time used by the container's processes since it started, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Memory charged to the container, in bytes.
+    pub memory_usage: u64,
+    /// Of that, inactive page cache the kernel can reclaim at once (docker subtracts it).
+    pub memory_inactive_file: u64,
+    /// The memory limit in bytes, `None` when there is none.
+    pub memory_limit: Option<u64>,
+    /// Processes (tasks) in the container.
+    pub pids: u64,
+    /// Their limit, `None` when there is none.
+    pub pids_limit: Option<u64>,
+    /// Bytes read from block devices.
+    pub block_read: u64,
+    /// Bytes written to block devices.
+    pub block_write: u64,
+}
+
+/// The limits `tpcm update` changes on a container without re-creating it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceLimits {
+    /// CPU cap in CPUs.
+    pub cpus: f64,
+    /// Memory limit in bytes; `None` = none.
+    pub memory: Option<u64>,
+    /// Memory soft limit in bytes; `None` = none.
+    pub memory_reservation: Option<u64>,
+    /// Most processes; `None` = no limit.
+    pub pids_limit: Option<i64>,
+}
+
+/// What the runtime did to re-create a container whose record it had lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recreated {
+    /// The container's old writable layer still existed and the new container runs on it.
+    KeptLayer,
+    /// The old writable layer was gone; the container starts from its image.
+    FreshLayer,
 }

@@ -10,11 +10,12 @@
 //! backend, so the builder stays pure.
 
 pub use super::host::Host;
+use crate::runtime::ResourceLimits;
 use crate::tpc_spec::{ContainerSettings, DeviceMapping, ImageRef, Network, PortMapping, Seccomp, Ulimit};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxNamespaceType, LinuxResources,
-    Mount, PosixRlimit, PosixRlimitType, Spec,
+    Capabilities, Capability, LinuxDeviceCgroup, LinuxNamespaceType, LinuxResources, Mount, PosixRlimit,
+    PosixRlimitType, Spec,
 };
 use std::path::PathBuf;
 
@@ -125,6 +126,16 @@ pub struct ContainerConfig {
 }
 
 impl ContainerConfig {
+    /// The limits `tpcm update` can change ([`set_limits`]).
+    pub fn limits(&self) -> ResourceLimits {
+        ResourceLimits {
+            cpus: self.cpus,
+            memory: self.settings.memory,
+            memory_reservation: self.settings.memory_reservation,
+            pids_limit: self.settings.pids_limit,
+        }
+    }
+
     /// Whether the container shares the host's network namespace.
     pub fn host_network(&self) -> bool {
         self.settings.network == Network::Host
@@ -462,21 +473,7 @@ pub fn build(
     linux.set_seccomp(seccomp(settings, &caps, host)?);
 
     let mut resources = linux.resources().clone().unwrap_or(LinuxResources::default());
-    let mut cpu = LinuxCpu::default();
-    cpu.set_period(Some(CPU_PERIOD_US))
-        .set_quota(Some((config.cpus * CPU_PERIOD_US as f64).round() as i64));
-    resources.set_cpu(Some(cpu));
-    if settings.memory.is_some() || settings.memory_reservation.is_some() {
-        let mut mem = LinuxMemory::default();
-        mem.set_limit(settings.memory.map(|m| m as i64))
-            .set_reservation(settings.memory_reservation.map(|m| m as i64));
-        resources.set_memory(Some(mem));
-    }
-    if let Some(limit) = settings.pids_limit {
-        let mut pids = oci_spec::runtime::LinuxPids::default();
-        pids.set_limit(limit);
-        resources.set_pids(Some(pids));
-    }
+    set_limits(&mut resources, &config.limits(), false);
     let mut rules = Vec::new();
     let mut devices = linux.devices().clone().unwrap_or_default();
     if settings.privileged {
@@ -511,6 +508,37 @@ pub fn build(
     linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// Puts the CPU cap, memory limits and pids limit into `resources`. For a container being
+/// created, a limit that is not set is left out (none); for an update of a running one
+/// (`for_update`) it is given as -1, which removes a limit set before (runc's `update` leaves
+/// an absent value as it was).
+pub fn set_limits(resources: &mut LinuxResources, limits: &ResourceLimits, for_update: bool) {
+    let mut cpu = resources.cpu().clone().unwrap_or_default();
+    cpu.set_period(Some(CPU_PERIOD_US))
+        .set_quota(Some((limits.cpus * CPU_PERIOD_US as f64).round() as i64));
+    resources.set_cpu(Some(cpu));
+    let unset = for_update.then_some(-1i64);
+    let memory = limits.memory.map(|m| m as i64).or(unset);
+    let reservation = limits.memory_reservation.map(|m| m as i64).or(unset);
+    if memory.is_some() || reservation.is_some() {
+        let mut mem = (*resources.memory()).unwrap_or_default();
+        mem.set_limit(memory).set_reservation(reservation);
+        resources.set_memory(Some(mem));
+    } else {
+        resources.set_memory(None);
+    }
+    match limits.pids_limit.filter(|n| *n > 0).or(unset) {
+        Some(limit) => {
+            let mut pids = oci_spec::runtime::LinuxPids::default();
+            pids.set_limit(limit);
+            resources.set_pids(Some(pids));
+        }
+        None => {
+            resources.set_pids(None);
+        }
+    }
 }
 
 /// The seccomp filter: docker's default profile for these capabilities (none for a privileged
