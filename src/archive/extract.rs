@@ -385,6 +385,7 @@ impl Extractor {
                         }
                     })?,
                 }
+                start_writeback(&f);
                 apply_fd_meta(&f, &meta, true, &shown)?;
             }
             tar::EntryType::Symlink => {
@@ -597,6 +598,16 @@ pub(crate) fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<OsString>, Errno> {
         }
     }
     Ok(out)
+}
+
+/// Starts writing a file's data to disk without waiting for it, so the import's final `syncfs`
+/// finds most of the layer already on its way instead of writing it all at the end. Only a hint:
+/// a failure changes nothing, as the `syncfs` is what makes the import durable.
+fn start_writeback(f: &File) {
+    // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
 }
 
 /// Size of the file-data copy buffer.
