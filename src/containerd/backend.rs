@@ -95,7 +95,10 @@ impl Runtime for Containerd {
         config: &ContainerConfig,
         labels: HashMap<String, String>,
     ) -> Result<runtime::Recreated, runtime::Error> {
-        let layer = self.leftover_layer(&config.id).await?;
+        // Only a layer made on this very image: a leftover of another image's container of the
+        // same name would put other files under the pinned image's settings.
+        let (_, top) = self.image_config(&config.image).await?;
+        let layer = self.leftover_layer(&config.id, &top.to_string()).await?;
         self.create_on(config, labels, layer.clone()).await?;
         Ok(match layer {
             Some(_) => runtime::Recreated::KeptLayer,

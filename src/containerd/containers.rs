@@ -378,8 +378,8 @@ impl Containerd {
 impl Containerd {
     /// The writable layer a deleted container `id` left behind, if one is still there: the
     /// newest active snapshot named `<id>-<nanoseconds>` (the names [`Containerd::make_container`]
-    /// gives) that no container uses.
-    pub(crate) async fn leftover_layer(&self, id: &str) -> Result<Option<String>, Error> {
+    /// gives) on top of the layer `parent` (the image's top chain ID) that no container uses.
+    pub(crate) async fn leftover_layer(&self, id: &str, parent: &str) -> Result<Option<String>, Error> {
         use containerd_client::services::v1::snapshots::{Kind, ListSnapshotsRequest};
         let req = ListSnapshotsRequest {
             snapshotter: SNAPSHOTTER.into(),
@@ -402,7 +402,7 @@ impl Containerd {
                 else {
                     continue;
                 };
-                if info.kind != Kind::Active as i32 {
+                if info.kind != Kind::Active as i32 || info.parent != parent {
                     continue;
                 }
                 if best.as_ref().is_none_or(|(b, _)| stamp > *b) {

@@ -18,6 +18,10 @@ use crate::runtime::{ContainerState, Runtime};
 use crate::tpc_spec::{HealthCheck, HealthTiming};
 use std::time::{Duration, Instant};
 
+/// How often the probe log of a check whose state does not change is written (every probe
+/// otherwise: a 1 s interval would write the status file 86,400 times a day).
+const LOG_WRITE_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Longest output kept per probe.
 const OUTPUT_LIMIT: usize = 4096;
 
@@ -60,6 +64,7 @@ pub async fn monitor<R: Runtime>(runtime: &R, settings: &Settings, name: &str, p
             });
         }
     });
+    let mut last_write = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(timing.interval_ms.max(1))).await;
         if !runs(runtime, name, pid).await {
@@ -71,7 +76,9 @@ pub async fn monitor<R: Runtime>(runtime: &R, settings: &Settings, name: &str, p
         }
         let in_start = began.elapsed() < Duration::from_millis(timing.start_period_ms);
         let mut changed = None;
-        status::update(&store, name, |o| {
+        let due = last_write.elapsed() >= LOG_WRITE_INTERVAL;
+        let mut wrote = false;
+        status::update_if(&store, name, |o| {
             let h = o.health.get_or_insert(HealthState {
                 pid,
                 status: Health::Starting,
@@ -82,12 +89,21 @@ pub async fn monitor<R: Runtime>(runtime: &R, settings: &Settings, name: &str, p
             if next != h.status {
                 changed = Some(next);
             }
+            // Written when the state changes or the streak moves towards `retries` (or back to
+            // 0); a state that stays (passing, or failing on and on) only every
+            // LOG_WRITE_INTERVAL.
+            let counts = streak != h.failing_streak && streak <= timing.retries.max(1);
+            wrote = changed.is_some() || counts || due;
             h.status = next;
             h.failing_streak = streak;
             h.log.push(result.clone());
             let excess = h.log.len().saturating_sub(HEALTH_LOG);
             h.log.drain(..excess);
+            wrote
         });
+        if wrote {
+            last_write = Instant::now();
+        }
         if let Some(health) = changed {
             super::events::emit(&store, name, "health_status", &[("health", health.to_string())]);
         }

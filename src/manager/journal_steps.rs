@@ -33,6 +33,7 @@ pub(super) async fn undo_install<R: Runtime>(
         super::plugins::clean_host(settings, store, name, &plugin);
     }
     remove_unit(settings, store, name);
+    super::status::remove(store, name);
     for f in store.log_target(name).files_oldest_first() {
         let _ = std::fs::remove_file(f);
     }
@@ -86,6 +87,8 @@ pub(super) async fn finish_uninstall<R: Runtime>(
         remove_dir_if_present(&settings.data_root.join(name))?;
     }
     remove_dir_if_present(&store.root().join("containers").join(name))?;
+    // What was observed about it goes too: a TPC installed later under the name starts afresh.
+    super::status::remove(store, name);
     store.remove(name)?;
     journal::remove(store, name)?;
     // The caller holds the lock; nothing of the TPC is left, its lock file neither.

@@ -4,7 +4,7 @@
 //! of its own, so the watchers that write it (the unit's `unit-run`, the health monitor, the
 //! supervisor) never wait for a command holding the TPC's lock, nor a command for them.
 
-use super::store::{FILE_MODE, Store, create_private_dir, write_atomic};
+use super::store::{FILE_MODE, Store, create_private_dir};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::OpenOptions;
@@ -97,6 +97,15 @@ pub fn get(store: &Store, name: &str) -> Observed {
 /// Changes what was observed about TPC `name` with `change`, under the status lock; returns the
 /// result. Best effort: a failure is logged, never fails the operation that observed it.
 pub fn update(store: &Store, name: &str, change: impl FnOnce(&mut Observed)) -> Observed {
+    update_if(store, name, |o| {
+        change(o);
+        true
+    })
+}
+
+/// [`update`] where `change` says whether what it changed is worth writing now (the health
+/// monitor writes a passing probe into the log only now and then: a switch's flash wears).
+pub fn update_if(store: &Store, name: &str, change: impl FnOnce(&mut Observed) -> bool) -> Observed {
     match try_update(store, name, change) {
         Ok(o) => o,
         Err(e) => {
@@ -106,7 +115,11 @@ pub fn update(store: &Store, name: &str, change: impl FnOnce(&mut Observed)) -> 
     }
 }
 
-fn try_update(store: &Store, name: &str, change: impl FnOnce(&mut Observed)) -> Result<Observed, String> {
+fn try_update(
+    store: &Store,
+    name: &str,
+    change: impl FnOnce(&mut Observed) -> bool,
+) -> Result<Observed, String> {
     let path = file(store, name);
     let dir = path.parent().expect("status files live in a directory");
     create_private_dir(dir).map_err(|e| e.to_string())?;
@@ -120,9 +133,19 @@ fn try_update(store: &Store, name: &str, change: impl FnOnce(&mut Observed)) -> 
     // Held for a read and a small write only.
     let _held = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| e.to_string())?;
     let mut observed = get(store, name);
-    change(&mut observed);
+    if !change(&mut observed) {
+        return Ok(observed);
+    }
     let bytes = serde_json::to_vec_pretty(&observed).map_err(|e| e.to_string())?;
-    write_atomic(&path, &bytes).map_err(|e| e.to_string())?;
+    // Replaced atomically but not synced: these are observations, and losing the last ones in
+    // a power cut is harmless, while a sync per probe would wear the switch's flash.
+    let tmp = dir.join(format!(".{name}.json.tmp"));
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| {
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE))
+        })
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(observed)
 }
 

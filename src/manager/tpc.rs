@@ -251,7 +251,6 @@ pub async fn uninstall_with<R: Runtime>(
     };
     journal::write(&store, name, Entry::Uninstall(&j))?;
     finish_uninstall(runtime, settings, &store, name, &j, say).await?;
-    super::status::remove(&store, name);
     super::events::emit(&store, name, "uninstall", &[]);
     Ok(())
 }
