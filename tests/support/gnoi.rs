@@ -266,7 +266,16 @@ impl Server {
 
     /// A client authenticated as `identity` (a certificate in the PKI directory).
     pub async fn client(&self, identity: &str) -> Result<ContainerzClient<Channel>, tonic::transport::Error> {
-        connect(&self.addr, &self.pki_dir, Some(identity)).await
+        let connected = connect(&self.addr, &self.pki_dir, Some(identity)).await;
+        if let Err(e) = &connected {
+            // Shown with a failing test's output: why the server did not answer, if it said.
+            eprintln!(
+                "connecting to tpcm serve at {} as {identity} failed: {e}\n--- tpcm serve log ---\n{}",
+                self.addr,
+                self.log()
+            );
+        }
+        connected
     }
 }
 
