@@ -8,8 +8,7 @@
 use super::{Containerd, Error};
 use crate::runtime::{ExecExit, ExecRequest, ExecStdio, WindowSize};
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, ResizePtyRequest,
-    StartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest, WaitRequest,
 };
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -168,25 +167,7 @@ impl Containerd {
                 });
             }
         };
-        let container = self
-            .containers()
-            .get(self.request(GetContainerRequest { id: id.into() }, None))
-            .await
-            .map_err(Error::rpc(format!("container get {id}")))?
-            .into_inner()
-            .container
-            .unwrap_or_default();
-        let spec: oci_spec::runtime::Spec = serde_json::from_slice(
-            &container
-                .spec
-                .ok_or_else(|| unexpected("the container has no spec".into()))?
-                .value,
-        )
-        .map_err(|e| unexpected(e.to_string()))?;
-        let mut process = spec
-            .process()
-            .clone()
-            .ok_or_else(|| unexpected("the container spec has no process".into()))?;
+        let mut process = self.container_process(id).await?;
         process.set_args(Some(request.argv.clone()));
         process.set_terminal(Some(request.tty));
         if let (true, Some(size)) = (request.tty, request.size) {

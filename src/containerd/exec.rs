@@ -18,14 +18,13 @@ const OUTPUT_LIMIT: u64 = 64 << 10;
 static EXEC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Containerd {
-    /// Runs `argv` in container `id` (whose task must be running) and waits at most `timeout`;
-    /// a command still running then is killed and reported with no exit code.
-    pub(crate) async fn exec(
-        &self,
-        id: &str,
-        argv: &[String],
-        timeout: Duration,
-    ) -> Result<ExecResult, Error> {
+    /// The process settings (env, user, working directory, capabilities…) of container `id`'s
+    /// spec, which an exec'd command runs with.
+    pub(super) async fn container_process(&self, id: &str) -> Result<oci_spec::runtime::Process, Error> {
+        let unexpected = |detail: String| Error::Unexpected {
+            op: format!("exec in {id}"),
+            detail,
+        };
         let container = self
             .containers()
             .get(self.request(GetContainerRequest { id: id.into() }, None))
@@ -34,10 +33,6 @@ impl Containerd {
             .into_inner()
             .container
             .unwrap_or_default();
-        let unexpected = |detail: String| Error::Unexpected {
-            op: format!("exec in {id}"),
-            detail,
-        };
         let spec: oci_spec::runtime::Spec = serde_json::from_slice(
             &container
                 .spec
@@ -45,10 +40,24 @@ impl Containerd {
                 .value,
         )
         .map_err(|e| unexpected(e.to_string()))?;
-        let mut process = spec
-            .process()
+        spec.process()
             .clone()
-            .ok_or_else(|| unexpected("the container spec has no process".into()))?;
+            .ok_or_else(|| unexpected("the container spec has no process".into()))
+    }
+
+    /// Runs `argv` in container `id` (whose task must be running) and waits at most `timeout`;
+    /// a command still running then is killed and reported with no exit code.
+    pub(crate) async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult, Error> {
+        let unexpected = |detail: String| Error::Unexpected {
+            op: format!("exec in {id}"),
+            detail,
+        };
+        let mut process = self.container_process(id).await?;
         process.set_args(Some(argv.to_vec()));
         process.set_terminal(Some(false));
         let value = serde_json::to_vec(&process).map_err(|e| unexpected(e.to_string()))?;

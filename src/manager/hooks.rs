@@ -235,6 +235,19 @@ mod tests {
 
     const OLD: &str = "sha256:old";
 
+    /// The data directory's post hook run in container `app`.
+    async fn run_post_hook(rt: &FakeRuntime) -> Result<(), String> {
+        run(
+            rt,
+            "app",
+            Hook::Post,
+            &HookSource::DataDir,
+            Duration::from_secs(1),
+            &|_| {},
+        )
+        .await
+    }
+
     fn image() -> ImageRef {
         ImageRef {
             reference: "docker.io/acme/app:1".into(),
@@ -323,16 +336,7 @@ mod tests {
     async fn a_container_that_exited_is_reported_as_its_exit() {
         let rt = FakeRuntime::new();
         rt.exit("app", 3);
-        let e = run(
-            &rt,
-            "app",
-            Hook::Post,
-            &HookSource::DataDir,
-            Duration::from_secs(1),
-            &|_| {},
-        )
-        .await
-        .unwrap_err();
+        let e = run_post_hook(&rt).await.unwrap_err();
         assert_eq!(
             e,
             "the new version exited with code 3 before /tpc/hook/post.sh could run"
@@ -352,26 +356,10 @@ mod tests {
             .unwrap()
             .exec_codes
             .insert("/tpc/hook/post.sh".into(), 137);
-        let ran = run(
-            &rt,
-            "app",
-            Hook::Post,
-            &HookSource::DataDir,
-            Duration::from_secs(1),
-            &|_| {},
-        )
-        .await;
+        let ran = run_post_hook(&rt).await;
         assert_eq!(ran.unwrap_err(), "/tpc/hook/post.sh failed (exit code 137)");
         rt.fail("exec_in_container", 1);
-        let ran = run(
-            &rt,
-            "app",
-            Hook::Post,
-            &HookSource::DataDir,
-            Duration::from_secs(1),
-            &|_| {},
-        )
-        .await;
+        let ran = run_post_hook(&rt).await;
         assert!(ran.unwrap_err().starts_with("/tpc/hook/post.sh could not run"));
     }
 }

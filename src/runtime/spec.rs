@@ -671,6 +671,16 @@ mod tests {
         )
     }
 
+    /// The spec's mount at `destination`.
+    fn mount_at(spec: &oci_spec::runtime::Spec, destination: &str) -> oci_spec::runtime::Mount {
+        spec.mounts()
+            .iter()
+            .flatten()
+            .find(|m| m.destination() == std::path::Path::new(destination))
+            .cloned()
+            .unwrap_or_else(|| panic!("no mount at {destination}"))
+    }
+
     fn host() -> Host {
         Host {
             hostname: "switch1".into(),
@@ -754,13 +764,7 @@ mod tests {
     #[test]
     fn host_network_drops_the_network_namespace_and_keeps_its_own_uts() {
         let spec = build(&config(), &busybox(), "ns", &host()).unwrap();
-        let sys = spec
-            .mounts()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .find(|m| m.destination() == std::path::Path::new("/sys"))
-            .unwrap();
+        let sys = mount_at(&spec, "/sys");
         assert_eq!(
             sys.typ().as_deref(),
             Some("sysfs"),
@@ -1004,13 +1008,7 @@ mod tests {
             shared: false,
         }];
         let spec = build(&c, &busybox(), "ns", &host()).unwrap();
-        let m = spec
-            .mounts()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .find(|m| m.destination() == std::path::Path::new("/tpc"))
-            .unwrap();
+        let m = mount_at(&spec, "/tpc");
         assert_eq!(m.source().clone().unwrap(), PathBuf::from("/data/x"));
         assert!(m.options().clone().unwrap().contains(&"rw".to_string()));
         assert_eq!(spec.linux().clone().unwrap().rootfs_propagation(), &None);
@@ -1026,13 +1024,7 @@ mod tests {
             shared: true,
         }];
         let spec = build(&c, &busybox(), "ns", &host()).unwrap();
-        let m = spec
-            .mounts()
-            .clone()
-            .unwrap()
-            .into_iter()
-            .find(|m| m.destination() == std::path::Path::new("/mnt/volumes"))
-            .unwrap();
+        let m = mount_at(&spec, "/mnt/volumes");
         assert!(m.options().clone().unwrap().contains(&"rshared".to_string()));
         assert_eq!(
             spec.linux().clone().unwrap().rootfs_propagation().as_deref(),
