@@ -173,6 +173,22 @@ fn start_request(o: &StartOptions) -> proto::StartContainerRequest {
 /// `DeployAndStart`: remove the instance (and the image when asked; errors only logged),
 /// Deploy, find `name:tag` in ListImage, StartContainer, then poll for RUNNING or, where the
 /// Go helper sleeps, wait until the instance is listed.
+/// The local volume featureprofiles creates: a bind of the host's /tmp.
+fn bind_tmp_volume(name: &str) -> proto::CreateVolumeRequest {
+    proto::CreateVolumeRequest {
+        name: name.into(),
+        driver: proto::Driver::DsLocal as i32,
+        labels: Default::default(),
+        options: Some(proto::create_volume_request::Options::LocalMountOptions(
+            proto::LocalDriverOptions {
+                r#type: proto::local_driver_options::Type::None as i32,
+                options: vec!["bind".into()],
+                mountpoint: "/tmp".into(),
+            },
+        )),
+    }
+}
+
 async fn deploy_and_start(c: &mut ContainerzClient<Channel>, o: &StartOptions) {
     let _ = c
         .remove_container(proto::RemoveContainerRequest {
@@ -513,22 +529,7 @@ fn cntr_1_5_volumes() {
         };
         // CreateListRemoveVolume.
         let _ = c.remove_volume(remove(name)).await;
-        let made = c
-            .create_volume(proto::CreateVolumeRequest {
-                name: name.into(),
-                driver: proto::Driver::DsLocal as i32,
-                labels: Default::default(),
-                options: Some(proto::create_volume_request::Options::LocalMountOptions(
-                    proto::LocalDriverOptions {
-                        r#type: proto::local_driver_options::Type::None as i32,
-                        options: vec!["bind".into()],
-                        mountpoint: "/tmp".into(),
-                    },
-                )),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let made = c.create_volume(bind_tmp_volume(name)).await.unwrap().into_inner();
         assert_eq!(made.name, name);
         let volumes = |mut c: ContainerzClient<Channel>| async move {
             let mut s = c
@@ -776,20 +777,9 @@ fn cntr_1_8_container_persistence_after_cold_reboot() {
     rt().block_on(async {
         let mut c = dut.client().await;
         // Setup.
-        c.create_volume(proto::CreateVolumeRequest {
-            name: volume.into(),
-            driver: proto::Driver::DsLocal as i32,
-            labels: Default::default(),
-            options: Some(proto::create_volume_request::Options::LocalMountOptions(
-                proto::LocalDriverOptions {
-                    r#type: proto::local_driver_options::Type::None as i32,
-                    options: vec!["bind".into()],
-                    mountpoint: "/tmp".into(),
-                },
-            )),
-        })
-        .await
-        .expect("CreateVolume");
+        c.create_volume(bind_tmp_volume(volume))
+            .await
+            .expect("CreateVolume");
         let mut o = StartOptions::new(&dut.tar);
         o.volumes = vec![proto::Volume {
             name: volume.into(),
