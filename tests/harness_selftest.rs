@@ -134,3 +134,34 @@ fn gzip_outer_wraps_the_same_archive() {
         .collect();
     assert_eq!(leftovers.len(), 3, "temp layer files left: {leftovers:?}");
 }
+
+#[test]
+fn teardown_releases_the_network_of_a_tpc_left_publishing_a_port() {
+    let cd = Containerd::start();
+    let archive = cd.dir().join("busybox.tar");
+    builder::write_archive(
+        &builder::busybox_image(&[FIXTURE_TAG]),
+        ArchiveFormat::DockerV12,
+        false,
+        &archive,
+    )
+    .unwrap();
+    let port = common::free_port();
+    let args = format!("--network bridge -p {port}:8080 -- /bin/sleep 600");
+    assert_ok(&common::tpcm(
+        &cd,
+        &["install", "web", archive.to_str().unwrap(), "--args", &args, "-y"],
+    ));
+    let ns = cd.namespace().to_string();
+    assert_eq!(common::bridged_containers(&ns), ["web"]);
+    drop(cd);
+    // A forwarding rule left behind would take the port from every later server on the host.
+    let rules = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(!rules.contains(&format!("--dport {port} ")), "{rules}");
+    assert!(common::bridged_containers(&ns).is_empty());
+    assert!(!std::path::Path::new(&format!("/run/netns/tpcm-{ns}-web")).exists());
+}

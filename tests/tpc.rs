@@ -557,3 +557,63 @@ fn bridged_tpcs_take_their_addresses_from_the_configured_subnet() {
     });
     assert_ok(&tpcm(&cd, &["uninstall", "web", "-y"]));
 }
+
+/// The host's NAT rules that forward `port` (`iptables-save -t nat`).
+fn forwarding_rules(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::describe(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("--dport {port} ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_janitor_gives_back_the_port_of_a_tpc_deleted_behind_tpcms_back() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    let port = common::free_port();
+    let args = format!(
+        "--network bridge -p {port}:8080 -- /bin/sh -c 'mkdir -p /www; echo up > /www/index.html; \
+         exec busybox httpd -f -p 8080 -h /www'"
+    );
+    let install = ["install", "web", archive.to_str().unwrap(), "--args", &args, "-y"];
+    assert_ok(&tpcm(&cd, &install));
+    wait_until(DEADLINE, "the published port to answer", || {
+        common::http_get(port).is_some_and(|a| a.contains("up"))
+    });
+    // Someone removes the container with ctr: its forwarding rules stay, claiming the port.
+    cd.ctr_ok(&["tasks", "kill", "-s", "KILL", "web"]);
+    wait_until(DEADLINE, "the task to die", || {
+        cd.tasks()
+            .iter()
+            .all(|(id, _, status)| id != "web" || status == "STOPPED")
+    });
+    cd.ctr_ok(&["tasks", "delete", "web"]);
+    cd.ctr_ok(&["containers", "rm", "web"]);
+    assert!(!forwarding_rules(port).is_empty());
+    assert_eq!(common::bridged_containers(cd.namespace()), ["web"]);
+
+    let out = assert_ok(&tpcm(&cd, &["janitor"]));
+    assert!(out.contains("released the network of container web"), "{out}");
+    assert_eq!(forwarding_rules(port), Vec::<String>::new());
+    assert!(common::bridged_containers(cd.namespace()).is_empty());
+    let netns = format!("/run/netns/tpcm-{}-web", cd.namespace());
+    assert!(!std::path::Path::new(&netns).exists(), "{netns} left");
+    // The port is the host's again: a server listening on it is reached.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let connected = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    );
+    assert!(connected.is_ok(), "{connected:?}");
+    listener.accept().unwrap();
+    // A second sweep has nothing left to release; the TPC is listed as missing.
+    let out = assert_ok(&tpcm(&cd, &["janitor"]));
+    assert!(!out.contains("released"), "{out}");
+    assert_eq!(state(&cd, "web"), "missing");
+}

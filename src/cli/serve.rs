@@ -189,7 +189,10 @@ pub(super) async fn janitor(cmd: Janitor, settings: &Settings) -> Result<(), Str
     for i in &sweep.images {
         println!("removed image {i}");
     }
-    if sweep.skipped.is_none() && sweep.containers.is_empty() && sweep.images.is_empty() {
+    for n in &sweep.networks {
+        println!("released the network of container {n} (it is gone)");
+    }
+    if sweep.skipped.is_none() && sweep.is_empty() {
         println!("janitor: nothing to remove");
     }
     Ok(())

@@ -155,6 +155,24 @@ impl Runtime for Containerd {
         Ok(self.detach_network(id).await?)
     }
 
+    async fn vanished_networks(&self) -> Result<Vec<String>, runtime::Error> {
+        let ns = self.namespace().to_string();
+        let attached = tokio::task::spawn_blocking(move || super::cni::attached(&ns))
+            .await
+            .map_err(|e| runtime::Error::Internal(format!("bridge networks: {e}")))?;
+        let mut vanished = Vec::new();
+        for id in attached {
+            if self.container_record(&id).await?.is_none() {
+                vanished.push(id);
+            }
+        }
+        Ok(vanished)
+    }
+
+    async fn release_network(&self, id: &str) -> Result<(), runtime::Error> {
+        Ok(self.detach_network(id).await?)
+    }
+
     async fn list_containers(&self) -> Result<Vec<runtime::ContainerSummary>, runtime::Error> {
         Ok(self
             .container_images()

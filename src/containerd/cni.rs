@@ -65,6 +65,48 @@ fn ready_path(namespace: &str, id: &str) -> PathBuf {
         .join(format!("{}.ready", netns_name(namespace, id)))
 }
 
+/// What a state file holds: whose network it is (file names alone are ambiguous, since both a
+/// namespace and an id may contain `-`) and the ports a teardown needs.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct State {
+    namespace: String,
+    id: String,
+    ports: Vec<PortMapping>,
+}
+
+/// The ports a state file records, in today's format or the bare list earlier versions wrote.
+fn read_state(path: &Path) -> Option<(Option<State>, Vec<PortMapping>)> {
+    let bytes = std::fs::read(path).ok()?;
+    if let Ok(state) = serde_json::from_slice::<State>(&bytes) {
+        let ports = state.ports.clone();
+        return Some((Some(state), ports));
+    }
+    serde_json::from_slice(&bytes).ok().map(|ports| (None, ports))
+}
+
+/// The containers of `namespace` that have a bridge network now (a state file). Files written
+/// by versions that did not record their owner are not counted: they cannot be told apart
+/// from another namespace's.
+pub(crate) fn attached(namespace: &str) -> Vec<String> {
+    let prefix = format!("tpcm-{namespace}-");
+    let Ok(entries) = std::fs::read_dir(Path::new(RUN_DIR).join("state")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(".json")
+        })
+        .filter_map(|e| read_state(&e.path())?.0)
+        .filter(|state| state.namespace == namespace)
+        .map(|state| state.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 fn network_error(id: &str, what: impl std::fmt::Display) -> Error {
     Error::Unexpected {
         op: format!("bridge network for {id}"),
@@ -221,7 +263,12 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping], subnet: &
     ip_netns(id, &["add", &netns_name(namespace, id)])?;
     let attached = (|| {
         // Written first, so a failure halfway is torn down like a finished attach.
-        let bytes = serde_json::to_vec(ports).expect("ports serialize");
+        let bytes = serde_json::to_vec(&State {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            ports: ports.to_vec(),
+        })
+        .expect("a state serializes");
         std::fs::write(&state, bytes).map_err(|e| network_error(id, format!("{}: {e}", state.display())))?;
         let call = |config| Call {
             command: "ADD",
@@ -258,9 +305,7 @@ pub(crate) fn detach(namespace: &str, id: &str, subnet: &str) -> Result<(), Erro
         }
         _ => {}
     }
-    let ports: Option<Vec<PortMapping>> = std::fs::read(&state)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let ports = read_state(&state).map(|(_, ports)| ports);
     if let Some(ports) = &ports {
         let call = |config| Call {
             command: "DEL",

@@ -245,8 +245,13 @@ async fn run_janitor<R: Runtime + 'static>(runtime: R, settings: Settings, inter
             Ok((outcome, s)) => {
                 suspects = s;
                 match outcome {
-                    Ok(sweep) if sweep.containers.is_empty() && sweep.images.is_empty() => {}
-                    Ok(sweep) => tracing::info!(?sweep.containers, ?sweep.images, "janitor sweep"),
+                    Ok(sweep) if sweep.is_empty() => {}
+                    Ok(sweep) => tracing::info!(
+                        ?sweep.containers,
+                        ?sweep.images,
+                        ?sweep.networks,
+                        "janitor sweep"
+                    ),
                     Err(e) => tracing::warn!("janitor: {e}"),
                 }
             }

@@ -7,8 +7,11 @@
 //! - an image that no TPC and no container uses, once it was found unused by two sweeps in a
 //!   row (an image deployed over gNOI a moment before its StartContainer is not swept away);
 //!   the image a TPC ran before its last upgrade counts as used (its rollback target);
-//! - nothing at all while any journal is open: an install, upgrade or uninstall in flight holds
-//!   images and containers that look unowned.
+//! - the network (address, forwarding rules, namespace) of a container that no longer exists,
+//!   as deleting a container behind tpcm's back leaves it: its published ports would otherwise
+//!   stay forwarded to nothing, taking those ports from every service on the host;
+//! - no container and no image while any journal is open: an install, upgrade or uninstall in
+//!   flight holds images and containers that look unowned.
 
 use super::container::{STOP_GRACE, validate_name};
 use super::store::{ImagesAccess, Store};
@@ -24,8 +27,17 @@ pub struct Sweep {
     pub containers: Vec<String>,
     /// Images removed.
     pub images: Vec<String>,
+    /// Containers (gone) whose network was released.
+    pub networks: Vec<String>,
     /// Why the sweep did nothing, when it skipped.
     pub skipped: Option<String>,
+}
+
+impl Sweep {
+    /// Whether the sweep removed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.images.is_empty() && self.networks.is_empty()
+    }
 }
 
 /// Images seen unused by the previous sweep: an image is removed when it is still unused now.
@@ -56,6 +68,25 @@ pub async fn sweep<R: Runtime>(
 ) -> Result<Sweep, Error> {
     let store = Store::new(&settings.root);
     let mut out = Sweep::default();
+    // Networks first, whatever is in flight: an operation on a TPC holds its lock, and a
+    // container an interrupted one may bring back attaches anew when it starts.
+    for id in runtime.vanished_networks().await? {
+        // One being made or removed right now holds its lock; the next sweep looks again.
+        let _lock = match validate_name(&id) {
+            Ok(()) => match store.lock(&id) {
+                Ok(lock) => Some(lock),
+                Err(_) => continue,
+            },
+            Err(_) => None,
+        };
+        if runtime.container_exists(&id).await? {
+            continue;
+        }
+        runtime.release_network(&id).await?;
+        tracing::info!(container = %id, "janitor released the network of a container that is gone");
+        out.networks.push(id);
+    }
+
     let pending = journal::pending(&store);
     if !pending.is_empty() {
         out.skipped = Some(format!("operations in flight on {}", pending.join(", ")));

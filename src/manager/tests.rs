@@ -343,6 +343,36 @@ async fn the_janitor_removes_strays_and_unused_images_only() {
 }
 
 #[tokio::test]
+async fn the_janitor_releases_the_network_of_a_vanished_container_only() {
+    let b = Bench::new();
+    b.install("app", V1, D1, "").await;
+    b.install("gone", V1, D1, "").await;
+    b.install("busy", V1, D1, "").await;
+    {
+        // Deleted behind tpcm's back: the containers vanish, their networks stay.
+        let mut s = b.runtime.state.lock().unwrap();
+        for id in ["gone", "busy"] {
+            s.containers.remove(id);
+            s.tasks.remove(id);
+        }
+    }
+    // An operation on "busy" holds its lock: its network waits for the next sweep.
+    let lock = b.store().lock("busy").unwrap();
+    let sweep = janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(false))
+        .await
+        .unwrap();
+    assert_eq!(sweep.networks, ["gone"]);
+    let networks = b.runtime.state.lock().unwrap().networks.clone();
+    assert!(networks.contains("app") && networks.contains("busy") && !networks.contains("gone"));
+    drop(lock);
+    let sweep = janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(false))
+        .await
+        .unwrap();
+    assert_eq!(sweep.networks, ["busy"]);
+    assert!(running(&b, "app"));
+}
+
+#[tokio::test]
 async fn the_janitor_does_nothing_while_an_operation_is_in_flight() {
     let b = Bench::new();
     b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");

@@ -46,6 +46,9 @@ pub struct FakeState {
     pub next_imports: VecDeque<(String, String)>,
     /// Exit codes of commands run with exec, by the command's last word; 0 otherwise.
     pub exec_codes: HashMap<String, u32>,
+    /// Containers holding a network: every container once started, until it is deleted or
+    /// detached (a test removes a container from `containers` alone to make it vanish).
+    pub networks: BTreeSet<String>,
     /// Files in images' root filesystems, by (manifest digest, path).
     pub image_files: HashMap<(String, String), Vec<u8>>,
     next_pid: u32,
@@ -257,6 +260,7 @@ impl Runtime for FakeRuntime {
         s.next_pid += 1;
         let pid = 1000 + s.next_pid;
         s.tasks.insert(id.into(), ContainerState::Running { pid });
+        s.networks.insert(id.into());
         Ok(pid)
     }
 
@@ -345,7 +349,24 @@ impl Runtime for FakeRuntime {
         let mut s = self.state.lock().unwrap();
         s.containers.remove(id);
         s.tasks.remove(id);
+        s.networks.remove(id);
         Self::collect(&mut s);
+        Ok(())
+    }
+
+    async fn vanished_networks(&self) -> Result<Vec<String>, Error> {
+        self.call("vanished_networks", "")?;
+        let s = self.state.lock().unwrap();
+        Ok(s.networks
+            .iter()
+            .filter(|id| !s.containers.contains_key(*id))
+            .cloned()
+            .collect())
+    }
+
+    async fn release_network(&self, id: &str) -> Result<(), Error> {
+        self.call("release_network", id)?;
+        self.state.lock().unwrap().networks.remove(id);
         Ok(())
     }
 
@@ -441,6 +462,7 @@ impl Runtime for FakeRuntime {
             s.containers.remove(&held.id);
             s.tasks.remove(&held.id);
         }
+        s.networks.remove(&held.id);
         Ok(())
     }
 

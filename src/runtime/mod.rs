@@ -293,6 +293,13 @@ pub trait Runtime: Send + Sync {
     /// content and snapshots); returns how many operations were cleaned up.
     fn collect_abandoned(&self) -> impl Future<Output = Result<usize, Error>> + Send;
 
+    /// Containers that no longer exist but still hold a network (an address, forwarding rules):
+    /// what deleting a container behind tpcm's back leaves.
+    fn vanished_networks(&self) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+
+    /// Releases container `id`'s network; nothing to do for one that has none.
+    fn release_network(&self, id: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Saves container `id` as an image, its writable layer committed as one more layer, into the
     /// OCI image-layout directory `layout` (blobs shared with earlier saves are stored once).
     /// `image_digest` is the manifest the container was created from (its image's name may have

@@ -318,6 +318,34 @@ impl Containerd {
         namespaces
     }
 
+    /// Releases the bridge networks of our namespaces' containers, as tpcm's janitor does for
+    /// containers deleted behind its back: with the tasks gone, the containers are removed with
+    /// ctr and `tpcm janitor` frees their addresses, namespaces and forwarding rules. Without
+    /// this a test ending with a TPC that publishes a port leaves a DNAT rule behind, which takes
+    /// that port from every later server on the host (a `tpcm serve` given it by the kernel
+    /// refused every connection).
+    fn release_networks(&self, namespaces: &[String]) {
+        let quick = Duration::from_secs(20);
+        for ns in namespaces {
+            let ids = bridged_containers(ns);
+            if ids.is_empty() {
+                continue;
+            }
+            for id in &ids {
+                let mut cmd = Command::new("ctr");
+                cmd.arg("-a")
+                    .arg(&self.sock)
+                    .args(["-n", ns, "containers", "rm", id]);
+                let _ = run_with_timeout_quiet(&mut cmd, quick);
+            }
+            let mut cmd = tpcm_cmd(self);
+            cmd.env("TPCM_NAMESPACE", ns).arg("janitor");
+            if run_with_timeout_quiet(&mut cmd, quick).is_none() || !bridged_containers(ns).is_empty() {
+                eprintln!("warning: the bridge networks of {ns}'s containers {ids:?} were not all released");
+            }
+        }
+    }
+
     fn stop_containerd(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -455,6 +483,7 @@ impl Drop for Containerd {
         if !namespaces.contains(&self.ns) {
             namespaces.push(self.ns.clone());
         }
+        self.release_networks(&namespaces);
         let sockets = self.shim_sockets();
         self.stop_containerd();
         self.kill_strays();
@@ -477,6 +506,21 @@ impl Drop for Containerd {
             }
         }
     }
+}
+
+/// The containers of containerd namespace `ns` that tpcm put on its bridge (their state files
+/// name their namespace and ID).
+pub fn bridged_containers(ns: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir("/run/tpcm/cni/state") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter_map(|e| serde_json::from_slice::<serde_json::Value>(&fs::read(e.path()).ok()?).ok())
+        .filter(|state| state["namespace"] == ns)
+        .filter_map(|state| state["id"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
@@ -732,13 +776,32 @@ pub fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A TCP port nothing on the host listens on right now (bound on all addresses, then let go).
+/// A port nothing on the host uses right now for TCP or UDP (bound on all addresses, then let
+/// go), below the kernel's range of ephemeral ports: a test publishing it (a DNAT rule, which
+/// catches every local address) can never take the port the kernel gives a server that asked
+/// for any (`tpcm serve --listen 127.0.0.1:0`), nor an outgoing connection's.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ephemeral_low: u16 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, span) = (ephemeral_low.saturating_sub(12_000).max(1024), 12_000usize);
+    // Test binaries run one at a time; the pid spreads them over the range, the counter keeps
+    // one binary's threads apart.
+    let start = std::process::id() as usize * 131;
+    for _ in 0..span {
+        let port = low + ((start + NEXT.fetch_add(1, Ordering::SeqCst)) % span) as u16;
+        if port >= ephemeral_low {
+            continue;
+        }
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port below {ephemeral_low}");
 }
 
 /// One HTTP GET of `/` on 127.0.0.1:`port`; the whole answer, if any.
