@@ -127,6 +127,70 @@ fn in_terminal(cd: &Containerd, args: &str, input: &str) -> (i32, String) {
     )
 }
 
+/// The processes of TPC `name`'s container (`ctr tasks ps`).
+fn container_pids(cd: &Containerd, name: &str) -> Vec<String> {
+    assert_ok(&cd.ctr(&["tasks", "ps", name]))
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn signals_sent_to_exec_reach_the_command_and_leave_nothing_behind() {
+    let cd = Containerd::start();
+    install(&cd, "app", SLEEPER);
+    // The main shell and its sleep.
+    wait_until(DEADLINE, "the TPC's two processes", || {
+        container_pids(&cd, "app").len() == 2
+    });
+    let before = container_pids(&cd, "app");
+    let cases = [
+        // A command that traps the signal ends its own way; one that does not dies of it.
+        (libc::SIGTERM, "trap 'echo got-term; exit 7' TERM", 7, "got-term"),
+        (libc::SIGINT, "trap 'echo got-int; exit 9' INT", 9, "got-int"),
+        (libc::SIGHUP, ":", 128 + libc::SIGHUP, ""),
+    ];
+    for (signal, trap, code, said) in cases {
+        // The exec's pipes go under a directory of this case's own.
+        let tmp = tempfile::tempdir().unwrap();
+        let script = format!("{trap}; echo ready; while :; do sleep 0.1; done");
+        let mut child = tpcm_cmd(&cd)
+            .env("TMPDIR", tmp.path())
+            .args(["exec", "app", "--", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The output, line by line, read on a thread so a broken exec fails the test in time.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        assert_eq!(rx.recv_timeout(DEADLINE).as_deref(), Ok("ready"));
+        assert!(container_pids(&cd, "app").len() > before.len());
+        // SAFETY: kill(2) with the pid of a child we have not reaped.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let status = common::wait_child(&mut child, DEADLINE);
+        // Until the reader reaches the end of the output (or the deadline).
+        let rest: Vec<String> = std::iter::from_fn(|| rx.recv_timeout(DEADLINE).ok()).collect();
+        let rest = rest.join("\n");
+        assert_eq!(status.code(), Some(code), "signal {signal}: {rest}");
+        assert_eq!(rest.trim(), said);
+        wait_until(DEADLINE, "the exec'd processes to be gone", || {
+            container_pids(&cd, "app") == before
+        });
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert!(left.is_empty(), "signal {signal}: pipes left: {left:?}");
+    }
+    assert_eq!(listed(&cd, "app")["status"]["state"], "running");
+}
+
 #[test]
 fn exec_runs_commands_with_and_without_a_terminal_and_passes_their_exit_codes_on() {
     let cd = Containerd::start();
@@ -501,6 +565,68 @@ fn update_changes_the_running_tasks_cgroup_and_survives_restart_and_boot() {
 }
 
 #[test]
+fn tcp_and_http_probes_run_continuously_and_follow_the_service() {
+    let cd = Containerd::start();
+    let mut units = Vec::new();
+    for (name, probe) in [("tcp", "--health-tcp"), ("http", "--health-http")] {
+        // A host-network TPC whose web server runs beside its main process, so an exec can stop
+        // it and start it again while the TPC runs.
+        let port = common::free_port();
+        let serve =
+            format!("busybox httpd -f -p {port} -h /www </dev/null >/dev/null 2>&1 & echo $! >/httpd.pid");
+        let target = if name == "tcp" {
+            port.to_string()
+        } else {
+            format!("http://127.0.0.1:{port}/")
+        };
+        install(
+            &cd,
+            name,
+            &format!(
+                "--network host {probe} {target} --health-interval 200ms --health-retries 2 \
+                 --health-timeout 2s -- /bin/sh -c 'mkdir -p /www; echo up > /www/index.html; \
+                 {serve}; trap \"exit 0\" TERM; sleep 1000 & wait'"
+            ),
+        );
+        // unit-run runs the probes while it waits on the container (standing in for systemd).
+        units.push(
+            tpcm_cmd(&cd)
+                .args(["unit-run", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let health = |cd: &Containerd| listed(cd, name)["health"].as_str().map(String::from);
+        wait_until(DEADLINE, &format!("{name} healthy"), || {
+            health(&cd).as_deref() == Some("healthy")
+        });
+        assert_ok(&tpcm(
+            &cd,
+            &["exec", name, "--", "sh", "-c", "kill $(cat /httpd.pid)"],
+        ));
+        wait_until(DEADLINE, &format!("{name} unhealthy"), || {
+            health(&cd).as_deref() == Some("unhealthy")
+        });
+        let i = json(&tpcm(&cd, &["inspect", name, "--json"]));
+        let last = i["health"]["log"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["ok"], false, "{i}");
+        assert!(
+            last["output"].as_str().unwrap().contains(&port.to_string()),
+            "the probe's failure names its target: {last}"
+        );
+        assert_ok(&tpcm(&cd, &["exec", name, "--", "sh", "-c", &serve]));
+        wait_until(DEADLINE, &format!("{name} healthy again"), || {
+            health(&cd).as_deref() == Some("healthy")
+        });
+    }
+    for mut unit in units {
+        let _ = unit.kill();
+        let _ = unit.wait();
+    }
+}
+
+#[test]
 fn health_checks_run_continuously_and_show_in_list_inspect_and_events() {
     let cd = Containerd::start();
     install(
@@ -678,6 +804,22 @@ fn a_container_deleted_behind_tpcms_back_is_missing_and_start_makes_it_again() {
     );
     assert!(actions(&cd, "app").contains(&"repair".to_string()));
 
+    // A TPC made by a tpcm from before layer leases has none: its next start gives it one, so
+    // its layer outlives a deletion behind tpcm's back too (a synchronous collection runs).
+    cd.ctr_ok(&["leases", "delete", "tpcm-layer-app"]);
+    assert_ok(&tpcm(&cd, &["stop", "app"]));
+    assert_ok(&tpcm(&cd, &["start", "app"]));
+    assert_ok(&tpcm(&cd, &["stop", "app"]));
+    cd.ctr_ok(&["containers", "delete", "--keep-snapshot", "app"]);
+    cd.ctr_ok(&["leases", "create", "--id", "collect-now"]);
+    cd.ctr_ok(&["leases", "delete", "--sync", "collect-now"]);
+    let out = assert_ok(&tpcm(&cd, &["start", "app"]));
+    assert!(out.contains("old writable layer"), "{out}");
+    assert_eq!(
+        assert_ok(&tpcm(&cd, &["exec", "app", "--", "cat", "/marker"])),
+        "kept\n"
+    );
+
     // Deleted with its layer: made again from the pinned image alone.
     assert_ok(&tpcm(&cd, &["stop", "app"]));
     cd.ctr_ok(&["containers", "delete", "app"]);
@@ -692,7 +834,7 @@ fn a_container_deleted_behind_tpcms_back_is_missing_and_start_makes_it_again() {
         .filter(|e| e["action"] == "repair")
         .map(|e| e["attributes"]["layer"].as_str().unwrap())
         .collect();
-    assert_eq!(layers, ["kept", "fresh"]);
+    assert_eq!(layers, ["kept", "kept", "fresh"]);
 
     // A missing TPC uninstalls cleanly: the layer left behind goes with its lease.
     assert_ok(&tpcm(&cd, &["stop", "app"]));

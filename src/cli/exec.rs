@@ -1,8 +1,10 @@
 //! `tpcm exec`: the caller's terminal side. With `-t` the process gets a pseudo-terminal
 //! (made by the runtime); when our stdin is a terminal it is put in raw mode for the session
 //! (restored after, whatever happens), so keys reach the process as typed, and its size follows
-//! ours (SIGWINCH). The process's exit code becomes ours; a command that is not there exits 127,
-//! one that cannot run 126, as docker's.
+//! ours (SIGWINCH). SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to tpcm go to the process (a second
+//! SIGINT or SIGTERM as SIGKILL). The
+//! process's exit code becomes ours; a command that is not there exits 127, one that cannot run
+//! 126, as docker's.
 
 use crate::config::Settings;
 use crate::runtime::{ExecExit, ExecRequest, ExecStdio, WindowSize};
@@ -88,6 +90,44 @@ fn our_size() -> Option<WindowSize> {
     window_size(std::io::stdin().as_fd()).or_else(|| window_size(std::io::stdout().as_fd()))
 }
 
+/// The signals an operator sends `tpcm exec` (Ctrl-C, `kill`, a closed SSH session's hangup),
+/// for the process in the container: it decides how to end, and its exit code becomes ours.
+/// Were they left to their default action, tpcm would die and the process run on, unseen, with
+/// its pipes and containerd's record of it left behind. A second SIGINT or SIGTERM is passed
+/// on as SIGKILL, for a process that ignores or takes too long over the first.
+fn forwarded_signals() -> tokio::sync::mpsc::Receiver<i32> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let asked_to_stop = Arc::new(AtomicBool::new(false));
+    for (kind, number) in [
+        (SignalKind::interrupt(), libc::SIGINT),
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::hangup(), libc::SIGHUP),
+        (SignalKind::quit(), libc::SIGQUIT),
+    ] {
+        let Ok(mut received) = signal(kind) else {
+            continue;
+        };
+        let (tx, asked_to_stop) = (tx.clone(), asked_to_stop.clone());
+        tokio::spawn(async move {
+            while received.recv().await.is_some() {
+                let stop = number == libc::SIGINT || number == libc::SIGTERM;
+                let sent = if stop && asked_to_stop.swap(true, Ordering::SeqCst) {
+                    libc::SIGKILL
+                } else {
+                    number
+                };
+                if tx.send(sent).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
 pub(super) async fn exec(cmd: Exec, settings: &Settings) -> Result<(), String> {
     let stdin_tty = std::io::stdin().is_terminal();
     if cmd.tty && cmd.interactive && !stdin_tty {
@@ -121,6 +161,7 @@ pub(super) async fn exec(cmd: Exec, settings: &Settings) -> Result<(), String> {
         None
     };
     let stdio = ExecStdio {
+        signals: Some(forwarded_signals()),
         stdin: cmd
             .interactive
             .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>),

@@ -8,7 +8,8 @@
 use super::{Containerd, Error};
 use crate::runtime::{ExecExit, ExecRequest, ExecStdio, WindowSize};
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, ResizePtyRequest, StartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest, StartRequest,
+    WaitRequest,
 };
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -211,6 +212,7 @@ impl Containerd {
             stdout,
             stderr,
             resize,
+            signals,
         } = stdio;
         let pipes = Pipes::make(stdin.is_some(), !request.tty)
             .map_err(|e| unexpected(format!("cannot make the exec's pipes: {e}")))?;
@@ -247,7 +249,13 @@ impl Containerd {
             return Err(Error::rpc(format!("exec in {id}"))(s));
         }
         let outcome = self
-            .run_attached(id, &exec_id, request.tty.then_some(resize).flatten(), stdin_ended)
+            .run_attached(
+                id,
+                &exec_id,
+                request.tty.then_some(resize).flatten(),
+                signals,
+                stdin_ended,
+            )
             .await;
         let _ = self
             .tasks()
@@ -275,6 +283,7 @@ impl Containerd {
         id: &str,
         exec_id: &str,
         resize: Option<tokio::sync::mpsc::Receiver<WindowSize>>,
+        signals: Option<tokio::sync::mpsc::Receiver<i32>>,
         stdin_ended: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<ExecExit, Error> {
         let start = StartRequest {
@@ -295,6 +304,23 @@ impl Containerd {
                         height: size.rows.into(),
                     };
                     let _ = this.tasks().resize_pty(this.request(req, None)).await;
+                }
+            })
+        });
+        // Signals go to the exec'd process alone (not the container's other processes).
+        let signalling = signals.map(|mut rx| {
+            let (this, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
+            tokio::spawn(async move {
+                while let Some(signal) = rx.recv().await {
+                    let req = KillRequest {
+                        container_id: id.clone(),
+                        exec_id: exec_id.clone(),
+                        signal: signal as u32,
+                        all: false,
+                    };
+                    if let Err(e) = this.tasks().kill(this.request(req, None)).await {
+                        tracing::debug!("exec {exec_id} in {id}: cannot pass on signal {signal}: {e}");
+                    }
                 }
             })
         });
@@ -321,8 +347,8 @@ impl Containerd {
                 None,
             ))
             .await;
-        if let Some(r) = resizing {
-            r.abort();
+        for task in [resizing, signalling].into_iter().flatten() {
+            task.abort();
         }
         closing.abort();
         Ok(ExecExit::Code(

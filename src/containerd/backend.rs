@@ -130,6 +130,8 @@ impl Runtime for Containerd {
         let exe = std::env::current_exe()
             .map_err(|e| runtime::Error::Internal(format!("cannot locate the tpcm binary: {e}")))?;
         self.attach_network(id).await?;
+        // Containers made by a tpcm from before layer leases get theirs at their next start.
+        self.protect_current_layer(id).await;
         Ok(self.start_task(id, &log.driver_uri(&exe)).await?)
     }
 
@@ -366,17 +368,7 @@ impl Containerd {
         .await;
         if created.is_ok() {
             // The layer outlives the container record, until tpcm deletes the container.
-            let key = self
-                .container_record(&config.id)
-                .await
-                .ok()
-                .flatten()
-                .map(|c| c.snapshot_key);
-            if let Some(key) = key
-                && let Err(e) = self.protect_layer(&config.id, &key).await
-            {
-                tracing::warn!("container {}: cannot protect its writable layer: {e}", config.id);
-            }
+            self.protect_current_layer(&config.id).await;
         }
         // Sync on failure so the half-made snapshot is collected before we answer.
         let _ = self.delete_lease(lease, created.is_err()).await;
@@ -385,6 +377,22 @@ impl Containerd {
 }
 
 impl Containerd {
+    /// Puts container `id`'s writable layer under its layer lease (idempotent); a failure is
+    /// only logged: the lease serves a later repair, not the operation at hand.
+    async fn protect_current_layer(&self, id: &str) {
+        let key = self
+            .container_record(id)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.snapshot_key);
+        if let Some(key) = key
+            && let Err(e) = self.protect_layer(id, &key).await
+        {
+            tracing::warn!("container {id}: cannot protect its writable layer: {e}");
+        }
+    }
+
     /// Manifest + config + layer sizes, from the manifest in the content store.
     async fn image_size(&self, manifest: &str) -> Result<u64, Error> {
         let digest = Digest::parse(manifest).ok_or_else(|| Error::Unexpected {

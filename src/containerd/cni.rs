@@ -84,6 +84,16 @@ fn read_state(path: &Path) -> Option<(Option<State>, Vec<PortMapping>)> {
     serde_json::from_slice(&bytes).ok().map(|ports| (None, ports))
 }
 
+fn write_state(path: &Path, namespace: &str, id: &str, ports: &[PortMapping]) -> Result<(), Error> {
+    let bytes = serde_json::to_vec(&State {
+        namespace: namespace.to_string(),
+        id: id.to_string(),
+        ports: ports.to_vec(),
+    })
+    .expect("a state serializes");
+    std::fs::write(path, bytes).map_err(|e| network_error(id, format!("{}: {e}", path.display())))
+}
+
 /// The containers of `namespace` that have a bridge network now (a state file). Files written
 /// by versions that did not record their owner are not counted: they cannot be told apart
 /// from another namespace's.
@@ -253,6 +263,11 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping], subnet: &
     let ready = ready_path(namespace, id);
     // Attached before (a stopped container keeps its namespace): reuse it.
     if ready.exists() && state.exists() && netns_path(namespace, id).exists() {
+        // A state file from a tpcm that did not record the owner gets it now, so the janitor
+        // can tell whose it is once the container is gone.
+        if let Some((None, ports)) = read_state(&state) {
+            write_state(&state, namespace, id, &ports)?;
+        }
         return Ok(());
     }
     // Anything less is what a reboot (state without its namespace) or a crash halfway through an
@@ -263,13 +278,7 @@ pub(crate) fn attach(namespace: &str, id: &str, ports: &[PortMapping], subnet: &
     ip_netns(id, &["add", &netns_name(namespace, id)])?;
     let attached = (|| {
         // Written first, so a failure halfway is torn down like a finished attach.
-        let bytes = serde_json::to_vec(&State {
-            namespace: namespace.to_string(),
-            id: id.to_string(),
-            ports: ports.to_vec(),
-        })
-        .expect("a state serializes");
-        std::fs::write(&state, bytes).map_err(|e| network_error(id, format!("{}: {e}", state.display())))?;
+        write_state(&state, namespace, id, ports)?;
         let call = |config| Call {
             command: "ADD",
             container_id: format!("{namespace}-{id}"),
@@ -378,5 +387,28 @@ mod tests {
         assert_eq!(c["prevResult"]["ips"], serde_json::json!([]));
         assert!(portmap_config(&ports, None).get("prevResult").is_none());
         assert_eq!(netns_path("tpcm", "web"), Path::new("/run/netns/tpcm-tpcm-web"));
+    }
+
+    #[test]
+    fn state_files_name_their_owner_and_earlier_ones_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tpcm-a-b-c.json");
+        let ports = vec![PortMapping {
+            host: 8080,
+            container: 80,
+            protocol: "tcp".into(),
+        }];
+        write_state(&path, "a-b", "c", &ports).unwrap();
+        let (owner, read) = read_state(&path).unwrap();
+        let owner = owner.unwrap();
+        assert_eq!((owner.namespace.as_str(), owner.id.as_str()), ("a-b", "c"));
+        assert_eq!(read, ports);
+        // What earlier versions wrote: the ports alone.
+        std::fs::write(&path, serde_json::to_vec(&ports).unwrap()).unwrap();
+        let (owner, read) = read_state(&path).unwrap();
+        assert!(owner.is_none());
+        assert_eq!(read, ports);
+        std::fs::write(&path, b"{broken").unwrap();
+        assert!(read_state(&path).is_none());
     }
 }

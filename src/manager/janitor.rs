@@ -70,7 +70,13 @@ pub async fn sweep<R: Runtime>(
     let mut out = Sweep::default();
     // Networks first, whatever is in flight: an operation on a TPC holds its lock, and a
     // container an interrupted one may bring back attaches anew when it starts.
-    for id in runtime.vanished_networks().await? {
+    // A network that cannot be released is said and left for the next sweep: it must not keep
+    // the sweep from containers and images.
+    let vanished = runtime.vanished_networks().await.unwrap_or_else(|e| {
+        tracing::warn!("janitor: cannot list the networks of containers that are gone: {e}");
+        Vec::new()
+    });
+    for id in vanished {
         // One being made or removed right now holds its lock; the next sweep looks again.
         let _lock = match validate_name(&id) {
             Ok(()) => match store.lock(&id) {
@@ -79,12 +85,20 @@ pub async fn sweep<R: Runtime>(
             },
             Err(_) => None,
         };
-        if runtime.container_exists(&id).await? {
-            continue;
+        let released = match runtime.container_exists(&id).await {
+            Ok(true) => continue,
+            Ok(false) => runtime.release_network(&id).await,
+            Err(e) => Err(e),
+        };
+        match released {
+            Ok(()) => {
+                tracing::info!(container = %id, "janitor released the network of a container that is gone");
+                out.networks.push(id);
+            }
+            Err(e) => {
+                tracing::warn!("janitor: cannot release the network of container {id}, which is gone: {e}")
+            }
         }
-        runtime.release_network(&id).await?;
-        tracing::info!(container = %id, "janitor released the network of a container that is gone");
-        out.networks.push(id);
     }
 
     let pending = journal::pending(&store);

@@ -370,6 +370,21 @@ async fn the_janitor_releases_the_network_of_a_vanished_container_only() {
         .unwrap();
     assert_eq!(sweep.networks, ["busy"]);
     assert!(running(&b, "app"));
+
+    // A network that cannot be released is left for the next sweep, which still removes the
+    // stray images.
+    b.runtime.state.lock().unwrap().containers.remove("app");
+    b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");
+    b.runtime.fail("release_network", 1);
+    let sweep = janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(true))
+        .await
+        .unwrap();
+    assert!(sweep.networks.is_empty());
+    assert_eq!(sweep.images, ["docker.io/acme/unused:1"]);
+    let sweep = janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(true))
+        .await
+        .unwrap();
+    assert_eq!(sweep.networks, ["app"]);
 }
 
 #[tokio::test]

@@ -95,14 +95,22 @@ pub async fn update<R: Runtime>(
         let _ = runtime.update_limits(name, &before).await;
         return Err(e.into());
     }
-    if let Err(e) = store.put(&new) {
+    // The record, then the unit (for a new restart policy); a failure of either puts back what
+    // was changed before it, so the TPC keeps its old settings everywhere.
+    let recorded = store.put(&new).map_err(Error::from).and_then(|()| {
+        if old.spec.settings.restart == new.spec.settings.restart {
+            return Ok(());
+        }
+        install_unit(settings, &store, name, &new.spec.settings).inspect_err(|_| {
+            let _ = store.put(&old);
+            let _ = install_unit(settings, &store, name, &old.spec.settings);
+        })
+    });
+    if let Err(e) = recorded {
         if before != after && exists {
             let _ = runtime.update_limits(name, &before).await;
         }
-        return Err(e.into());
-    }
-    if old.spec.settings.restart != new.spec.settings.restart {
-        install_unit(settings, &store, name, &new.spec.settings)?;
+        return Err(e);
     }
     let mut attributes = Vec::new();
     if before.cpus != after.cpus {
@@ -167,5 +175,27 @@ mod tests {
             ..Change::default()
         };
         assert!(update(&b.runtime, &b.settings, "app", &tiny).await.is_err());
+
+        // A unit that cannot be written: the record and the running limits stay as they were.
+        let units = b.settings.systemd_dir.clone();
+        std::fs::remove_dir_all(&units).unwrap();
+        std::fs::write(&units, "not a directory").unwrap();
+        let both = Change {
+            cpus: Some(1.0),
+            restart: Some(RestartPolicy::No),
+            ..Change::default()
+        };
+        assert!(update(&b.runtime, &b.settings, "app", &both).await.is_err());
+        assert_eq!(Store::new(&b.settings.root).get("app").unwrap().unwrap(), r);
+        let calls = b.runtime.calls.lock().unwrap().clone();
+        let updates: Vec<&String> = calls.iter().filter(|c| c.starts_with("update_limits")).collect();
+        assert_eq!(
+            updates[1..],
+            ["update_limits app cpus=1", "update_limits app cpus=0.5"],
+            "the new limits, then the old ones back"
+        );
+        // The store's copy of the unit is the old one again.
+        let kept_unit = std::fs::read_to_string(Store::new(&b.settings.root).unit_path("app")).unwrap();
+        assert!(kept_unit.contains("Restart=always"), "{kept_unit}");
     }
 }

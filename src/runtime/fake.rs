@@ -529,8 +529,8 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn update_limits(&self, id: &str, _limits: &super::ResourceLimits) -> Result<(), Error> {
-        self.call("update_limits", id)?;
+    async fn update_limits(&self, id: &str, limits: &super::ResourceLimits) -> Result<(), Error> {
+        self.call("update_limits", &format!("{id} cpus={}", limits.cpus))?;
         if self.state.lock().unwrap().containers.contains_key(id) {
             Ok(())
         } else {

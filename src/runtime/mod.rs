@@ -467,6 +467,9 @@ pub struct ExecStdio {
     pub stderr: Box<dyn std::io::Write + Send>,
     /// New terminal sizes as the user's terminal changes.
     pub resize: Option<tokio::sync::mpsc::Receiver<WindowSize>>,
+    /// Signals for the process (the ones the caller received: an interrupt, a hangup), sent
+    /// to it as they come; the exec still ends when the process does.
+    pub signals: Option<tokio::sync::mpsc::Receiver<i32>>,
 }
 
 /// How an exec'd process ended.

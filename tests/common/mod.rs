@@ -65,16 +65,28 @@ impl Containerd {
         let config = base.join("config.toml");
         fs::write(&config, containerd_config(&base)).expect("write containerd config");
         let logf = fs::File::create(&log).expect("create containerd log");
-        let child = Command::new("containerd")
+        let mut command = Command::new("containerd");
+        command
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("dup log fd"))
-            .stderr(logf)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start containerd ({e}): run scripts/install-deps.sh (Debian containerd, runc)")
+            .stderr(logf);
+        // Signals the suite's own starter ignored (a background job ignores SIGINT and SIGQUIT,
+        // nohup SIGHUP) would stay ignored in every shim and container process, whose shells
+        // then cannot even trap them: containers get what a switch's systemd gives them.
+        // SAFETY: signal(2) is async-signal-safe, as pre_exec requires.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                Ok(())
             });
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start containerd ({e}): run scripts/install-deps.sh (Debian containerd, runc)")
+        });
         let mut cd = Containerd {
             tmp: Some(tmp),
             base,
@@ -776,6 +788,22 @@ pub fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (≤ `deadline`) for `child` to exit; kills it and panics if it does not.
+pub fn wait_child(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            return status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {deadline:?}", child.id());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// A port nothing on the host uses right now for TCP or UDP (bound on all addresses, then let
 /// go), below the kernel's range of ephemeral ports: a test publishing it (a DNAT rule, which
 /// catches every local address) can never take the port the kernel gives a server that asked
@@ -786,15 +814,21 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse().ok())
         .unwrap_or(32768);
-    let (low, span) = (ephemeral_low.saturating_sub(12_000).max(1024), 12_000usize);
+    if ephemeral_low < 4096 {
+        // No room below the range: one the kernel picks.
+        return std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let low = ephemeral_low.saturating_sub(12_000).max(2048);
+    let span = usize::from(ephemeral_low - low);
     // Test binaries run one at a time; the pid spreads them over the range, the counter keeps
     // one binary's threads apart.
     let start = std::process::id() as usize * 131;
     for _ in 0..span {
         let port = low + ((start + NEXT.fetch_add(1, Ordering::SeqCst)) % span) as u16;
-        if port >= ephemeral_low {
-            continue;
-        }
         if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
             && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok()
         {
