@@ -10,7 +10,8 @@
 # tests), the differential import test's tools (buildah, podman, umoci, docker.io, attr, acl,
 # libcap2-bin), a C toolchain only if no `cc` is present (with glibc's static library for the
 # confinement probe and the plugin tests' programs), tini (its static build is what --init
-# runs), and python3-venv and binutils for building and checking the Debian package. Safe to
+# runs), python3-venv and binutils for building and checking the Debian package, and strace
+# (the durable-import test). Safe to
 # re-run; runs `apt-get update` at most once,
 # and only when something must be installed.
 set -euo pipefail
@@ -67,6 +68,8 @@ have_cmd cc || missing+=(build-essential pkg-config)
 # environment; tests/package.rs reads the binary's symbol versions with objdump and readelf.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 { have_cmd objdump && have_cmd readelf; } || missing+=(binutils)
+# The durable-import test watches tpcm's syncfs calls with strace.
+have_cmd strace || missing+=(strace)
 
 if [ "${#missing[@]}" -eq 0 ]; then
     echo "install-deps: all required packages are present"

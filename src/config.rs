@@ -231,6 +231,21 @@ impl FileConfig {
                 config.serve.as_ref().and_then(|s| s.janitor_interval_secs),
                 MAX_TIMEOUT_SECS,
             ),
+            (
+                "serve.handshake_timeout_secs",
+                config.serve.as_ref().and_then(|s| s.handshake_timeout_secs),
+                MAX_TIMEOUT_SECS,
+            ),
+            (
+                "serve.connection_idle_timeout_secs",
+                config.serve.as_ref().and_then(|s| s.connection_idle_timeout_secs),
+                MAX_TIMEOUT_SECS,
+            ),
+            (
+                "serve.deploy_idle_timeout_secs",
+                config.serve.as_ref().and_then(|s| s.deploy_idle_timeout_secs),
+                MAX_TIMEOUT_SECS,
+            ),
         ] {
             if let Some(v) = value
                 && v > max
@@ -432,5 +447,18 @@ mod tests {
                 .unwrap_err()
                 .contains("janitor_interval_secs")
         );
+        for key in [
+            "handshake_timeout_secs",
+            "connection_idle_timeout_secs",
+            "deploy_idle_timeout_secs",
+        ] {
+            std::fs::write(
+                dir.path().join(CONFIG_FILE),
+                format!("[serve]\n{key} = 99999999\n"),
+            )
+            .unwrap();
+            let err = FileConfig::load(dir.path()).unwrap_err();
+            assert!(err.contains(key) && err.contains("more than a day"), "{err}");
+        }
     }
 }

@@ -423,9 +423,31 @@ fn the_smaller_refusals_leave_nothing() {
     std::fs::remove_file(cd.store_dir().join("tpcm.toml")).unwrap();
     assert!(cd.images().is_empty() && cd.containers().is_empty());
 
-    // An uninstall leaves no lock file behind.
+    // An uninstall leaves no lock file behind, and neither do a command on a name that is not
+    // installed, an install refused before it made anything, or one taken back.
     install(&cd, &archive, "app", "", "true");
     assert!(cd.store_dir().join("locks/app.lock").exists());
     assert_ok(&tpcm(&cd, &["uninstall", "app", "-y"]));
     assert!(!cd.store_dir().join("locks/app.lock").exists());
+    assert_fails(&tpcm(&cd, &["stop", "typo"]));
+    let missing = cd.dir().join("no-such-archive.tar");
+    assert_fails(&tpcm(&cd, &["install", "gone", missing.to_str().unwrap(), "-y"]));
+    let err = assert_fails(&tpcm(
+        &cd,
+        &[
+            "install",
+            "broken",
+            archive.to_str().unwrap(),
+            "--args",
+            "-- /no/such/command",
+            "-y",
+        ],
+    ));
+    assert!(err.contains("/no/such/command"), "{err}");
+    let locks: Vec<_> = std::fs::read_dir(cd.store_dir().join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| !n.to_string_lossy().starts_with('_'))
+        .collect();
+    assert!(locks.is_empty(), "lock files left: {locks:?}");
 }

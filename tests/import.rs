@@ -278,3 +278,57 @@ fn a_progress_bar_is_drawn_on_a_terminal_and_nowhere_else() {
         "{screen:?}"
     );
 }
+
+/// The `syncfs` calls `cmd` makes (strace, with the path of each call's file descriptor).
+fn syncfs_calls(cd: &Containerd, args: &[&str], sync: bool) -> Vec<String> {
+    let trace = cd.dir().join(format!("syncfs-{sync}.trace"));
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-y", "-e", "trace=syncfs", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_tpcm"))
+        .args(args);
+    for (k, v) in common::tpcm_cmd(cd).get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    if !sync {
+        cmd.env("TPCM_IMPORT_SYNC", "0");
+    }
+    common::assert_ok(&common::run_with_timeout(&mut cmd, common::CMD_TIMEOUT));
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("syncfs("))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_import_syncs_the_filesystem_of_the_snapshots_it_unpacked() {
+    let cd = Containerd::start();
+    let (archive, _) = write(
+        cd.dir(),
+        "a.tar",
+        &builder::busybox_image(&["tpcm-fixture/busybox:1.0"]),
+        ArchiveFormat::DockerV12,
+        false,
+    );
+    let archive = archive.to_str().unwrap();
+    // The switch off (for measuring its cost only) shows what the test would see without it.
+    let unsynced = syncfs_calls(&cd, &["image", "import", archive], false);
+    assert!(unsynced.is_empty(), "{unsynced:?}");
+    assert_ok(&tpcm(&cd, &["image", "remove", REF]));
+    let snapshots = cd
+        .containerd_root()
+        .join("io.containerd.snapshotter.v1.overlayfs");
+    let synced = syncfs_calls(&cd, &["image", "import", archive], true);
+    assert!(
+        synced
+            .iter()
+            .any(|l| l.contains(snapshots.to_str().unwrap()) && l.trim_end().ends_with("= 0")),
+        "no successful syncfs of a snapshot under {}: {synced:?}",
+        snapshots.display()
+    );
+    assert!(cd.images().iter().any(|i| i == REF));
+}

@@ -550,6 +550,16 @@ pub(super) fn require(store: &Store, name: &str) -> Result<TpcRecord, Error> {
         .ok_or_else(|| Error::NotFound(format!("no TPC named {name} is installed")))
 }
 
+/// [`require`], for a command that holds the TPC's lock and has run recovery: a name that is
+/// not installed (a typo) leaves no lock file behind.
+pub(super) fn require_locked(store: &Store, name: &str) -> Result<TpcRecord, Error> {
+    require(store, name).inspect_err(|e| {
+        if matches!(e, Error::NotFound(_)) && !super::journal::pending(store).iter().any(|n| n == name) {
+            store.remove_lock_file(name);
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,10 @@ pub(super) async fn undo_install<R: Runtime>(
     {
         remove_image_if_present(runtime, store, image).await?;
     }
-    journal::remove(store, name)
+    journal::remove(store, name)?;
+    // The caller holds the lock; nothing of the TPC is left, its lock file neither.
+    store.remove_lock_file(name);
+    Ok(())
 }
 
 /// The steps of an uninstall.

@@ -233,6 +233,13 @@ pub async fn restore<R: Runtime>(
     let layout = layout_dir(&store);
     if !missing.is_empty() {
         say(&format!("Importing the {} saved TPC image(s)", missing.len()));
+        // Under the images lock, as every import: an image removal or a janitor sweep waits.
+        let images = super::images::lock_images(
+            &store,
+            super::store::ImagesAccess::Import,
+            super::images::IMAGES_PATIENCE,
+        )
+        .await?;
         let (reader, writer) = std::io::pipe().map_err(io(&layout))?;
         let root = layout.clone();
         // The layout goes to the importer as a tar stream: nothing is copied on disk.
@@ -255,6 +262,7 @@ pub async fn restore<R: Runtime>(
         let imported = runtime
             .import_image(ArchiveInput::Stream(Box::new(reader)), None)
             .await;
+        drop(images);
         let written = tar
             .join()
             .map_err(|_| Error::Internal("export reader panicked".into()))?;

@@ -6,7 +6,8 @@
 
 use super::container::{
     check_ports, check_ports_before_start, cpu_cap, create_container, default_cpu_share, ensure_running,
-    image_in_use, install_unit, lock_ports, require, start_task, stop_grace, stop_task, validate_name,
+    image_in_use, install_unit, lock_ports, require, require_locked, start_task, stop_grace, stop_task,
+    validate_name,
 };
 use super::journal::{self, Entry, InstallJournal, UninstallJournal, crash_point};
 use super::journal_steps::{finish_uninstall, undo_install};
@@ -75,9 +76,15 @@ pub async fn install<R: Runtime>(
             "TPC {name} is already installed; uninstall it or use upgrade"
         )));
     }
-    let _ports = lock_ports(&store, container)?;
-    check_ports(&store, name, container)?;
-    let source = super::images::prefer_present(runtime, request.source, None).await?;
+    let prepared = async {
+        let ports = lock_ports(&store, container)?;
+        check_ports(&store, name, container)?;
+        let source = super::images::prefer_present(runtime, request.source, None).await?;
+        Ok::<_, Error>((ports, source))
+    }
+    .await;
+    // Refused before anything was made: the name is not installed, nor is its lock file left.
+    let (_ports, source) = prepared.inspect_err(|_| store.remove_lock_file(name))?;
 
     let mut j = InstallJournal {
         image: None,
@@ -242,7 +249,7 @@ pub async fn uninstall_with<R: Runtime>(
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-    let record = require(&store, name)?;
+    let record = require_locked(&store, name)?;
     super::plugins::check_removal(&store, &record)?;
     let j = UninstallJournal {
         record,
@@ -404,7 +411,7 @@ pub async fn start_with<R: Runtime>(
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-    let mut record = require(&store, name)?;
+    let mut record = require_locked(&store, name)?;
     check_ports_before_start(runtime, &record).await?;
     repair_if_missing(runtime, settings, &store, &record, say).await?;
     let was_running = matches!(
@@ -475,7 +482,7 @@ pub async fn unit_run<R: Runtime>(
         // systemd starts this while the command that asked for it may still hold the lock.
         let _lock = store.lock_waiting(name, UNIT_LOCK_PATIENCE)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-        let record = require(&store, name)?;
+        let record = require_locked(&store, name)?;
         let always = record.spec.settings.restart == RestartPolicy::Always;
         // docker's `always` restarts a stopped container when its daemon (here: the switch) restarts.
         if !record.running && !always {
@@ -551,7 +558,7 @@ pub async fn stop_within<R: Runtime>(
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-    let mut record = require(&store, name)?;
+    let mut record = require_locked(&store, name)?;
     super::plugins::check_stop(&store, &record)?;
     let grace = if force {
         Duration::ZERO
@@ -581,7 +588,7 @@ pub async fn restart<R: Runtime>(runtime: &R, settings: &Settings, name: &str) -
         let store = Store::new(&settings.root);
         let _lock = store.lock_for_command(name)?;
         super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-        let record = require(&store, name)?;
+        let record = require_locked(&store, name)?;
         // Through systemd first, so the stop is not taken for a failure (Restart=, on-failure:N).
         systemd::stop_unit(name).map_err(Error::Internal)?;
         stop_task(

@@ -5,7 +5,7 @@
 //! when the restart policy changes. A refused value changes nothing.
 
 use super::Error;
-use super::container::{install_unit, require, validate_name};
+use super::container::{install_unit, require_locked, validate_name};
 use super::store::{Store, TpcRecord};
 use crate::config::Settings;
 use crate::runtime::{ResourceLimits, Runtime};
@@ -61,7 +61,7 @@ pub async fn update<R: Runtime>(
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
-    let old = require(&store, name)?;
+    let old = require_locked(&store, name)?;
     let mut new = old.clone();
     let s = &mut new.spec.settings;
     if let Some(c) = change.cpus {

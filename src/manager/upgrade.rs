@@ -9,8 +9,8 @@
 //! record) → discard the old layer, unpin, remove the old image if unused.
 
 use super::container::{
-    check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require, start_task,
-    stop_grace,
+    check_ports, cpu_cap, create_container, default_cpu_share, install_unit, lock_ports, require_locked,
+    start_task, stop_grace,
 };
 use super::hooks::{self, Found, Hook};
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
@@ -70,7 +70,7 @@ pub async fn upgrade<R: Runtime>(
     let store = Store::new(&settings.root);
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, say).await?;
-    let old = require(&store, name)?;
+    let old = require_locked(&store, name)?;
     if old.plugin.is_some() {
         return Err(Error::Invalid(format!(
             "{name} is a gNOI plugin: a plugin is upgraded by deploying the new tarball, removing the plugin (RemovePlugin) and starting it again (StartPlugin)"

@@ -237,6 +237,8 @@ pub async fn remove(settings: &Settings, name: &str, force: bool) -> Result<(), 
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", dir.display())))?;
     }
+    // Held here; the volume is gone, so is its lock file.
+    store.remove_lock_file(&format!("_volume-{name}"));
     Ok(())
 }
 

@@ -129,8 +129,9 @@ tar -C "$gt/l2" --format=posix -cf "$gt/l2.tar" tmp/x home/u/file lib/y newdir/s
 tar -C "$gt/l2" --format=posix --sparse --sparse-version=1.0 -rf "$gt/l2.tar" sp0
 tar -C "$gt/l2" --format=posix --sparse --sparse-version=0.1 -rf "$gt/l2.tar" sp1
 tar -C "$gt/l2" --format=posix --sparse --sparse-version=0.0 -rf "$gt/l2.tar" sp2
-( cd "$gt/l3"; mkdir tmp; touch tmp/.wh.x .wh.far )
-tar -C "$gt/l3" --format=gnu -cf "$gt/l3.tar" ./tmp/.wh.x ./.wh.far
+# whiteouts: a file, a top-level file, and newdir made opaque (its sub/ from l2 hidden) with a new file
+( cd "$gt/l3"; mkdir tmp newdir; touch tmp/.wh.x .wh.far newdir/.wh..wh..opq; echo k > newdir/kept )
+tar -C "$gt/l3" --format=gnu -cf "$gt/l3.tar" ./tmp/.wh.x ./.wh.far ./newdir/.wh..wh..opq ./newdir/kept
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 d1=$(sha "$gt/l1.tar"); d2=$(sha "$gt/l2.tar"); d3=$(sha "$gt/l3.tar")
 mkdir -p "$gt/ds"
