@@ -437,9 +437,14 @@ fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
             .await
             .unwrap();
         assert!(running_only.is_none(), "a stopped container listed without `all`");
-        // Only the name: the stopped instance starts again.
+        // Only the name: the stopped instance starts again; a running one is refused (the proto).
         c.start_container(start_request("", "", "web", "")).await.unwrap();
         assert_eq!(status_of(&mut c, "web").await, Listed::Running);
+        let e = c
+            .start_container(start_request("", "", "web", ""))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
         c.stop_container(proto::StopContainerRequest {
             instance_name: "web".into(),
             force: true,
@@ -521,6 +526,75 @@ fn containers_start_list_log_stop_restart_and_remove_and_cli_sees_them() {
     rt().block_on(async {
         let mut c = server.client("dashboard").await.unwrap();
         assert_eq!(status_of(&mut c, "cli-app").await, Listed::Running);
+    });
+}
+
+fn log_request(name: &str, follow: bool) -> proto::LogRequest {
+    proto::LogRequest {
+        instance_name: name.into(),
+        follow,
+    }
+}
+
+#[test]
+fn a_followed_log_ends_with_its_instance_and_log_streams_are_bounded() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    let archive = docker_archive(cd.dir(), "1.0");
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        deploy(&mut c, &archive, "app", "1.0", None).await.unwrap();
+        let cmd = "sh -c 'echo first; trap \"echo last; exit 0\" TERM; while true; do sleep 0.2; done'";
+        c.start_container(start_request("app", "1.0", "short", cmd))
+            .await
+            .unwrap();
+        eventually(WAIT, "the first line", || {
+            let mut c = c.clone();
+            async move { log_text(&mut c, "short").await == "first\n" }
+        })
+        .await;
+        let mut follow = c.log(log_request("short", true)).await.unwrap().into_inner();
+        assert_eq!(follow.message().await.unwrap().unwrap().msg, "first\n");
+        c.stop_container(proto::StopContainerRequest {
+            instance_name: "short".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        // The proto: the stream ends with the instance, after what its process wrote last.
+        let rest = tokio::time::timeout(WAIT, drain(follow))
+            .await
+            .expect("the followed log ended with its instance");
+        let rest: Vec<String> = rest.into_iter().map(|m| m.msg).collect();
+        // (busybox's sh may first report its sleep killed by the stop: "Terminated")
+        assert_eq!(rest.last().map(String::as_str), Some("last\n"), "{rest:?}");
+        // An instance no longer running: its latest logs, then the end, follow or not.
+        let stopped = c.log(log_request("short", true)).await.unwrap().into_inner();
+        let all = tokio::time::timeout(WAIT, drain(stopped))
+            .await
+            .expect("a followed log of a stopped instance returned");
+        let all: Vec<String> = all.into_iter().map(|m| m.msg).collect();
+        assert_eq!(all.first().map(String::as_str), Some("first\n"), "{all:?}");
+        assert_eq!(all.last().map(String::as_str), Some("last\n"), "{all:?}");
+
+        // At most MAX_LOG_STREAMS streams at once, followed or not: one more is refused until
+        // one of them closes.
+        c.start_container(start_request("app", "1.0", "ticker", SERVICE))
+            .await
+            .unwrap();
+        let mut open = Vec::new();
+        for _ in 0..tpcm::containerz::MAX_LOG_STREAMS {
+            open.push(c.log(log_request("ticker", true)).await.unwrap().into_inner());
+        }
+        let e = c.log(log_request("ticker", false)).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("close one"), "{}", e.message());
+        drop(open.pop());
+        eventually(WAIT, "a stream to be free again", || {
+            let mut c = c.clone();
+            async move { c.log(log_request("ticker", false)).await.is_ok() }
+        })
+        .await;
     });
 }
 

@@ -17,7 +17,7 @@ use crate::tpc_spec::{
 };
 use proto::list_container_response::Status as Listed;
 use proto::start_container_request::restart::Policy;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -670,6 +670,12 @@ pub(super) async fn update<R: Runtime + 'static>(
             .insert(name.clone(), text);
     };
     if r.r#async {
+        let slot = shared.async_updates.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "UpdateContainer: {} asynchronous updates are running already; wait for one to finish",
+                super::MAX_ASYNC_UPDATES
+            ))
+        })?;
         shared
             .updates
             .lock()
@@ -678,7 +684,7 @@ pub(super) async fn update<R: Runtime + 'static>(
         let shared = shared.clone();
         let running = shared.updates_running.clone().read_owned().await;
         tokio::spawn(async move {
-            let _running = running;
+            let _running = (running, slot);
             let outcome = on_manager(&shared, run).await;
             record(&shared, &outcome);
         });
@@ -731,8 +737,13 @@ impl crate::runtime::logs::LogOutput for LineSink {
     }
 }
 
+/// How long a followed Log goes on reading after the instance's process exited: what its last
+/// moments wrote reaches the log file through the log driver a moment later.
+const LOG_DRAIN_AFTER_EXIT: Duration = Duration::from_millis(600);
+
 /// Log: the instance's output so far, line by line; with `follow`, new lines as they are
-/// written, until the client cancels.
+/// written while the instance runs (the proto: an instance no longer running streams its latest
+/// logs and returns), until the client cancels.
 pub(super) async fn log<R: Runtime + 'static>(
     shared: &Arc<Shared<R>>,
     r: proto::LogRequest,
@@ -740,32 +751,50 @@ pub(super) async fn log<R: Runtime + 'static>(
     let target = tpc::log_target(&shared.settings, &r.instance_name).map_err(super::status_of)?;
     let record = Store::new(&shared.settings.root).record_path(&r.instance_name);
     let shutdown = shared.shutdown.clone();
-    // Each follow holds a thread while it waits for output: a bounded number of them, so
-    // clients cannot take every thread the server has.
-    let permit = if r.follow {
-        Some(shared.follows.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "Log: {} followed logs are open already; close one first",
-                super::MAX_FOLLOWS
-            ))
-        })?)
-    } else {
-        None
-    };
+    // Each stream holds a thread while it reads, and while it waits for output or for a slow
+    // client: a bounded number of them, so clients cannot take every thread the server has.
+    let permit = shared.log_streams.clone().try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "Log: {} log streams are open already; close one first",
+            super::MAX_LOG_STREAMS
+        ))
+    })?;
+    let running = matches!(
+        shared.runtime.container_state(&r.instance_name).await,
+        Ok(crate::runtime::ContainerState::Running { .. })
+    );
+    let follow = r.follow && running;
+    // When the followed process exits, the stream ends once what it wrote last was read.
+    let exited: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
+    let watcher = follow.then(|| {
+        let (shared, name, exited) = (shared.clone(), r.instance_name.clone(), exited.clone());
+        tokio::spawn(async move {
+            if shared.runtime.wait_container(&name).await.is_ok() {
+                *exited.lock().expect("exit time") = Some(std::time::Instant::now());
+            }
+        })
+    });
     let (tx, rx) = mpsc::channel(64);
-    tokio::task::spawn_blocking(move || {
+    let reader = tokio::task::spawn_blocking(move || {
         let mut sink = LineSink {
             tx: tx.clone(),
             partial: Default::default(),
         };
         let options = crate::runtime::logs::ReadOptions::default();
         let mut result = crate::runtime::logs::read_tail(&target, &options, &mut sink);
-        if r.follow
-            && let Ok(from) = result
-        {
+        if follow && let Ok(from) = result {
             let closed = tx.clone();
-            // Ends when the client goes, the server stops, or the instance is removed.
-            let stop = || closed.is_closed() || shutdown.is_cancelled() || !record.exists();
+            // Ends when the client goes, the server stops, the instance is removed, or its
+            // process exited and its last output was read.
+            let stop = || {
+                closed.is_closed()
+                    || shutdown.is_cancelled()
+                    || !record.exists()
+                    || exited
+                        .lock()
+                        .expect("exit time")
+                        .is_some_and(|t| t.elapsed() >= LOG_DRAIN_AFTER_EXIT)
+            };
             result = crate::runtime::logs::follow(&target, from, &options, &mut sink, &stop);
         }
         drop(permit);
@@ -784,6 +813,12 @@ pub(super) async fn log<R: Runtime + 'static>(
             }
         }
     });
+    if let Some(watcher) = watcher {
+        tokio::spawn(async move {
+            let _ = reader.await;
+            watcher.abort();
+        });
+    }
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 

@@ -53,8 +53,13 @@ pub const MAX_MESSAGE: usize = 8 << 20;
 /// chunks in flight.
 pub const FLOW_WINDOW: u32 = 8 << 20;
 
-/// Most followed logs open at once (each holds a blocking thread while it waits for output).
-pub const MAX_FOLLOWS: usize = 64;
+/// Most Log streams open at once, followed or not (each holds a blocking thread while it reads,
+/// or waits for output or for a slow client).
+pub const MAX_LOG_STREAMS: usize = 64;
+
+/// Most asynchronous UpdateContainer calls running at once (each runs an upgrade after its
+/// call has answered, so the write-call bound does not cover it).
+pub const MAX_ASYNC_UPDATES: usize = 16;
 
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -75,8 +80,10 @@ pub struct Shared<R> {
     pub updates: Mutex<HashMap<String, String>>,
     /// Cancelled when the server stops: followed logs end, so the graceful stop can finish.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// Followed logs open at once (each holds a thread), at most [`MAX_FOLLOWS`].
-    pub follows: Arc<tokio::sync::Semaphore>,
+    /// Log streams open at once (each holds a thread), at most [`MAX_LOG_STREAMS`].
+    pub log_streams: Arc<tokio::sync::Semaphore>,
+    /// Asynchronous updates running, at most [`MAX_ASYNC_UPDATES`].
+    pub async_updates: Arc<tokio::sync::Semaphore>,
     /// Held (shared) by every asynchronous UpdateContainer while it runs; the server takes it
     /// exclusively before it exits, so no upgrade is cut off halfway.
     pub updates_running: Arc<tokio::sync::RwLock<()>>,
@@ -101,7 +108,8 @@ impl<R> Shared<R> {
             ssh_accept_new_host_keys,
             updates: Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
-            follows: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)),
+            log_streams: Arc::new(tokio::sync::Semaphore::new(MAX_LOG_STREAMS)),
+            async_updates: Arc::new(tokio::sync::Semaphore::new(MAX_ASYNC_UPDATES)),
             updates_running: Arc::default(),
             deploys: images::Deploys::default(),
         }
