@@ -1347,6 +1347,21 @@ fn published_ports_reach_the_container_through_the_cni_bridge() {
         host.network = "host".into();
         let e = c.start_container(host).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        // Equal ones are the container's own port (as featureprofiles sends them), but one a host
+        // service holds is refused all the same: UNAVAILABLE, with nothing made.
+        let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let held_port = held.local_addr().unwrap().port() as u32;
+        let mut host_held = r.clone();
+        host_held.instance_name = "web5".into();
+        host_held.network = "host".into();
+        host_held.ports = vec![proto::start_container_request::Port {
+            internal: held_port,
+            external: held_port,
+        }];
+        let e = c.start_container(host_held).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(cd.containers(), vec!["web".to_string()], "a refused start left a container");
+        drop(held);
 
         // Stopped, its port taken by a host service: starting it by name is UNAVAILABLE and it
         // stays stopped; once the port is free again it starts and answers.

@@ -208,8 +208,21 @@ async fn deploy_and_start(c: &mut ContainerzClient<Channel>, o: &StartOptions) {
     deploy(c, &o.tar_path, &o.image_name, &o.image_tag, None)
         .await
         .expect("Deploy");
+    // As the Go helper asks: filtered by name and tag.
     let mut images = c
-        .list_image(proto::ListImageRequest::default())
+        .list_image(proto::ListImageRequest {
+            filter: vec![
+                proto::list_image_request::Filter {
+                    key: "name".into(),
+                    value: vec![o.image_name.clone()],
+                },
+                proto::list_image_request::Filter {
+                    key: "tag".into(),
+                    value: vec![o.image_tag.clone()],
+                },
+            ],
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -260,12 +273,30 @@ async fn wait_for_running(c: &mut ContainerzClient<Channel>, name: &str, timeout
     .await;
 }
 
-/// The ListContainer{all} entry named `name` or `/name`.
+/// The entry named `name` (or `/name`) of ListContainer{all, filter name}, as the Go tests ask.
 async fn listed(c: &mut ContainerzClient<Channel>, name: &str) -> Option<proto::ListContainerResponse> {
-    gnoi::containers(c)
+    let mut s = c
+        .list_container(proto::ListContainerRequest {
+            all: true,
+            limit: 0,
+            filter: vec![proto::list_container_request::Filter {
+                key: "name".into(),
+                value: vec![name.into()],
+            }],
+        })
         .await
-        .into_iter()
-        .find(|x| x.name == name || x.name == format!("/{name}"))
+        .unwrap()
+        .into_inner();
+    let mut found = None;
+    while let Some(x) = s.message().await.unwrap() {
+        assert!(
+            x.name == name || x.name == format!("/{name}"),
+            "the name filter let {} through",
+            x.name
+        );
+        found = Some(x);
+    }
+    found
 }
 
 /// `Setup`'s cleanup: StopContainer(force), then RemoveContainer(force); errors only logged.
@@ -439,6 +470,16 @@ fn cntr_1_2_retrieve_logs() {
     });
 }
 
+/// ListVolume filtered by name, as the Go tests ask.
+fn volume_filter(name: &str) -> proto::ListVolumeRequest {
+    proto::ListVolumeRequest {
+        filter: vec![proto::list_volume_request::Filter {
+            key: "name".into(),
+            value: vec![name.into()],
+        }],
+    }
+}
+
 #[test]
 fn cntr_1_3_list_containers() {
     let dut = Dut::new();
@@ -487,8 +528,7 @@ fn cntr_1_4_stop_container() {
         c.stop_container(stop(INSTANCE_NAME)).await.unwrap();
         let watch_until = Instant::now() + Duration::from_secs(2);
         while Instant::now() < watch_until {
-            let all = gnoi::containers(&mut c).await;
-            for x in all.iter().filter(|x| x.name == INSTANCE_NAME) {
+            if let Some(x) = listed(&mut c, INSTANCE_NAME).await {
                 assert_eq!(x.status(), Listed::Stopped, "{x:?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -532,11 +572,7 @@ fn cntr_1_5_volumes() {
         let made = c.create_volume(bind_tmp_volume(name)).await.unwrap().into_inner();
         assert_eq!(made.name, name);
         let volumes = |mut c: ContainerzClient<Channel>| async move {
-            let mut s = c
-                .list_volume(proto::ListVolumeRequest::default())
-                .await
-                .unwrap()
-                .into_inner();
+            let mut s = c.list_volume(volume_filter(name)).await.unwrap().into_inner();
             let mut out = Vec::new();
             while let Some(v) = s.message().await.unwrap() {
                 out.push(v);
@@ -806,11 +842,7 @@ fn cntr_1_8_container_persistence_after_cold_reboot() {
         let mut c = dut.client().await;
         // VerifyPersistence.
         wait_for_running(&mut c, INSTANCE_NAME, Duration::from_secs(300)).await;
-        let mut s = c
-            .list_volume(proto::ListVolumeRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
+        let mut s = c.list_volume(volume_filter(volume)).await.unwrap().into_inner();
         let mut names = Vec::new();
         while let Some(v) = s.message().await.unwrap() {
             names.push(v.name);
