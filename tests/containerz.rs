@@ -1913,6 +1913,44 @@ fn location_is_kept_and_reported_as_the_proto_says() {
 }
 
 #[test]
+fn serve_runs_from_the_serve_table_of_tpcm_toml_alone_as_its_unit_does() {
+    let cd = Containerd::start();
+    let pki = gnoi::Pki::new(&cd.dir().join("pki"), &["ops-robot", "dashboard"]);
+    let authz = pki.path("authz.toml");
+    std::fs::write(&authz, gnoi::AUTHZ).unwrap();
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(
+        cd.store_dir().join("tpcm.toml"),
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\n\
+             authz = {:?}\ncontent_root = {:?}\nmax_connections_per_address = 1\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem"),
+            authz,
+            cd.containerd_root(),
+        ),
+    )
+    .unwrap();
+    let server = Server::start_from_config(&cd, &pki.dir);
+    rt().block_on(async {
+        let mut c = server.client("ops-robot").await.unwrap();
+        assert!(containers(&mut c).await.is_empty());
+        // The file's limit is in force: a second connection from this address is refused.
+        assert!(
+            server.client("dashboard").await.is_err(),
+            "max_connections_per_address = 1 not applied"
+        );
+        drop(c);
+        eventually(WAIT, "the connection's place to be free again", || {
+            let server = &server;
+            async move { server.client("dashboard").await.is_ok() }
+        })
+        .await;
+    });
+}
+
+#[test]
 fn serve_names_the_flag_of_each_file_it_cannot_read() {
     let cd = Containerd::start();
     let pki = gnoi::Pki::new(&cd.dir().join("pki"), &[]);

@@ -179,10 +179,22 @@ impl Server {
             .arg(&authz)
             .arg("--content-root")
             .arg(cd.containerd_root())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(extra);
         adjust(&mut cmd);
+        Server::spawn(cmd, pki_dir)
+    }
+
+    /// `tpcm serve` without a single flag, as the shipped unit runs it: everything from the
+    /// `[serve]` table of the test store's tpcm.toml. `pki_dir` is where the clients' keys are.
+    pub fn start_from_config(cd: &Containerd, pki_dir: &Path) -> Server {
+        let mut cmd = common::tpcm_cmd(cd);
+        cmd.arg("serve");
+        Server::spawn(cmd, pki_dir)
+    }
+
+    /// Runs `cmd` (a `tpcm serve`) and waits (≤ 20 s) for its "listening on" line.
+    fn spawn(mut cmd: std::process::Command, pki_dir: &Path) -> Server {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start tpcm serve");
         let stderr = child.stderr.take().unwrap();
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
