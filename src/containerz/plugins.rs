@@ -4,6 +4,7 @@
 //! `<instance>:latest`, and StopPlugin/RemovePlugin take either form.
 
 use super::{Shared, on_manager, proto};
+use crate::manager::plugin_lifecycle;
 use crate::manager::plugins::{self, TarWriter};
 use crate::manager::store::Store;
 use crate::runtime::Runtime;
@@ -111,7 +112,7 @@ pub(super) async fn start<R: Runtime + 'static>(
 ) -> Result<proto::StartPluginResponse, Status> {
     let instance = r.instance_name.clone();
     on_manager(shared, move |s| async move {
-        plugins::start(
+        plugin_lifecycle::start(
             &s.runtime,
             &s.settings,
             &r.name,
@@ -134,7 +135,7 @@ pub(super) async fn stop<R: Runtime + 'static>(
     r: proto::StopPluginRequest,
 ) -> Result<proto::StopPluginResponse, Status> {
     on_manager(shared, move |s| async move {
-        plugins::stop(&s.runtime, &s.settings, &r.instance_name).await
+        plugin_lifecycle::stop(&s.runtime, &s.settings, &r.instance_name).await
     })
     .await?;
     Ok(proto::StopPluginResponse {})
@@ -146,7 +147,7 @@ pub(super) async fn remove<R: Runtime + 'static>(
     r: proto::RemovePluginRequest,
 ) -> Result<proto::RemovePluginResponse, Status> {
     on_manager(shared, move |s| async move {
-        plugins::remove(&s.runtime, &s.settings, &r.instance_name).await
+        plugin_lifecycle::remove(&s.runtime, &s.settings, &r.instance_name).await
     })
     .await?;
     Ok(proto::RemovePluginResponse {})

@@ -2,10 +2,12 @@
 //! [`crate::runtime::Runtime`], and to the outside world only through [`crate::source`].
 
 //!
-//! Inside, the modules form layers, none importing one that imports it back: `store`, `journal`
-//! and `args` at the bottom; `container` (what every operation shares about a TPC's container);
-//! `journal_steps` (the idempotent ends of journaled operations); `recovery`; then the operations
-//! (`tpc`, `upgrade`, `migrate`, `boot`, `janitor`, `supervise`, images, volumes).
+//! Inside, the modules form layers, none importing one that imports it back (checked by
+//! `tests/layering.rs`; the order is in `docs/architecture.md`): `store`, `journal` and `args`
+//! at the bottom; `images`, `plugins` (a plugin on the host) and `volumes`; `container` (what
+//! every operation shares about a TPC's container); `journal_steps` (the idempotent ends of
+//! journaled operations); `recovery`; then the operations (`tpc`, `upgrade`, `migrate`, `boot`,
+//! `janitor`, `supervise`, ...), and `plugin_lifecycle` above `tpc`.
 
 pub mod args;
 pub mod boot;
@@ -20,6 +22,7 @@ pub mod journal;
 mod journal_steps;
 pub mod migrate;
 pub mod observe;
+pub mod plugin_lifecycle;
 pub mod plugins;
 pub mod recovery;
 pub mod status;

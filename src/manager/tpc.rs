@@ -250,7 +250,7 @@ pub async fn uninstall_with<R: Runtime>(
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let record = require_locked(&store, name)?;
-    super::plugins::check_removal(&store, &record)?;
+    super::volumes::check_plugin_removal(&store, &record)?;
     let j = UninstallJournal {
         record,
         clean_data,
@@ -559,7 +559,7 @@ pub async fn stop_within<R: Runtime>(
     let _lock = store.lock_for_command(name)?;
     super::recovery::recover(runtime, settings, &store, name, &|m| tracing::warn!("{m}")).await?;
     let mut record = require_locked(&store, name)?;
-    super::plugins::check_stop(&store, &record)?;
+    super::volumes::check_plugin_stop(&store, &record)?;
     let grace = if force {
         Duration::ZERO
     } else {

@@ -242,6 +242,50 @@ pub async fn remove(settings: &Settings, name: &str, force: bool) -> Result<(), 
     Ok(())
 }
 
+/// A plugin whose volume a TPC that should run binds cannot stop (as docker refuses to disable
+/// a plugin in use): those containers would lose their mounts' driver. Anything else may.
+pub(super) fn check_plugin_stop(store: &Store, record: &TpcRecord) -> Result<(), Error> {
+    if record.plugin.is_none() {
+        return Ok(());
+    }
+    let mut running = Vec::new();
+    for v in of_plugin(store, &record.name)? {
+        for user in users(store, &v)? {
+            if store.get(&user)?.is_some_and(|u| u.running) {
+                running.push(format!("{user} (volume {})", v.name));
+            }
+        }
+    }
+    if running.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse(format!(
+        "plugin {} serves volumes that running containers use: {}; stop them first",
+        record.name,
+        running.join(", ")
+    )))
+}
+
+/// A plugin that still serves volumes cannot be removed (as docker refuses), by RemovePlugin
+/// or `tpcm uninstall`.
+pub(super) fn check_plugin_removal(store: &Store, record: &TpcRecord) -> Result<(), Error> {
+    if record.plugin.is_none() {
+        return Ok(());
+    }
+    let served: Vec<String> = of_plugin(store, &record.name)?
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    if served.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InUse(format!(
+        "plugin {} still serves volumes {}; remove them first",
+        record.name,
+        served.join(", ")
+    )))
+}
+
 /// Where a volume's data is on the host, for a container's bind mount.
 pub fn host_path(store: &Store, name: &str) -> Result<(PathBuf, bool), Error> {
     let v = get(store, name)?

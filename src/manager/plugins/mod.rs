@@ -18,24 +18,17 @@ pub mod config;
 pub mod driver;
 pub mod rootfs;
 
+use super::Error;
 use super::store::{Store, TpcRecord, write_atomic};
-use super::tpc::{self, InstallRequest, RequestedSettings};
-use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
-use crate::runtime::Runtime;
-use crate::tpc_spec::plugin::PluginConfig;
 pub use crate::tpc_spec::plugin::PluginSpec as Plugin;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Where a plugin's socket directory appears inside it (docker's place).
 pub const SOCKET_DIR_INSIDE: &str = "/run/docker/plugins";
-/// How long StartPlugin waits for the plugin's socket (dockerd: about 9.5 s).
-const SOCKET_PATIENCE: Duration = Duration::from_secs(10);
 
 /// A stored tarball, as `<name>.json` beside it describes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +43,7 @@ pub struct PluginTar {
     pub deployed: u64,
 }
 
-fn tars_dir(store: &Store) -> PathBuf {
+pub(super) fn tars_dir(store: &Store) -> PathBuf {
     store.root().join("plugins").join("tars")
 }
 
@@ -60,7 +53,7 @@ pub fn tar_path(store: &Store, name: &str) -> PathBuf {
 }
 
 /// Where a plugin instance's own directories live on the host.
-fn instance_dir(store: &Store, instance: &str) -> PathBuf {
+pub(super) fn instance_dir(store: &Store, instance: &str) -> PathBuf {
     store.root().join("plugins").join("instances").join(instance)
 }
 
@@ -201,218 +194,15 @@ pub fn remove_tar(store: &Store, name: &str) -> Result<(), Error> {
     Ok(super::store::sync_dir(&tars_dir(store))?)
 }
 
-/// The image a plugin instance runs.
-fn image_name(instance: &str) -> String {
-    format!("tpcm.local/plugin/{instance}:latest")
-}
-
-/// StartPlugin: installs and starts plugin `instance` from tarball `tar` with `config` (JSON).
-/// An unknown tarball is NOT_FOUND, an instance (or TPC) of that name ALREADY_EXISTS, a config
-/// that cannot run INVALID_ARGUMENT; a plugin whose socket does not appear within 10 s is taken
-/// back (FAILED_PRECONDITION). Whatever fails, nothing of the plugin is left. Returns the
-/// record.
-pub async fn start<R: Runtime>(
-    runtime: &R,
-    settings: &Settings,
-    tar: &str,
-    instance: &str,
-    config_json: &str,
-    progress: Arc<dyn Progress>,
-) -> Result<TpcRecord, Error> {
-    validate_name("plugin instance", instance)?;
-    let store = Store::new(&settings.root);
-    if get_tar(&store, tar)?.is_none() {
-        return Err(Error::NotFound(format!(
-            "no plugin tarball named {tar}; deploy it with is_plugin first"
-        )));
-    }
-    if store.get(instance)?.is_some() {
-        return Err(Error::AlreadyExists(format!(
-            "plugin (or container) instance {instance} already exists"
-        )));
-    }
-    // A tarball with its own config may be started without one.
-    let request = if config_json.trim().is_empty() {
-        PluginConfig::default()
-    } else {
-        config::parse(config_json).map_err(Error::Invalid)?
-    };
-    // A work directory of this start alone; the tarball linked (or copied) into it first, so a
-    // Deploy that replaces it or a RemovePluginTar meanwhile cannot change what is built, and
-    // the digest recorded is of the bytes built.
-    let work_root = store.root().join("plugins").join("work");
-    super::store::create_private_dir(&work_root)?;
-    let work = tempfile::Builder::new()
-        .prefix(&format!("{instance}-"))
-        .tempdir_in(&work_root)
-        .map_err(|e| {
-            Error::Internal(format!(
-                "cannot create a directory in {}: {e}",
-                work_root.display()
-            ))
-        })?;
-    let built = {
-        let (source, name, work) = (
-            tar_path(&store, tar),
-            image_name(instance),
-            work.path().to_path_buf(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<(rootfs::PluginImage, String), Error> {
-            let copy = work.join("plugin.tar");
-            if std::fs::hard_link(&source, &copy).is_err() {
-                std::fs::copy(&source, &copy)
-                    .map_err(|e| Error::NotFound(format!("plugin tarball {}: {e}", source.display())))?;
-            }
-            let digest = rootfs::file_digest(&copy)?;
-            Ok((rootfs::build(&copy, &name, &work)?, digest))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("plugin image thread: {e}")))?
-    };
-    let (image, digest) = built?;
-    let effective = match &image.base_config {
-        Some(base) => {
-            config::merge(&config::parse(base).map_err(Error::Invalid)?, &request).map_err(Error::Invalid)?
-        }
-        None => request,
-    };
-    let container = config::settings(&effective).map_err(Error::Invalid)?;
-    let plugin = Plugin {
-        tar: tar.to_string(),
-        tar_digest: digest,
-        id: plugin_id(instance),
-        config: effective,
-    };
-    let source = ImageSource::File(image.archive.path().to_path_buf());
-    let install = InstallRequest {
-        source: &source,
-        settings: RequestedSettings {
-            container,
-            args: String::new(),
-        },
-        plugin: Some(plugin.clone()),
-    };
-    let installed = tpc::install(runtime, settings, instance, &install, progress, &|m| {
-        tracing::debug!("{m}")
-    })
-    .await;
-    let record = match installed {
-        Ok(record) => record,
-        Err(e) => {
-            // The install took back what it made; the host side is the plugin's own.
-            clean_host(settings, &store, instance, &plugin);
-            return Err(e);
-        }
-    };
-    // As dockerd: the plugin is up once its socket is there.
-    let socket = socket_path(settings, &plugin);
-    let deadline = Instant::now() + SOCKET_PATIENCE;
-    while !socket.exists() {
-        if Instant::now() >= deadline {
-            let why = format!(
-                "plugin {instance} did not create its socket {} within {} s",
-                plugin.config.interface.socket,
-                SOCKET_PATIENCE.as_secs()
-            );
-            return Err(
-                match tpc::uninstall_with(runtime, settings, instance, false, true, &|_| {}).await {
-                    Ok(()) => Error::InUse(format!("{why}; it was removed")),
-                    Err(e) => Error::Internal(format!("{why}, and removing it failed: {e}")),
-                },
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(record)
-}
-
-/// A plugin ID: 64 hex digits, different for every start.
-fn plugin_id(instance: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(instance.as_bytes());
-    h.update(super::random_suffix().as_bytes());
-    h.update(super::now_secs().to_le_bytes());
-    hex::encode(h.finalize())
-}
-
 /// The installed plugin `instance` (`:latest` or not), if there is one.
 pub fn get(settings: &Settings, instance: &str) -> Result<Option<TpcRecord>, Error> {
     let name = instance_name(instance);
-    if super::container::validate_name(name).is_err() {
+    if !crate::tpc_spec::is_identifier(name) {
         return Ok(None);
     }
     Ok(Store::new(&settings.root)
         .get(name)?
         .filter(|r| r.plugin.is_some()))
-}
-
-/// A plugin whose volume a TPC that should run binds cannot stop (as docker refuses to disable
-/// a plugin in use): those containers would lose their mounts' driver. Anything else may.
-pub(super) fn check_stop(store: &Store, record: &TpcRecord) -> Result<(), Error> {
-    if record.plugin.is_none() {
-        return Ok(());
-    }
-    let mut users = Vec::new();
-    for v in super::volumes::of_plugin(store, &record.name)? {
-        for user in super::volumes::users(store, &v)? {
-            if store.get(&user)?.is_some_and(|u| u.running) {
-                users.push(format!("{user} (volume {})", v.name));
-            }
-        }
-    }
-    if users.is_empty() {
-        return Ok(());
-    }
-    Err(Error::InUse(format!(
-        "plugin {} serves volumes that running containers use: {}; stop them first",
-        record.name,
-        users.join(", ")
-    )))
-}
-
-/// A plugin that still serves volumes cannot be removed (as docker refuses), by RemovePlugin
-/// or `tpcm uninstall`.
-pub(super) fn check_removal(store: &Store, record: &TpcRecord) -> Result<(), Error> {
-    if record.plugin.is_none() {
-        return Ok(());
-    }
-    let served: Vec<String> = super::volumes::of_plugin(store, &record.name)?
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    if served.is_empty() {
-        return Ok(());
-    }
-    Err(Error::InUse(format!(
-        "plugin {} still serves volumes {}; remove them first",
-        record.name,
-        served.join(", ")
-    )))
-}
-
-/// StopPlugin: stops a plugin (it stays stopped across reboots); a missing one is fine; one in
-/// use is refused ([`check_stop`]).
-pub async fn stop<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
-    match get(settings, instance)? {
-        Some(r) => tpc::stop(runtime, settings, &r.name).await,
-        None => Ok(()),
-    }
-}
-
-/// RemovePlugin: removes a plugin (its container, image and host directories; the tarball
-/// stays); a missing one is fine; one that serves volumes is refused ([`check_removal`]).
-pub async fn remove<R: Runtime>(runtime: &R, settings: &Settings, instance: &str) -> Result<(), Error> {
-    match get(settings, instance)? {
-        // A plugin has no data directory, and one of its name (an earlier TPC's, kept) is not
-        // the plugin's to remove.
-        Some(r) => {
-            tpc::uninstall_with(runtime, settings, &r.name, false, true, &|m| {
-                tracing::debug!("{m}")
-            })
-            .await
-        }
-        None => Ok(()),
-    }
 }
 
 /// Takes away what [`prepare_host`] made for plugin `name`: its socket directory, the shared

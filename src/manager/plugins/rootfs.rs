@@ -174,7 +174,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
 }
 
 /// `sha256:…` of a file.
-pub(super) fn file_digest(path: &Path) -> Result<String, Error> {
+pub(crate) fn file_digest(path: &Path) -> Result<String, Error> {
     let mut hasher = Sha256::new();
     let mut reader = HashingReader {
         inner: File::open(path).map_err(|e| invalid(path, e))?,
