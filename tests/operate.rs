@@ -407,6 +407,11 @@ fn inspect_top_and_stats_show_the_tpcs_settings_processes_and_usage() {
     wait_until(DEADLINE, "the page to be served", || {
         common::http_get(port).is_some_and(|page| page.len() > 1 << 20)
     });
+    // inspect shows its published port and network.
+    let i = json(&tpcm(&cd, &["inspect", "web", "--json"]));
+    assert_eq!(i["network"], "bridge", "{i}");
+    assert_eq!(i["ports"][0]["host"], port, "{i}");
+    assert_eq!(i["ports"][0]["container"], 8080, "{i}");
     let web = json(&tpcm(&cd, &["stats", "web", "--no-stream", "--json"]));
     let (rx, tx) = (
         web[0]["net_rx"].as_u64().unwrap(),
@@ -565,6 +570,45 @@ fn update_changes_the_running_tasks_cgroup_and_survives_restart_and_boot() {
 }
 
 #[test]
+fn failures_in_the_health_start_period_do_not_count() {
+    let cd = Containerd::start();
+    // Each probe leaves a line in the TPC's data directory, then fails.
+    let failing =
+        "--health-cmd 'echo probe >> /tpc/probes; false' --health-interval 200ms --health-retries 1";
+    install(&cd, "counted", &format!("{failing} {SLEEPER}"));
+    install(
+        &cd,
+        "patient",
+        &format!("{failing} --health-start-period 10m {SLEEPER}"),
+    );
+    let mut units: Vec<_> = ["counted", "patient"]
+        .iter()
+        .map(|name| {
+            tpcm_cmd(&cd)
+                .args(["unit-run", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let health = |name: &str| listed(&cd, name)["health"].as_str().map(String::from);
+    wait_until(DEADLINE, "the counted failures to make it unhealthy", || {
+        health("counted").as_deref() == Some("unhealthy")
+    });
+    // The same failing probes, run as often, leave the other one starting (docker's rule).
+    let probes = cd.data_dir().join("patient/probes");
+    wait_until(DEADLINE, "three failed probes in the start period", || {
+        std::fs::read_to_string(&probes).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    assert_eq!(health("patient").as_deref(), Some("starting"));
+    for unit in &mut units {
+        let _ = unit.kill();
+        let _ = unit.wait();
+    }
+}
+
+#[test]
 fn tcp_and_http_probes_run_continuously_and_follow_the_service() {
     let cd = Containerd::start();
     let mut units = Vec::new();
@@ -694,6 +738,9 @@ fn health_checks_run_continuously_and_show_in_list_inspect_and_events() {
     );
     let listed_exit = listed(&cd, "app");
     assert_eq!(listed_exit["last_exit"]["code"], 137);
+    let i = json(&tpcm(&cd, &["inspect", "app", "--json"]));
+    assert_eq!(i["last_exit"]["code"], 137, "{i}");
+    assert!(i["last_exit"]["at"].as_str().unwrap().contains('T'), "{i}");
     assert_eq!(
         listed_exit["health"],
         Value::Null,
