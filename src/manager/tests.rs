@@ -92,6 +92,47 @@ async fn a_failure_at_any_step_after_the_hold_brings_the_old_version_back() {
     }
 }
 
+/// A rollback that fails too (the old container cannot be put back) says so, keeps its
+/// journal, and the next command's recovery, once the runtime works again, finishes it: the old
+/// version runs on its own layer. So does a recovery that fails at a step of its own.
+#[tokio::test]
+async fn a_failed_rollback_is_said_and_finished_by_the_next_recovery() {
+    for method in ["restore_container", "delete_container"] {
+        let b = Bench::new();
+        let old = b.install("app", V1, D1, "").await;
+        let old_layer = layer_of(&b, "app");
+        // The new version does not start; then the rollback's own step fails.
+        b.runtime.fail("start_container", 1);
+        b.runtime.fail(method, 1);
+        let err = b.upgrade("app", V2, D2).await.unwrap_err();
+        assert!(matches!(err, Error::RollbackFailed(_)), "{method}: {err}");
+        let store = b.store();
+        assert!(
+            journal::read(&store, "app").unwrap().is_some(),
+            "{method}: the journal stays"
+        );
+        // The first recovery meets one more failure and keeps the journal; the next finishes.
+        b.runtime.fail(method, 1);
+        let _lock = store.lock("app").unwrap();
+        let first = recovery::recover(&b.runtime, &b.settings, &store, "app", &|_| {}).await;
+        assert!(first.is_err(), "{method}: the injected failure is reported");
+        assert!(journal::read(&store, "app").unwrap().is_some(), "{method}");
+        recovery::recover(&b.runtime, &b.settings, &store, "app", &|_| {})
+            .await
+            .unwrap();
+        assert!(journal::read(&store, "app").unwrap().is_none(), "{method}");
+        assert_eq!(b.record("app"), old, "{method}");
+        assert_eq!(layer_of(&b, "app"), old_layer, "{method}: the old layer is back");
+        assert!(running(&b, "app"), "{method}: the old version runs again");
+        let s = b.runtime.state.lock().unwrap();
+        assert!(s.holds.is_empty(), "{method}: the hold is released");
+        assert!(
+            !s.images.contains_key(V2),
+            "{method}: the new image is taken back"
+        );
+    }
+}
+
 /// Failures before the old container is touched leave it running and change nothing.
 #[tokio::test]
 async fn a_failure_before_the_hold_changes_nothing() {
@@ -428,6 +469,22 @@ async fn the_supervisor_restarts_by_policy() {
         assert_eq!(did, restarted, "{args:?} exit {code}");
         assert_eq!(running(&b, "app"), restarted, "{args:?} exit {code}");
     }
+}
+
+/// A restart the runtime refuses is an error for that exit and changes nothing else; the next
+/// exit is restarted as the policy says.
+#[tokio::test]
+async fn a_restart_that_fails_is_reported_and_the_next_exit_restarts() {
+    let b = Bench::new();
+    b.install("app", V1, D1, "--restart always").await;
+    let s = supervise::Supervisor::default();
+    b.runtime.exit("app", 1);
+    b.runtime.fail("start_container", 1);
+    assert!(s.on_exit(&b.runtime, &b.settings, "app", 1).await.is_err());
+    assert!(!running(&b, "app"));
+    assert!(b.record("app").running, "the operator's wish is kept");
+    assert!(s.on_exit(&b.runtime, &b.settings, "app", 1).await.unwrap());
+    assert!(running(&b, "app"));
 }
 
 #[tokio::test]
