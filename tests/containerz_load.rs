@@ -782,3 +782,43 @@ fn revoked_certificates_are_refused_and_sighup_revokes_more_without_dropping_fol
             .expect("the follow goes on after a failed reload");
     });
 }
+
+#[test]
+fn sighup_rotates_the_servers_certificate_for_new_connections() {
+    let cd = Containerd::start();
+    let old = cd.dir().join("pki");
+    gnoi::Pki::new(&old, &["ops-robot"]);
+    let server = Server::start_with(&cd, &old, &[]);
+    // A new server certificate from a new CA, written over the files the server was started with;
+    // the clients keep their certificates (the client CA is unchanged).
+    let new = cd.dir().join("pki-new");
+    gnoi::Pki::new(&new, &[]);
+    for client_file in ["ops-robot.pem", "ops-robot.key"] {
+        std::fs::copy(old.join(client_file), new.join(client_file)).unwrap();
+    }
+    rt().block_on(async {
+        let mut before = server.client("ops-robot").await.unwrap();
+        for file in ["server.pem", "server.key"] {
+            std::fs::copy(new.join(file), old.join(file)).unwrap();
+        }
+        server.hangup();
+        eventually(WAIT, "the server to reload", || {
+            let reloaded = server.log().contains("reloaded the TLS certificates");
+            async move { reloaded }
+        })
+        .await;
+        // New connections get the new certificate: trusted through the new CA only.
+        let mut after = gnoi::connect(&server.addr, &new, Some("ops-robot"))
+            .await
+            .expect("a client trusting the new CA");
+        assert!(containers(&mut after).await.is_empty());
+        assert!(
+            gnoi::connect(&server.addr, &old, Some("ops-robot"))
+                .await
+                .is_err(),
+            "a new connection still got the old certificate"
+        );
+        // The connection opened before goes on.
+        assert!(containers(&mut before).await.is_empty());
+    });
+}
