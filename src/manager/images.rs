@@ -339,6 +339,9 @@ pub async fn remove_image<R: Runtime>(
     force: bool,
 ) -> Result<(String, Vec<String>), Error> {
     let normalized = archive::normalize_pinned_reference(name).map_err(|e| Error::Invalid(e.to_string()))?;
+    // Exclusive before the users are read: no install or import can start using the image
+    // between the check and the removal.
+    let _images = lock_images(store, ImagesAccess::Remove, IMAGES_PATIENCE).await?;
     let mut users: Vec<String> = store
         .list()?
         .into_iter()
@@ -356,7 +359,6 @@ pub async fn remove_image<R: Runtime>(
             users.join(", ")
         )));
     }
-    let _images = lock_images(store, ImagesAccess::Remove, IMAGES_PATIENCE).await?;
     runtime.remove_image(&normalized).await?;
     Ok((normalized, users))
 }

@@ -11,7 +11,7 @@ use super::container::{
 };
 use super::journal::{self, Entry, InstallJournal, UninstallJournal, crash_point};
 use super::journal_steps::{finish_uninstall, undo_install};
-use super::store::{Store, TpcRecord};
+use super::store::{ImagesAccess, Store, TpcRecord};
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
@@ -136,6 +136,9 @@ impl InstallSteps<'_> {
         j: &mut InstallJournal,
     ) -> Result<TpcRecord, Error> {
         let (settings, store, name) = (self.settings, self.store, self.name);
+        // Shared with other imports and installs until the container pins its image: an image
+        // removal (exclusive) cannot take the image between its import and the container.
+        let images_lock = super::lock_images(store, ImagesAccess::Import, super::IMAGES_PATIENCE).await?;
         say(&format!("Installing the TPC-{name} image"));
         let images = super::import_image(runtime, store, source, None, progress).await?;
         let image = match images.as_slice() {
@@ -144,7 +147,9 @@ impl InstallSteps<'_> {
                 digest: one.digest.clone(),
             },
             _ => {
-                // Take back what this import made, except names another TPC runs on.
+                // Take back what this import made, except names another TPC runs on (a removal
+                // takes the images lock for itself).
+                drop(images_lock);
                 for name_of_image in images.iter().flat_map(|i| &i.names) {
                     if !image_in_use(store, name_of_image, name) {
                         let _ =
@@ -207,6 +212,7 @@ impl InstallSteps<'_> {
         super::container::create_missing_bind_sources(store, container, say)?;
         say(&format!("Creating the TPC-{name} container"));
         create_container(runtime, settings, store, &record).await?;
+        drop(images_lock);
         crash_point("install:created");
         store.put(&record)?;
         crash_point("install:recorded");
