@@ -769,9 +769,17 @@ pub(super) async fn log<R: Runtime + 'static>(
     let watcher = follow.then(|| {
         let (shared, name, exited) = (shared.clone(), r.instance_name.clone(), exited.clone());
         tokio::spawn(async move {
-            if shared.runtime.wait_container(&name).await.is_ok() {
-                *exited.lock().expect("exit time") = Some(std::time::Instant::now());
+            if shared.runtime.wait_container(&name).await.is_err() {
+                // No wait to be had (containerd restarted, the task went meanwhile): watch the
+                // state instead, once a second.
+                while !matches!(
+                    shared.runtime.container_state(&name).await,
+                    Ok(s) if !matches!(s, crate::runtime::ContainerState::Running { .. })
+                ) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
+            *exited.lock().expect("exit time") = Some(std::time::Instant::now());
         })
     });
     let (tx, rx) = mpsc::channel(64);

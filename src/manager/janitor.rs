@@ -135,6 +135,12 @@ pub async fn sweep<R: Runtime>(
         out.containers.push(c.id.clone());
     }
 
+    // Images only while no import or install runs (it may be about to use an image that looks
+    // unused), and the lock taken before the users are read, so none appears meanwhile.
+    let Ok(_images) = store.try_images_lock(ImagesAccess::Remove) else {
+        out.skipped = Some("an image import is running".into());
+        return Ok(out);
+    };
     let mut used: BTreeSet<String> = store
         .list()?
         .into_iter()
@@ -142,11 +148,6 @@ pub async fn sweep<R: Runtime>(
         .flatten()
         .collect();
     used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
-    // Images only while no import runs (it may be about to use an image that looks unused).
-    let Ok(_images) = store.try_images_lock(ImagesAccess::Remove) else {
-        out.skipped = Some("an image import is running".into());
-        return Ok(out);
-    };
     let mut unused = BTreeSet::new();
     for image in runtime.list_images().await? {
         if used.contains(&image.name) {

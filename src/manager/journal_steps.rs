@@ -47,10 +47,7 @@ pub(super) async fn undo_install<R: Runtime>(
     {
         remove_image_if_present(runtime, store, image).await?;
     }
-    journal::remove(store, name)?;
-    // The caller holds the lock; nothing of the TPC is left, its lock file neither.
-    store.remove_lock_file(name);
-    Ok(())
+    journal::remove(store, name)
 }
 
 /// The steps of an uninstall.
@@ -93,10 +90,7 @@ pub(super) async fn finish_uninstall<R: Runtime>(
     // What was observed about it goes too: a TPC installed later under the name starts afresh.
     super::status::remove(store, name);
     store.remove(name)?;
-    journal::remove(store, name)?;
-    // The caller holds the lock; nothing of the TPC is left, its lock file neither.
-    store.remove_lock_file(name);
-    Ok(())
+    journal::remove(store, name)
 }
 
 /// Ends an upgrade that did not touch the old container: the new image goes (unless it was there

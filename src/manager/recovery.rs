@@ -85,8 +85,17 @@ pub async fn recover_all<R: Runtime>(
     let mut failures = Vec::new();
     for name in names {
         let Ok(_lock) = store.lock(&name) else { continue };
-        if let Err(e) = recover(runtime, settings, &store, &name, say).await {
-            failures.push((name, e));
+        match recover(runtime, settings, &store, &name, say).await {
+            Err(e) => failures.push((name, e)),
+            // A taken-back install or a finished uninstall leaves nothing of the TPC: its lock
+            // file goes too, while it is held.
+            Ok(())
+                if store.get(&name).ok().flatten().is_none()
+                    && journal::read(&store, &name).ok().flatten().is_none() =>
+            {
+                store.remove_lock_file(&name)
+            }
+            Ok(()) => {}
         }
     }
     failures

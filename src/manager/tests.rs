@@ -428,6 +428,36 @@ async fn the_janitor_releases_the_network_of_a_vanished_container_only() {
     assert_eq!(sweep.networks, ["app"]);
 }
 
+/// A recovery run inside a command (an install of the name of a crashed one) must leave the
+/// lock file the command holds: removing it would let another process lock a new file and act
+/// on the TPC at the same time. Recovery at boot, holding nothing else, removes it.
+#[tokio::test]
+async fn recovery_inside_a_command_keeps_its_lock_file_and_boot_recovery_removes_it() {
+    let b = Bench::new();
+    let store = b.store();
+    let lock_file = store.root().join("locks/x.lock");
+    let crashed = super::journal::InstallJournal {
+        image: None,
+        creates_data_dir: false,
+    };
+    journal::write(&store, "x", Entry::Install(&crashed)).unwrap();
+    {
+        let _lock = store.lock("x").unwrap();
+        recovery::recover(&b.runtime, &b.settings, &store, "x", &|_| {})
+            .await
+            .unwrap();
+        assert!(journal::read(&store, "x").unwrap().is_none());
+        assert!(
+            lock_file.exists(),
+            "recovery removed the lock file its caller holds"
+        );
+    }
+    journal::write(&store, "x", Entry::Install(&crashed)).unwrap();
+    let failures = recovery::recover_all(&b.runtime, &b.settings, &|_| {}).await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!lock_file.exists(), "nothing of x is left, its lock file neither");
+}
+
 #[tokio::test]
 async fn the_janitor_does_nothing_while_an_operation_is_in_flight() {
     let b = Bench::new();

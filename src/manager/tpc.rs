@@ -107,7 +107,12 @@ pub async fn install<R: Runtime>(
             Ok(record)
         }
         Err(e) => match undo_install(runtime, settings, &store, name, &j).await {
-            Ok(()) => Err(e),
+            Ok(()) => {
+                // Nothing of the TPC is left, its lock file neither (removed only here, where
+                // the command ends: a recovery inside another command must leave it).
+                store.remove_lock_file(name);
+                Err(e)
+            }
             Err(u) => Err(Error::Internal(format!(
                 "{e} (and taking the install back failed: {u})"
             ))),
@@ -265,6 +270,8 @@ pub async fn uninstall_with<R: Runtime>(
     journal::write(&store, name, Entry::Uninstall(&j))?;
     finish_uninstall(runtime, settings, &store, name, &j, say).await?;
     super::events::emit(&store, name, "uninstall", &[]);
+    // The command ends here holding the lock: nothing of the TPC is left, its lock file neither.
+    store.remove_lock_file(name);
     Ok(())
 }
 

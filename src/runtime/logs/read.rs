@@ -306,23 +306,34 @@ pub fn follow(
     };
     let mut ino = std::fs::metadata(&target.file).map(|m| m.ino()).unwrap_or(0);
     let mut buf = vec![0u8; READ_BLOCK];
-    while !stop() {
-        let Ok(md) = std::fs::metadata(&target.file) else {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            continue;
-        };
-        if md.ino() != ino || md.len() < offset {
-            ino = md.ino();
-            offset = 0;
+    // Once `stop` says so, what the file held at that moment is still read to its end (a
+    // follow ended by the writer's exit loses none of its last lines), and no more: a writer
+    // that never pauses cannot keep a stopping follow going.
+    let mut drain_to: Option<u64> = None;
+    loop {
+        let stopping = stop();
+        if let Ok(md) = std::fs::metadata(&target.file) {
+            if md.ino() != ino || md.len() < offset {
+                ino = md.ino();
+                offset = 0;
+            }
+            if stopping && drain_to.is_none() {
+                drain_to = Some(md.len());
+            }
+            if md.len() > offset && drain_to.is_none_or(|end| offset < end) {
+                let mut f = File::open(&target.file)?;
+                f.seek(SeekFrom::Start(offset))?;
+                let n = f.read(&mut buf)?;
+                parser.feed(&buf[..n], &mut lines)?;
+                lines.out.flush()?;
+                offset += n as u64;
+                if n > 0 {
+                    continue;
+                }
+            }
         }
-        if md.len() > offset {
-            let mut f = File::open(&target.file)?;
-            f.seek(SeekFrom::Start(offset))?;
-            let n = f.read(&mut buf)?;
-            parser.feed(&buf[..n], &mut lines)?;
-            lines.out.flush()?;
-            offset += n as u64;
-            continue;
+        if stopping {
+            break;
         }
         // Polling keeps this free of inotify plumbing; a fifth of a second is prompt enough
         // for a person watching.
@@ -559,5 +570,14 @@ mod tests {
         let more = String::from_utf8(more.0).unwrap();
         assert!(more.ends_with("late 4\n"), "{more}");
         assert!(!more.contains("early"), "{more}");
+
+        // Told to stop at once, a follow still reads what was written before it was told.
+        let position = read_tail(&t, &ReadOptions::default(), &mut Merged(Vec::new())).unwrap();
+        for i in 0..3 {
+            line(&mut w, 1_800_000_100 + i, Stream::Stdout, &format!("last {i}"));
+        }
+        let mut last = Merged(Vec::new());
+        follow(&t, position, &ReadOptions::default(), &mut last, &|| true).unwrap();
+        assert_eq!(String::from_utf8(last.0).unwrap(), "last 0\nlast 1\nlast 2\n");
     }
 }
