@@ -98,11 +98,7 @@ fn boot_restores_what_ran_and_keeps_what_was_stopped() {
     );
     assert!(!cd.store_dir().join("journal/three.json").exists());
     // Only the TPCs' own writable-layer leases stay.
-    let leases: Vec<String> = cd
-        .leases()
-        .into_iter()
-        .filter(|l| !l.starts_with("tpcm-layer-"))
-        .collect();
+    let leases = cd.operation_leases();
     assert!(leases.is_empty(), "{leases:?}");
 
     // With the broken TPC gone, boot succeeds and is idempotent.

@@ -123,11 +123,7 @@ fn tpcs_survive_a_new_containerd_with_their_state() {
         "the export was not deleted"
     );
     // Only the TPCs' own writable-layer leases (`tpcm-layer-<name>`) stay.
-    let leases: Vec<String> = new
-        .leases()
-        .into_iter()
-        .filter(|l| !l.starts_with("tpcm-layer-"))
-        .collect();
+    let leases = new.operation_leases();
     assert!(leases.is_empty(), "{leases:?}");
     // A second boot finds nothing more to do.
     assert_ok(&tpcm_env(&new, &["boot"], &env));

@@ -65,6 +65,17 @@ fn cgroup(cd: &Containerd, controller: &str, name: &str, file: &str) -> String {
         .to_string()
 }
 
+/// `tpcm unit-run <name>`, the unit's main process, started as systemd would (it runs the
+/// health checks while it waits on the container); the caller kills it.
+fn unit_run(cd: &Containerd, name: &str) -> std::process::Child {
+    tpcm_cmd(cd)
+        .args(["unit-run", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Every event of `name` recorded so far (`events --since 0 --until now`).
 fn events(cd: &Containerd, name: &str) -> Vec<Value> {
     let now = format!(
@@ -583,14 +594,7 @@ fn failures_in_the_health_start_period_do_not_count() {
     );
     let mut units: Vec<_> = ["counted", "patient"]
         .iter()
-        .map(|name| {
-            tpcm_cmd(&cd)
-                .args(["unit-run", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
+        .map(|name| unit_run(&cd, name))
         .collect();
     let health = |name: &str| listed(&cd, name)["health"].as_str().map(String::from);
     wait_until(DEADLINE, "the counted failures to make it unhealthy", || {
@@ -633,14 +637,7 @@ fn tcp_and_http_probes_run_continuously_and_follow_the_service() {
             ),
         );
         // unit-run runs the probes while it waits on the container (standing in for systemd).
-        units.push(
-            tpcm_cmd(&cd)
-                .args(["unit-run", name])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        units.push(unit_run(&cd, name));
         let health = |cd: &Containerd| listed(cd, name)["health"].as_str().map(String::from);
         wait_until(DEADLINE, &format!("{name} healthy"), || {
             health(&cd).as_deref() == Some("healthy")
@@ -690,12 +687,7 @@ fn health_checks_run_continuously_and_show_in_list_inspect_and_events() {
     );
     // The unit's main process runs the checks while it waits on the container (the test stands
     // in for systemd here).
-    let mut unit = tpcm_cmd(&cd)
-        .args(["unit-run", "app"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut unit = unit_run(&cd, "app");
     wait_until(DEADLINE, "healthy", || health(&cd).as_deref() == Some("healthy"));
     std::fs::remove_file(&ok).unwrap();
     wait_until(DEADLINE, "unhealthy", || {
@@ -746,12 +738,7 @@ fn health_checks_run_continuously_and_show_in_list_inspect_and_events() {
         Value::Null,
         "no health while it does not run"
     );
-    let mut unit = tpcm_cmd(&cd)
-        .args(["unit-run", "app"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut unit = unit_run(&cd, "app");
     wait_until(DEADLINE, "the restart", || {
         let t = listed(&cd, "app");
         t["status"]["state"] == "running" && t["restarts"] == 1

@@ -68,11 +68,7 @@ fn install_by_tag_runs_the_pulled_image() {
         "{tasks:?}"
     );
     // The TPC's own writable-layer lease is not a leftover of the pull.
-    let leases: Vec<String> = cd
-        .leases()
-        .into_iter()
-        .filter(|l| !l.starts_with("tpcm-layer-"))
-        .collect();
+    let leases = cd.operation_leases();
     assert_eq!(leases, Vec::<String>::new(), "leases left after the pull");
     // containerd itself can use what was pulled.
     let snapshot_check = cd.ctr_ok(&["images", "check"]);
@@ -352,11 +348,7 @@ fn an_upgrade_to_a_moved_tag_rolls_back_to_the_old_digest() {
     assert_eq!(cd.images(), vec![reference.clone()]);
     let listing = cd.ctr_ok(&["images", "ls"]);
     assert!(listing.contains(&new_digest), "{listing}");
-    let leases: Vec<String> = cd
-        .leases()
-        .into_iter()
-        .filter(|l| !l.starts_with("tpcm-layer-"))
-        .collect();
+    let leases = cd.operation_leases();
     assert!(leases.is_empty(), "{leases:?}");
 }
 

@@ -5,11 +5,11 @@
 //! terminal the shim gives the process a pseudo-terminal and copies its output to the stdout
 //! pipe; its size follows the caller's (`ResizePty`).
 
+use super::exec::PROCESS_TYPE_URL;
 use super::{Containerd, Error};
 use crate::runtime::{ExecExit, ExecRequest, ExecStdio, WindowSize};
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    CloseIoRequest, ExecProcessRequest, ResizePtyRequest, StartRequest, WaitRequest,
 };
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How containerd recognises an OCI process spec inside an `Any`.
-const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// How long the copies of the output may take to drain once the process was deleted (the shim
 /// has closed its ends by then; this only bounds a stuck pipe).
 const DRAIN: Duration = Duration::from_secs(5);
@@ -257,16 +255,7 @@ impl Containerd {
                 stdin_ended,
             )
             .await;
-        let _ = self
-            .tasks()
-            .delete_process(self.request(
-                DeleteProcessRequest {
-                    container_id: id.into(),
-                    exec_id: exec_id.clone(),
-                },
-                None,
-            ))
-            .await;
+        self.delete_exec(id, &exec_id).await;
         pipes.release();
         // The output the process wrote before it ended is all shown before we return.
         let drained = tokio::task::spawn_blocking(move || {
@@ -312,13 +301,7 @@ impl Containerd {
             let (this, id, exec_id) = (self.clone(), id.to_string(), exec_id.to_string());
             tokio::spawn(async move {
                 while let Some(signal) = rx.recv().await {
-                    let req = KillRequest {
-                        container_id: id.clone(),
-                        exec_id: exec_id.clone(),
-                        signal: signal as u32,
-                        all: false,
-                    };
-                    if let Err(e) = this.tasks().kill(this.request(req, None)).await {
+                    if let Err(e) = this.signal_exec(&id, &exec_id, signal as u32).await {
                         tracing::debug!("exec {exec_id} in {id}: cannot pass on signal {signal}: {e}");
                     }
                 }

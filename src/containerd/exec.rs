@@ -11,13 +11,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How containerd recognises an OCI process spec inside an `Any`.
-const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+pub(super) const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 /// Most output kept from one command (its end, which holds the error if there is one).
 const OUTPUT_LIMIT: u64 = 64 << 10;
 
 static EXEC_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Containerd {
+    /// Forgets exec process `exec_id` of container `id`: the shim's entry goes (after it
+    /// finished copying the process's output). Best effort: a process already gone is fine.
+    pub(super) async fn delete_exec(&self, id: &str, exec_id: &str) {
+        let req = DeleteProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        };
+        let _ = self.tasks().delete_process(self.request(req, None)).await;
+    }
+
+    /// Sends `signal` to exec process `exec_id` of container `id` alone.
+    pub(super) async fn signal_exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), tonic::Status> {
+        let req = KillRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            signal,
+            all: false,
+        };
+        self.tasks().kill(self.request(req, None)).await.map(|_| ())
+    }
+
     /// The process settings (env, user, working directory, capabilities…) of container `id`'s
     /// spec, which an exec'd command runs with.
     pub(super) async fn container_process(&self, id: &str) -> Result<oci_spec::runtime::Process, Error> {
@@ -88,16 +114,7 @@ impl Containerd {
             .map_err(Error::rpc(format!("exec in {id}")))?;
         let result = self.run_exec(id, &exec_id, timeout).await;
         // Deleting the process also waits for the shim to finish copying its output.
-        let _ = self
-            .tasks()
-            .delete_process(self.request(
-                DeleteProcessRequest {
-                    container_id: id.into(),
-                    exec_id: exec_id.clone(),
-                },
-                None,
-            ))
-            .await;
+        self.delete_exec(id, &exec_id).await;
         let code = result?;
         Ok(ExecResult {
             code,
@@ -128,13 +145,7 @@ impl Containerd {
                     .exit_status,
             )),
             Err(_) => {
-                let kill = KillRequest {
-                    container_id: id.into(),
-                    exec_id: exec_id.into(),
-                    signal: libc::SIGKILL as u32,
-                    all: false,
-                };
-                let _ = self.tasks().kill(self.request(kill, None)).await;
+                let _ = self.signal_exec(id, exec_id, libc::SIGKILL as u32).await;
                 let _ = self.tasks().wait(self.request(ids(), None)).await;
                 Ok(None)
             }

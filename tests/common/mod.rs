@@ -248,6 +248,16 @@ impl Containerd {
         self.ctr_lines(&["leases", "ls", "-q"])
     }
 
+    /// Leases of operations (imports, pulls, upgrades): all but the TPCs' own writable-layer
+    /// leases (`tpcm-layer-<name>`), which live as long as their TPC. None may outlive its
+    /// operation.
+    pub fn operation_leases(&self) -> Vec<String> {
+        self.leases()
+            .into_iter()
+            .filter(|l| !l.starts_with("tpcm-layer-"))
+            .collect()
+    }
+
     /// Content digests (`ctr content ls -q`).
     pub fn content(&self) -> Vec<String> {
         self.ctr_lines(&["content", "ls", "-q"])
