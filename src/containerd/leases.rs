@@ -149,6 +149,15 @@ impl Containerd {
             .map_err(Error::rpc(format!("lease resources {lease}")))?
             .into_inner()
             .resources;
+        // Held already (every start of a container protected before): nothing to change.
+        let layers: Vec<&str> = held
+            .iter()
+            .filter(|r| r.r#type == kind)
+            .map(|r| r.id.as_str())
+            .collect();
+        if layers == [key] {
+            return Ok(());
+        }
         for old in held.into_iter().filter(|r| r.r#type == kind && r.id != key) {
             let req = DeleteResourceRequest {
                 id: lease.clone(),
