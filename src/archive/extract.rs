@@ -194,7 +194,8 @@ fn components(raw: &[u8]) -> Result<Vec<OsString>, ExtractError> {
     Ok(out)
 }
 
-fn open_dir_nofollow(at: Option<BorrowedFd<'_>>, name: &OsStr) -> Result<OwnedFd, Errno> {
+/// Opens directory `name` (below `at`, or the working directory) without following a symlink.
+pub(super) fn open_dir_nofollow(at: Option<BorrowedFd<'_>>, name: &OsStr) -> Result<OwnedFd, Errno> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     match at {
         Some(fd) => openat(fd, name, flags, Mode::empty()),

@@ -14,12 +14,11 @@
 //! keeps 0755 root:root. A directory the layer listed later keeps its own owner and mode and only
 //! gains the lower's xattrs it does not set itself.
 
-use super::extract::{ImpliedDir, xattr_allowed};
+use super::extract::{ImpliedDir, open_dir_nofollow, xattr_allowed};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, UtimensatFlags, utimensat};
 use nix::sys::time::TimeSpec;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -31,7 +30,7 @@ pub fn inherit(upper: &Path, lowers: &[PathBuf], implied: &[ImpliedDir]) -> Resu
         return Ok(());
     }
     let fail = |what: &str, p: &Path, e: Errno| format!("{what} {}: {e}", p.display());
-    let upper_fd = open_dir(None, upper.as_os_str()).map_err(|e| fail("opening", upper, e))?;
+    let upper_fd = open_dir_nofollow(None, upper.as_os_str()).map_err(|e| fail("opening", upper, e))?;
     for dir in implied {
         // The layer may have removed or replaced it since: then there is nothing to inherit.
         let Some(target) = open_below(upper_fd.as_fd(), &dir.path) else {
@@ -58,20 +57,12 @@ pub fn inherit(upper: &Path, lowers: &[PathBuf], implied: &[ImpliedDir]) -> Resu
     Ok(())
 }
 
-fn open_dir(at: Option<BorrowedFd<'_>>, name: &OsStr) -> Result<OwnedFd, Errno> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match at {
-        Some(fd) => openat(fd, name, flags, Mode::empty()),
-        None => openat(nix::fcntl::AT_FDCWD, name, flags, Mode::empty()),
-    }
-}
-
 /// Opens `rel` below `root` component by component, following no symlink.
 fn open_below(root: BorrowedFd<'_>, rel: &Path) -> Option<OwnedFd> {
     let mut cur = root.try_clone_to_owned().ok()?;
     for c in rel.components() {
         let Component::Normal(name) = c else { return None };
-        cur = open_dir(Some(cur.as_fd()), name).ok()?;
+        cur = open_dir_nofollow(Some(cur.as_fd()), name).ok()?;
     }
     Some(cur)
 }

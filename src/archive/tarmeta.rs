@@ -32,11 +32,6 @@ impl Pax {
         Ok(Pax(out))
     }
 
-    /// Builds records directly (tests, fuzzing).
-    pub fn from_records(records: Vec<(Vec<u8>, Vec<u8>)>) -> Pax {
-        Pax(records)
-    }
-
     /// The value of `key`; when a key repeats, the last record wins (Go keeps a map).
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.0

@@ -25,7 +25,8 @@ static ATTACHED: AtomicU64 = AtomicU64::new(0);
 
 /// The three pipes of one exec, in a directory removed with it.
 struct Pipes {
-    dir: tempfile::TempDir,
+    /// Held so the directory (and the pipes in it) goes when the exec ends.
+    _dir: tempfile::TempDir,
     stdin: Option<PathBuf>,
     stdout: PathBuf,
     stderr: Option<PathBuf>,
@@ -46,7 +47,7 @@ impl Pipes {
             stdin: stdin.then(|| fifo("stdin")).transpose()?,
             stdout: fifo("stdout")?,
             stderr: stderr.then(|| fifo("stderr")).transpose()?,
-            dir,
+            _dir: dir,
         })
     }
 
@@ -66,7 +67,6 @@ impl Pipes {
                 .custom_flags(libc::O_NONBLOCK)
                 .open(input);
         }
-        let _ = self.dir.path();
     }
 }
 

@@ -759,11 +759,12 @@ pub(super) async fn log<R: Runtime + 'static>(
             super::MAX_LOG_STREAMS
         ))
     })?;
-    let running = matches!(
-        shared.runtime.container_state(&r.instance_name).await,
-        Ok(crate::runtime::ContainerState::Running { .. })
-    );
-    let follow = r.follow && running;
+    // Only a running instance is followed (the proto); asked only when following is.
+    let follow = r.follow
+        && matches!(
+            shared.runtime.container_state(&r.instance_name).await,
+            Ok(crate::runtime::ContainerState::Running { .. })
+        );
     // When the followed process exits, the stream ends once what it wrote last was read.
     let exited: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
     let watcher = follow.then(|| {
