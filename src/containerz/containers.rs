@@ -476,10 +476,10 @@ pub(super) async fn list<R: Runtime + 'static>(
                 ContainerState::Running { pid } => Some(pid),
                 _ => None,
             };
-            if let Some(health) = manager::health::shown(&store, &record, pid) {
+            let observed = manager::status::get(&store, &record.name);
+            if let Some(health) = manager::health::shown(&record, &observed, pid) {
                 labels.insert(HEALTH_LABEL.to_string(), health.to_string());
             }
-            let observed = manager::status::get(&store, &record.name);
             labels.insert(RESTARTS_LABEL.to_string(), observed.restart_count.to_string());
             if let Some(exit) = observed.last_exit {
                 labels.insert(LAST_EXIT_LABEL.to_string(), exit.code.to_string());

@@ -135,14 +135,20 @@ async fn probe_once<R: Runtime>(
     ProbeResult { start, ok, output }
 }
 
-/// The health TPC `name` shows for its container process `pid`: `None` without a check;
-/// `starting` until a monitor has results for this process.
-pub fn shown(store: &Store, record: &super::store::TpcRecord, pid: Option<u32>) -> Option<Health> {
+/// The health a TPC shows for its container process `pid`, from what was `observed` of it
+/// (`status::get`, which the callers read anyway): `None` without a check; `starting` until a
+/// monitor has results for this process.
+pub fn shown(
+    record: &super::store::TpcRecord,
+    observed: &status::Observed,
+    pid: Option<u32>,
+) -> Option<Health> {
     record.spec.settings.health.as_ref()?;
     let pid = pid?;
     Some(
-        status::get(store, &record.name)
+        observed
             .health
+            .as_ref()
             .filter(|h| h.pid == pid)
             .map_or(Health::Starting, |h| h.status),
     )

@@ -144,7 +144,7 @@ pub async fn inspect<R: Runtime>(
     let health = record.spec.settings.health.as_ref().map(|_| {
         let current = observed.health.clone().filter(|h| Some(h.pid) == pid);
         HealthView {
-            status: super::health::shown(&store, &record, pid),
+            status: super::health::shown(&record, &observed, pid),
             failing_streak: current.as_ref().map_or(0, |h| h.failing_streak),
             log: observed.health.clone().map(|h| h.log).unwrap_or_default(),
         }

@@ -373,7 +373,7 @@ pub async fn list<R: Runtime>(runtime: &R, settings: &Settings) -> Result<Vec<Tp
         out.push(TpcStatus {
             image: r.image().to_string(),
             digest: r.spec.image.digest.clone(),
-            health: super::health::shown(&store, &r, pid),
+            health: super::health::shown(&r, &observed, pid),
             name: r.name,
             status,
             cpus: r.cpus,
