@@ -480,49 +480,34 @@ impl crate::runtime::logs::LogOutput for StreamsApart<'_> {
     }
 }
 
-/// Reads `tpcm update`'s values with the same rules as `--args`, before anything is touched.
+/// Reads `tpcm update`'s values with the `--args` parsers themselves, before anything is touched.
 fn update_change(cmd: &Update) -> Result<crate::manager::update::Change, String> {
-    use crate::tpc_spec::{check_cpus, memory_limit, parse_size};
+    use crate::manager::args::values::{parse_cpus, parse_pids_limit, sized};
+    // The parsers speak of `--args`; here the flags are update's own.
+    let text = |e: crate::manager::args::ArgsError| {
+        let e = e.to_string();
+        e.strip_prefix("--args: ").map(str::to_string).unwrap_or(e)
+    };
     let size = |flag: &'static str, v: &Option<String>| -> Result<Option<Option<u64>>, String> {
         v.as_deref()
-            .map(|v| {
-                let bytes = parse_size(v).map_err(|e| format!("{flag}: {e}"))?;
-                memory_limit(flag, bytes, v).map_err(|e| e.to_string())
-            })
+            .map(|v| sized(flag, Some(v)).map_err(text))
             .transpose()
     };
-    let cpus = cmd
-        .cpus
-        .as_deref()
-        .map(|v| {
-            let n: f64 = v
-                .parse()
-                .map_err(|_| format!("--cpus: {v:?} is not a number of CPUs"))?;
-            check_cpus(n, v).map_err(|e| e.to_string())?;
-            Ok::<f64, String>(n)
-        })
-        .transpose()?;
-    let pids_limit = cmd
-        .pids_limit
-        .as_deref()
-        .map(|v| {
-            let n: i64 = v
-                .parse()
-                .map_err(|_| format!("--pids-limit: {v:?} is not a whole number"))?;
-            Ok::<Option<i64>, String>((n > 0).then_some(n))
-        })
-        .transpose()?;
-    let restart = cmd
-        .restart
-        .as_deref()
-        .map(|r| r.parse().map_err(|e: String| format!("--restart: {e}")))
-        .transpose()?;
     Ok(crate::manager::update::Change {
-        cpus,
+        cpus: cmd.cpus.as_deref().map(parse_cpus).transpose().map_err(text)?,
         memory: size("--memory", &cmd.memory)?,
         memory_reservation: size("--memory-reservation", &cmd.memory_reservation)?,
-        pids_limit,
-        restart,
+        pids_limit: cmd
+            .pids_limit
+            .as_deref()
+            .map(parse_pids_limit)
+            .transpose()
+            .map_err(text)?,
+        restart: cmd
+            .restart
+            .as_deref()
+            .map(|r| r.parse().map_err(|e: String| format!("--restart: {e}")))
+            .transpose()?,
     })
 }
 

@@ -18,7 +18,7 @@
 
 mod env;
 mod flags;
-mod values;
+pub(crate) mod values;
 
 pub use env::MAX_ENV_FILE;
 

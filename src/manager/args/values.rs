@@ -168,7 +168,7 @@ pub(super) fn parse_device(spec: &str) -> Result<DeviceMapping, ArgsError> {
 }
 
 /// `--cpus N`: a number, then the spec's range.
-pub(super) fn parse_cpus(s: &str) -> Result<f64, ArgsError> {
+pub(crate) fn parse_cpus(s: &str) -> Result<f64, ArgsError> {
     let n: f64 = s.parse().ok().filter(|n: &f64| n.is_finite()).ok_or_else(|| {
         invalid(
             "--cpus",
@@ -180,7 +180,7 @@ pub(super) fn parse_cpus(s: &str) -> Result<f64, ArgsError> {
 }
 
 /// A memory size flag: a docker size, then the spec's minimum (0 means no limit).
-pub(super) fn sized(flag: &'static str, value: Option<&str>) -> Result<Option<u64>, ArgsError> {
+pub(crate) fn sized(flag: &'static str, value: Option<&str>) -> Result<Option<u64>, ArgsError> {
     let Some(value) = value else { return Ok(None) };
     let bytes = tpc_spec::parse_size(value).map_err(|m| invalid(flag, m))?;
     Ok(tpc_spec::memory_limit(flag, bytes, &format!("{value:?}"))?)
@@ -285,7 +285,7 @@ fn read_seccomp_profile(path: &str) -> Result<String, ArgsError> {
 }
 
 /// `--pids-limit N`: as docker, 0 or less means no limit.
-pub(super) fn parse_pids_limit(v: &str) -> Result<Option<i64>, ArgsError> {
+pub(crate) fn parse_pids_limit(v: &str) -> Result<Option<i64>, ArgsError> {
     let n: i64 = v
         .parse()
         .map_err(|_| invalid("--pids-limit", format!("{v:?} is not a whole number")))?;
