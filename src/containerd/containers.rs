@@ -219,8 +219,10 @@ impl Containerd {
         )
     }
 
-    /// Stops container `id`'s task: SIGTERM to every process, then SIGKILL after `grace`, then
-    /// deletes the task. No task is not an error.
+    /// Stops container `id`'s task: its stop signal (SIGTERM unless set) to its first process
+    /// only, as docker does, so an init or shell that traps it can stop its children in order;
+    /// then, after `grace`, SIGKILL to every process; then deletes the task. No task is not an
+    /// error.
     pub(crate) async fn stop_task(&self, id: &str, grace: Duration) -> Result<(), Error> {
         if let ContainerState::Running { .. } = self.task_state(id).await? {
             let signal = self
@@ -229,7 +231,7 @@ impl Containerd {
                 .and_then(|c| c.labels.get(super::backend::STOP_SIGNAL_LABEL).cloned())
                 .and_then(|s| s.parse::<nix::sys::signal::Signal>().ok())
                 .unwrap_or(nix::sys::signal::Signal::SIGTERM);
-            self.kill(id, signal as u32).await?;
+            self.kill(id, signal as u32, false).await?;
             let mut tasks = self.tasks();
             let wait = tasks.wait(self.request(
                 WaitRequest {
@@ -249,7 +251,7 @@ impl Containerd {
                     r.map_err(Error::rpc(format!("task wait {id}")))?;
                 }
                 Err(_) => {
-                    self.kill(id, libc::SIGKILL as u32).await?;
+                    self.kill(id, libc::SIGKILL as u32, true).await?;
                     self.tasks()
                         .wait(self.request(
                             WaitRequest {
@@ -281,12 +283,15 @@ impl Containerd {
             .exit_status)
     }
 
-    async fn kill(&self, id: &str, signal: u32) -> Result<(), Error> {
+    /// Sends `signal` to the task's first process, or with `all` to every process in it (which
+    /// matters when the container shares the host's pid namespace and its init's death would
+    /// not take the rest with it).
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<(), Error> {
         let req = KillRequest {
             container_id: id.into(),
             exec_id: String::new(),
             signal,
-            all: true,
+            all,
         };
         match self.tasks().kill(self.request(req, None)).await {
             Ok(_) => Ok(()),
