@@ -436,6 +436,53 @@ fn a_failing_pre_hook_changes_nothing() {
 }
 
 #[test]
+fn the_images_an_upgrade_needs_cannot_be_removed_while_it_runs() {
+    let cd = Containerd::start();
+    install(&cd, "1");
+    // The pre hook holds the upgrade between the import and the new container until told to go.
+    write_hook(
+        &cd,
+        "pre.sh",
+        "touch /tpc/pre-waiting; while [ ! -f /tpc/go ]; do sleep 0.1; done\n",
+    );
+    let v2 = app_archive(cd.dir(), "2");
+    let mut upgrade = common::tpcm_cmd(&cd)
+        .args(["upgrade", "app", v2.to_str().unwrap(), "--grace", "1", "-y"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(Duration::from_secs(60), "the pre hook to run", || {
+        cd.data_dir().join("app/pre-waiting").exists()
+    });
+    // The new image and the pin of the old manifest are the upgrade's: refused, even forced.
+    let pins: Vec<String> = cd.images().into_iter().filter(|i| i.contains('@')).collect();
+    assert_eq!(pins.len(), 1, "{:?}", cd.images());
+    for (victim, force) in [(image("2"), false), (image("2"), true), (pins[0].clone(), true)] {
+        let mut args = vec!["image", "remove", victim.as_str()];
+        if force {
+            args.push("--force");
+        }
+        let err = assert_fails(&tpcm(&cd, &args));
+        assert!(
+            err.contains("in use by the install or upgrade of app that has not finished"),
+            "{victim} (force: {force}): {err}"
+        );
+    }
+    // A sweep keeps them too.
+    assert_ok(&tpcm(&cd, &["janitor"]));
+    assert!(cd.images().contains(&image("2")), "{:?}", cd.images());
+    assert!(cd.images().contains(&pins[0]), "{:?}", cd.images());
+
+    std::fs::write(cd.data_dir().join("app/go"), "").unwrap();
+    let status = common::wait_child(&mut upgrade, Duration::from_secs(120));
+    assert!(status.success(), "the upgrade failed: {status}");
+    wait_for_file(&cd, "version", "2\n");
+    std::fs::remove_dir_all(cd.data_dir().join("app/hook")).unwrap();
+    assert_clean_on(&cd, "2");
+}
+
+#[test]
 fn a_crash_at_any_step_is_finished_or_rolled_back_by_the_next_command() {
     let cd = Containerd::start();
     let v2 = app_archive(cd.dir(), "2");

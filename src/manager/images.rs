@@ -348,6 +348,19 @@ pub async fn remove_image<R: Runtime>(
         .filter(|r| r.holds_image(&normalized))
         .map(|r| r.name)
         .collect();
+    // An upgrade or install in flight needs its images to finish or be taken back: not even
+    // `force` takes them.
+    let busy: Vec<String> = super::journal::images_in_flight(store)
+        .into_iter()
+        .filter(|(image, _)| *image == normalized)
+        .map(|(_, tpc)| tpc)
+        .collect();
+    if !busy.is_empty() {
+        return Err(Error::InUse(format!(
+            "image {normalized} is in use by the install or upgrade of {} that has not finished; wait for it, or run `tpcm list` to complete an interrupted one, then retry",
+            busy.join(", ")
+        )));
+    }
     for c in runtime.list_containers().await? {
         if c.image == normalized && !users.contains(&c.id) {
             users.push(c.id);

@@ -148,6 +148,12 @@ pub async fn sweep<R: Runtime>(
         .flatten()
         .collect();
     used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
+    // An upgrade that opened its journal since the check above names its pin before it imports.
+    used.extend(
+        journal::images_in_flight(&store)
+            .into_iter()
+            .map(|(image, _)| image),
+    );
     let mut unused = BTreeSet::new();
     for image in runtime.list_images().await? {
         if used.contains(&image.name) {

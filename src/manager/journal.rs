@@ -157,4 +157,28 @@ pub fn pending(store: &Store) -> Vec<String> {
     names
 }
 
+/// Images that operations in flight (running, or interrupted and not yet recovered) still need:
+/// an upgrade's new image and its pin of the old manifest (the old container's only hold on it
+/// while detached), an install's image. An image removal refuses them and the janitor keeps them,
+/// as they do images a TPC's record holds, so a long pre hook or a crashed upgrade cannot lose
+/// the image a rollback or a recovery needs. Returns (image, TPC) pairs.
+pub fn images_in_flight(store: &Store) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in pending(store) {
+        let images: Vec<String> = match read(store, &name) {
+            Ok(Some(Journal::Upgrade(j))) => {
+                let j = *j;
+                [j.pin, j.new_image.map(|(image, _)| image)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            Ok(Some(Journal::Install(j))) => j.image.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        out.extend(images.into_iter().map(|image| (image, name.clone())));
+    }
+    out
+}
+
 pub use crate::crash::point as crash_point;

@@ -233,7 +233,8 @@ pub async fn restore<R: Runtime>(
     let layout = layout_dir(&store);
     if !missing.is_empty() {
         say(&format!("Importing the {} saved TPC image(s)", missing.len()));
-        // Under the images lock, as every import: an image removal or a janitor sweep waits.
+        // Under the images lock, as every import, until the containers are made from the
+        // imported images: an image removal or a janitor sweep waits.
         let images = super::images::lock_images(
             &store,
             super::store::ImagesAccess::Import,
@@ -262,7 +263,6 @@ pub async fn restore<R: Runtime>(
         let imported = runtime
             .import_image(ArchiveInput::Stream(Box::new(reader)), None)
             .await;
-        drop(images);
         let written = tar
             .join()
             .map_err(|_| Error::Internal("export reader panicked".into()))?;
@@ -282,6 +282,11 @@ pub async fn restore<R: Runtime>(
             create_container(runtime, settings, &store, &record).await?;
             store.put(&record)?;
             install_unit(settings, &store, name, &record.spec.settings)?;
+        }
+        // Every container now pins its saved image: the names the save gave them can go (a
+        // removal takes the images lock for itself).
+        drop(images);
+        for s in &missing {
             super::container::remove_image_if_present(runtime, &store, &s.image).await?;
         }
     }

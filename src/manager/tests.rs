@@ -332,6 +332,37 @@ async fn removing_an_image_a_tpc_runs_is_refused_unless_forced() {
 }
 
 #[tokio::test]
+async fn an_image_an_unfinished_operation_needs_is_refused_even_forced() {
+    let b = Bench::new();
+    b.install("app", V1, D1, "").await;
+    b.runtime
+        .state
+        .lock()
+        .unwrap()
+        .images
+        .insert(V2.into(), D2.into());
+    let store = b.store();
+    let interrupted = super::journal::InstallJournal {
+        image: Some(V2.into()),
+        creates_data_dir: false,
+    };
+    journal::write(&store, "x", Entry::Install(&interrupted)).unwrap();
+    for force in [false, true] {
+        let err = super::remove_image(&b.runtime, &store, "acme/app:2", force)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InUse(_)), "{err}");
+        assert!(err.to_string().contains("install or upgrade of x"), "{err}");
+    }
+    assert!(b.runtime.state.lock().unwrap().images.contains_key(V2));
+    journal::remove(&store, "x").unwrap();
+    super::remove_image(&b.runtime, &store, "acme/app:2", false)
+        .await
+        .unwrap();
+    assert!(!b.runtime.state.lock().unwrap().images.contains_key(V2));
+}
+
+#[tokio::test]
 async fn migrate_save_names_the_tpc_whose_content_is_gone() {
     let b = Bench::new();
     b.install("app", V1, D1, "").await;

@@ -15,7 +15,7 @@ use super::container::{
 use super::hooks::{self, Found, Hook};
 use super::journal::{self, Entry, UpgradeJournal, UpgradeStep, crash_point};
 use super::journal_steps::{abort_upgrade, finish_upgrade, roll_back_upgrade};
-use super::store::{Store, TpcRecord};
+use super::store::{ImagesAccess, Store, TpcRecord};
 use super::tpc::RequestedSettings;
 use super::{Error, ImageSource, Progress};
 use crate::config::Settings;
@@ -131,13 +131,21 @@ pub async fn upgrade<R: Runtime>(
     crash_point("upgrade:pinned");
 
     say(&format!("{} the new TPC-{name} image", source.fetch_verb()));
+    // Shared with other imports until the journal names the new image (from then on an image
+    // removal refuses it): no removal can take it in between. Dropped before an abort, which
+    // removes images itself.
+    let images_lock = super::lock_images(&store, ImagesAccess::Import, super::IMAGES_PATIENCE).await?;
     let imported = match super::import_image(runtime, &store, &source, None, progress).await {
         Ok(images) => images,
-        Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
+        Err(e) => {
+            drop(images_lock);
+            return Err(abort(runtime, &store, name, &j, e).await);
+        }
     };
     let (new_image, new_digest) = match imported.as_slice() {
         [one] => (one.names[0].clone(), one.digest.clone()),
         _ => {
+            drop(images_lock);
             j.new_image = imported.first().map(|i| (i.names[0].clone(), i.digest.clone()));
             let e = Error::Invalid(format!(
                 "{} holds {} images; a TPC needs exactly one",
@@ -150,6 +158,7 @@ pub async fn upgrade<R: Runtime>(
     j.new_image = Some((new_image.clone(), new_digest.clone()));
     j.step = UpgradeStep::Imported;
     journal::write(&store, name, Entry::Upgrade(&j))?;
+    drop(images_lock);
     crash_point("upgrade:imported");
 
     if old.spec.image.digest == new_digest
