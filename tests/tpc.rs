@@ -250,7 +250,7 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
     let archive = archive(&cd);
     // 60 MB of output, then a marker: more than the 4 x 10 MiB a TPC may keep.
     let args = "-- /bin/sh -c '/bin/busybox yes 0123456789abcdef | head -c 60000000; echo done-writing; \
-                echo to-stderr >&2; trap \"exit 0\" TERM; while true; do echo tick; sleep 0.2; done'";
+                echo to-stderr >&2; trap \"echo last-words; exit 0\" TERM; while true; do echo tick; sleep 0.2; done'";
     assert_ok(&tpcm(
         &cd,
         &[
@@ -317,7 +317,8 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
     let err = assert_fails(&tpcm(&cd, &["logs", "chatty", "--since", "yesterday"]));
     assert!(err.contains("--since") && err.contains("yesterday"), "{err}");
 
-    // -f prints what arrives after it started.
+    // -f prints what arrives after it started, and ends with the TPC's process, after what it
+    // wrote last (as docker logs -f).
     let mut follow = common::tpcm_cmd(&cd)
         .args(["logs", "chatty", "-f", "--tail", "0"])
         .stdout(std::process::Stdio::piped())
@@ -325,15 +326,31 @@ fn logs_show_output_follow_it_and_stay_bounded_on_disk() {
         .unwrap();
     let mut stdout = follow.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    // Everything -f printed, once it ends; its first piece as soon as there is one.
+    let printed = std::thread::spawn(move || {
+        let mut all = Vec::new();
         let mut buf = [0u8; 64];
-        let n = std::io::Read::read(&mut stdout, &mut buf).unwrap_or(0);
-        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+            if all.is_empty() {
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
     });
     let got = rx.recv_timeout(DEADLINE).expect("logs -f printed nothing new");
-    follow.kill().unwrap();
-    follow.wait().unwrap();
     assert!(got.starts_with("tick"), "{got:?}");
+    assert_ok(&tpcm(&cd, &["stop", "chatty"]));
+    let status = common::wait_child(&mut follow, DEADLINE);
+    assert!(status.success(), "logs -f: {status}");
+    let all = printed.join().unwrap();
+    assert!(all.ends_with("tick\nlast-words\n"), "{all:?}");
+    // Of a TPC that does not run, -f prints its log and returns.
+    let stopped = assert_ok(&common::run_with_timeout(
+        common::tpcm_cmd(&cd).args(["logs", "chatty", "-f", "--tail", "1"]),
+        DEADLINE,
+    ));
+    assert_eq!(stopped, "last-words\n");
 
     let err = assert_fails(&tpcm(&cd, &["logs", "nothere"]));
     assert!(err.contains("nothere"), "{err}");

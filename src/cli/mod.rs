@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Start { name } => tpc::start(&name, &settings).await,
         Command::Stop { name } => tpc::stop(&name, &settings).await,
         Command::Restart { name } => tpc::restart(&name, &settings).await,
-        Command::Logs(cmd) => tpc::logs(cmd, &settings),
+        Command::Logs(cmd) => tpc::logs(cmd, &settings).await,
         Command::Exec(cmd) => exec::exec(cmd, &settings).await,
         Command::Inspect(cmd) => observe::inspect(cmd, &settings).await,
         Command::Stats(cmd) => observe::stats(cmd, &settings).await,

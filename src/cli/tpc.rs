@@ -4,6 +4,7 @@ use super::progress::TerminalProgress;
 use super::source::{SourceArgs, image_source};
 use crate::config::Settings;
 use crate::manager::container::validate_name;
+use crate::manager::log_follow::FollowEnd;
 use crate::manager::tpc::{self, InstallRequest, RequestedSettings};
 use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
@@ -95,7 +96,8 @@ pub(super) struct List {
 pub(super) struct Logs {
     /// TPC name.
     name: String,
-    /// Keep printing output as it arrives (until interrupted).
+    /// Keep printing output as it arrives, until the TPC's process exits (as docker logs -f)
+    /// or until interrupted.
     #[arg(short = 'f', long)]
     follow: bool,
     /// Only the last N lines.
@@ -432,7 +434,7 @@ pub(super) async fn restart(name: &str, settings: &Settings) -> Result<(), Strin
     Ok(())
 }
 
-pub(super) fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
+pub(super) async fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
     use crate::runtime::logs;
     let now = std::time::SystemTime::now();
     let time = |flag: &str, v: &Option<String>| {
@@ -447,17 +449,34 @@ pub(super) fn logs(cmd: Logs, settings: &Settings) -> Result<(), String> {
         until: time("--until", &cmd.until)?,
     };
     let target = tpc::log_target(settings, &cmd.name).map_err(|e| e.to_string())?;
+    // A follow, as `docker logs -f`, goes on only while the TPC's process runs, and ends with it
+    // (or when the TPC is uninstalled). Asked before the log is read, so no exit falls between.
+    let follow = match cmd.follow {
+        true => follow_end(&cmd.name, settings).await,
+        false => None,
+    };
     // As `docker logs`: the TPC's stderr to stderr, everything else to stdout.
     let mut out = StreamsApart {
         stdout: std::io::stdout().lock(),
         stderr: std::io::stderr().lock(),
     };
     let shown = |e: std::io::Error| format!("cannot read the logs of {}: {e}", cmd.name);
-    let from = logs::read_tail(&target, &options, &mut out).map_err(shown)?;
-    if cmd.follow {
-        logs::follow(&target, from, &options, &mut out, &|| false).map_err(shown)?;
+    let from = tokio::task::block_in_place(|| logs::read_tail(&target, &options, &mut out)).map_err(shown)?;
+    if let Some(end) = follow {
+        tokio::task::block_in_place(|| logs::follow(&target, from, &options, &mut out, &|| end.reached()))
+            .map_err(shown)?;
     }
     Ok(())
+}
+
+/// When `tpcm logs -f <name>` ends ([`FollowEnd::watch`]). Without containerd, a follow goes on
+/// until interrupted or the TPC is uninstalled: the TPC's shim and log driver outlive containerd.
+async fn follow_end(name: &str, settings: &Settings) -> Option<FollowEnd> {
+    let store = crate::manager::store::Store::new(&settings.root);
+    match super::connect(settings).await {
+        Ok(cd) => FollowEnd::watch(Arc::new(cd), |cd| cd, &store, name).await,
+        Err(_) => Some(FollowEnd::unwatched(&store, name)),
+    }
 }
 
 /// A TPC's stderr lines to stderr, the rest to stdout.

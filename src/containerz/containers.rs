@@ -7,6 +7,7 @@
 
 use super::{Shared, on_manager, proto};
 use crate::manager::container::{container_labels, validate_name};
+use crate::manager::log_follow::FollowEnd;
 use crate::manager::store::Store;
 use crate::manager::tpc::{InstallRequest, RequestedSettings};
 use crate::manager::upgrade::{UpgradeOutcome, UpgradeRequest};
@@ -17,7 +18,7 @@ use crate::tpc_spec::{
 };
 use proto::list_container_response::Status as Listed;
 use proto::start_container_request::restart::Policy;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -737,10 +738,6 @@ impl crate::runtime::logs::LogOutput for LineSink {
     }
 }
 
-/// How long a followed Log goes on reading after the instance's process exited: what its last
-/// moments wrote reaches the log file through the log driver a moment later.
-const LOG_DRAIN_AFTER_EXIT: Duration = Duration::from_millis(600);
-
 /// Log: the instance's output so far, line by line; with `follow`, new lines as they are
 /// written while the instance runs (the proto: an instance no longer running streams its latest
 /// logs and returns), until the client cancels.
@@ -749,7 +746,6 @@ pub(super) async fn log<R: Runtime + 'static>(
     r: proto::LogRequest,
 ) -> Result<super::ResponseStream<proto::LogResponse>, Status> {
     let target = tpc::log_target(&shared.settings, &r.instance_name).map_err(super::status_of)?;
-    let record = Store::new(&shared.settings.root).record_path(&r.instance_name);
     let shutdown = shared.shutdown.clone();
     // Each stream holds a thread while it reads, and while it waits for output or for a slow
     // client: a bounded number of them, so clients cannot take every thread the server has.
@@ -759,51 +755,31 @@ pub(super) async fn log<R: Runtime + 'static>(
             super::MAX_LOG_STREAMS
         ))
     })?;
-    // Only a running instance is followed (the proto); asked only when following is.
-    let follow = r.follow
-        && matches!(
-            shared.runtime.container_state(&r.instance_name).await,
-            Ok(crate::runtime::ContainerState::Running { .. })
-        );
-    // When the followed process exits, the stream ends once what it wrote last was read.
-    let exited: Arc<Mutex<Option<std::time::Instant>>> = Arc::default();
-    let watcher = follow.then(|| {
-        let (shared, name, exited) = (shared.clone(), r.instance_name.clone(), exited.clone());
-        tokio::spawn(async move {
-            if shared.runtime.wait_container(&name).await.is_err() {
-                // No wait to be had (containerd restarted, the task went meanwhile): watch the
-                // state instead, once a second.
-                while !matches!(
-                    shared.runtime.container_state(&name).await,
-                    Ok(s) if !matches!(s, crate::runtime::ContainerState::Running { .. })
-                ) {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-            *exited.lock().expect("exit time") = Some(std::time::Instant::now());
-        })
-    });
+    // Only a running instance is followed (the proto), until its process exits and what it
+    // wrote last was read; asked only when following is.
+    let follow = match r.follow {
+        true => {
+            let store = Store::new(&shared.settings.root);
+            FollowEnd::watch(shared.clone(), |s| &s.runtime, &store, &r.instance_name).await
+        }
+        false => None,
+    };
     let (tx, rx) = mpsc::channel(64);
-    let reader = tokio::task::spawn_blocking(move || {
+    // The reader owns the follow's end: when it is done, the exit watcher goes too.
+    tokio::task::spawn_blocking(move || {
         let mut sink = LineSink {
             tx: tx.clone(),
             partial: Default::default(),
         };
         let options = crate::runtime::logs::ReadOptions::default();
         let mut result = crate::runtime::logs::read_tail(&target, &options, &mut sink);
-        if follow && let Ok(from) = result {
+        if let Some(end) = follow
+            && let Ok(from) = result
+        {
             let closed = tx.clone();
             // Ends when the client goes, the server stops, the instance is removed, or its
             // process exited and its last output was read.
-            let stop = || {
-                closed.is_closed()
-                    || shutdown.is_cancelled()
-                    || !record.exists()
-                    || exited
-                        .lock()
-                        .expect("exit time")
-                        .is_some_and(|t| t.elapsed() >= LOG_DRAIN_AFTER_EXIT)
-            };
+            let stop = || closed.is_closed() || shutdown.is_cancelled() || end.reached();
             result = crate::runtime::logs::follow(&target, from, &options, &mut sink, &stop);
         }
         drop(permit);
@@ -822,12 +798,6 @@ pub(super) async fn log<R: Runtime + 'static>(
             }
         }
     });
-    if let Some(watcher) = watcher {
-        tokio::spawn(async move {
-            let _ = reader.await;
-            watcher.abort();
-        });
-    }
     Ok(Box::pin(ReceiverStream::new(rx)))
 }
 

@@ -3,9 +3,9 @@
 
 //!
 //! Inside, the modules form layers, none importing one that imports it back (checked by
-//! `tests/layering.rs`; the order is in `docs/architecture.md`): `store`, `journal` and `args`
-//! at the bottom; `images`, `plugins` (a plugin on the host) and `volumes`; `container` (what
-//! every operation shares about a TPC's container); `journal_steps` (the idempotent ends of
+//! `tests/layering.rs`; the order is in `docs/architecture.md`): `store`, `journal`, `args` and
+//! `log_follow` at the bottom; `images`, `plugins` (a plugin on the host) and `volumes`;
+//! `container` (what every operation shares about a TPC's container); `journal_steps` (the idempotent ends of
 //! journaled operations); `recovery`; then the operations (`tpc`, `upgrade`, `migrate`, `boot`,
 //! `janitor`, `supervise`, ...), and `plugin_lifecycle` above `tpc`.
 
@@ -20,6 +20,7 @@ mod images;
 pub mod janitor;
 pub mod journal;
 mod journal_steps;
+pub mod log_follow;
 pub mod migrate;
 pub mod observe;
 pub mod plugin_lifecycle;
