@@ -11,6 +11,7 @@
 //! The checks both front ends share live here ([`ContainerSettings::check`] and the value
 //! checks), so a setting refused by one is refused by the other.
 
+pub mod image_health;
 pub mod plugin;
 
 use serde::{Deserialize, Serialize};
@@ -143,8 +144,11 @@ pub struct ContainerSettings {
     pub labels: BTreeMap<String, String>,
     /// When the container is restarted after it exits.
     pub restart: RestartPolicy,
-    /// How an upgrade checks the new version.
+    /// The health check, run while the TPC runs and by an upgrade's gate; `None` = the image's
+    /// (`HEALTHCHECK`), if any ([`ContainerSettings::effective_health`]).
     pub health: Option<HealthCheck>,
+    /// No health check, not even the image's (`--no-healthcheck`).
+    pub no_healthcheck: bool,
     /// When and how often the health check runs.
     pub health_timing: HealthTiming,
     /// Replaces the image's command when not empty.
@@ -345,13 +349,17 @@ pub enum Network {
     Bridge,
 }
 
-/// A health check: what `tpcm upgrade` runs or probes before it keeps a new version.
+/// A health check: what runs or is probed while the TPC runs, and before an upgrade keeps a new
+/// version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheck {
     /// Run inside the container with `/bin/sh -c`; healthy when it exits 0 (docker's
     /// `--health-cmd`).
     Cmd(String),
+    /// Run inside the container as this argument vector, without a shell; healthy when it exits
+    /// 0 (an image's `HEALTHCHECK CMD ["prog", "arg"]`).
+    Exec(Vec<String>),
     /// Healthy when 127.0.0.1:PORT accepts a connection (host network).
     Tcp(u16),
     /// Healthy when a GET of the http:// URL answers 2xx.

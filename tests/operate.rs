@@ -667,6 +667,114 @@ fn tcp_and_http_probes_run_continuously_and_follow_the_service() {
     }
 }
 
+/// `tpcm-fixture/checked:<tag>`: busybox whose config declares `healthcheck` (docker's
+/// `Healthcheck` object, as `docker build` writes a Dockerfile's `HEALTHCHECK`).
+fn archive_with_healthcheck(cd: &Containerd, tag: &str, healthcheck: Value) -> PathBuf {
+    let path = cd.dir().join(format!("checked-{tag}.tar"));
+    let spec = builder::ImageSpec {
+        healthcheck: Some(healthcheck),
+        ..builder::busybox_image(&[&format!("tpcm-fixture/checked:{tag}")])
+    };
+    builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &path).expect("build fixture");
+    path
+}
+
+#[test]
+fn an_images_healthcheck_runs_unless_the_settings_replace_or_disable_it() {
+    let cd = Containerd::start();
+    // HEALTHCHECK --interval=200ms --retries=1 CMD ["test", "-f", "/tpc/ok"] (the exec form).
+    let checked = archive_with_healthcheck(
+        &cd,
+        "1",
+        serde_json::json!({"Test": ["CMD", "test", "-f", "/tpc/ok"], "Interval": 200_000_000, "Retries": 1}),
+    );
+    let install_checked = |name: &str, args: &str| {
+        assert_ok(&tpcm(
+            &cd,
+            &["install", name, checked.to_str().unwrap(), "--args", args, "-y"],
+        ));
+    };
+    install_checked("imaged", SLEEPER);
+    install_checked("off", &format!("--no-healthcheck {SLEEPER}"));
+    install_checked(
+        "own",
+        &format!("--health-cmd 'true' --health-interval 250ms {SLEEPER}"),
+    );
+    install_checked("timed", &format!("--health-interval 300ms {SLEEPER}"));
+    let inspected = |name: &str| json(&tpcm(&cd, &["inspect", name, "--json"]))["health"].clone();
+    let imaged = inspected("imaged");
+    assert_eq!(imaged["from"], "image", "{imaged}");
+    assert_eq!(
+        imaged["check"]["exec"],
+        serde_json::json!(["test", "-f", "/tpc/ok"])
+    );
+    assert_eq!(
+        (
+            imaged["timing"]["interval_ms"].as_u64(),
+            imaged["timing"]["retries"].as_u64()
+        ),
+        (Some(200), Some(1))
+    );
+    assert_eq!(inspected("off"), Value::Null, "--no-healthcheck runs none");
+    assert_eq!(listed(&cd, "off")["health"], Value::Null);
+    let own = inspected("own");
+    assert_eq!(
+        (own["from"].as_str(), own["check"]["cmd"].as_str()),
+        (Some("settings"), Some("true"))
+    );
+    // A timing flag alone applies to the image's check.
+    let timed = inspected("timed");
+    assert_eq!(timed["from"], "image", "{timed}");
+    assert_eq!(timed["timing"]["interval_ms"], 300);
+
+    // The image's check runs and follows the service.
+    let mut unit = unit_run(&cd, "imaged");
+    let health = |cd: &Containerd| listed(cd, "imaged")["health"].as_str().map(String::from);
+    wait_until(DEADLINE, "unhealthy without /tpc/ok", || {
+        health(&cd).as_deref() == Some("unhealthy")
+    });
+    std::fs::write(cd.data_dir().join("imaged/ok"), "").unwrap();
+    wait_until(DEADLINE, "healthy with /tpc/ok", || {
+        health(&cd).as_deref() == Some("healthy")
+    });
+    let _ = unit.kill();
+    let _ = unit.wait();
+    let text = assert_ok(&tpcm(&cd, &["inspect", "imaged"]));
+    assert!(
+        text.contains("`test -f /tpc/ok` from the image's HEALTHCHECK"),
+        "{text}"
+    );
+
+    // An upgrade onto an image whose own check fails is rolled back, saying whose check it was.
+    let failing = archive_with_healthcheck(
+        &cd,
+        "2",
+        serde_json::json!({"Test": ["CMD-SHELL", "exit 1"], "Interval": 200_000_000, "Timeout": 1_000_000_000}),
+    );
+    let out = tpcm(
+        &cd,
+        &[
+            "upgrade",
+            "imaged",
+            failing.to_str().unwrap(),
+            "--grace",
+            "1",
+            "-y",
+        ],
+    );
+    let err = assert_fails(&out);
+    assert!(
+        err.contains("failed its health check") && err.contains("rolled back"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("passes its image's health check"),
+        "{}",
+        common::describe(&out)
+    );
+    assert_eq!(listed(&cd, "imaged")["image"], "docker.io/tpcm-fixture/checked:1");
+}
+
 #[test]
 fn health_checks_run_continuously_and_show_in_list_inspect_and_events() {
     let cd = Containerd::start();

@@ -105,9 +105,16 @@ pub(super) async fn inspect(cmd: Inspect, settings: &Settings) -> Result<(), Str
         match &i.health {
             None => "- (no health check)".to_string(),
             Some(h) => format!(
-                "{} (failing streak {})",
+                "{} (failing streak {}; {} from the {}, every {} s)",
                 h.status.map_or("-".to_string(), |s| s.to_string()),
-                h.failing_streak
+                h.failing_streak,
+                describe_check(&h.check),
+                if h.from == "image" {
+                    "image's HEALTHCHECK"
+                } else {
+                    "settings"
+                },
+                h.timing.interval_ms as f64 / 1000.0,
             ),
         }
     );
@@ -298,6 +305,17 @@ pub(super) async fn events(cmd: Events, settings: &Settings) -> Result<(), Strin
         if until.is_some_and(|u| events::now_nanos() > u) {
             return Ok(());
         }
+    }
+}
+
+/// A health check as an operator would write it.
+fn describe_check(check: &crate::tpc_spec::HealthCheck) -> String {
+    use crate::tpc_spec::HealthCheck;
+    match check {
+        HealthCheck::Cmd(cmd) => format!("`{cmd}`"),
+        HealthCheck::Exec(argv) => format!("`{}`", argv.join(" ")),
+        HealthCheck::Tcp(port) => format!("TCP 127.0.0.1:{port}"),
+        HealthCheck::Http(url) => format!("GET {url}"),
     }
 }
 

@@ -213,6 +213,16 @@ impl Runtime for Containerd {
         Ok(self.hold(id).await?)
     }
 
+    async fn image_healthcheck(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+    ) -> Result<Option<crate::tpc_spec::image_health::ImageHealthcheck>, runtime::Error> {
+        let document = self.image_config_document(image).await?;
+        // A config that is no JSON would have failed the import; read leniently all the same.
+        let config: serde_json::Value = serde_json::from_slice(&document).unwrap_or_default();
+        Ok(crate::tpc_spec::image_health::ImageHealthcheck::from_image_config(&config))
+    }
+
     async fn read_image_file(
         &self,
         image: &crate::tpc_spec::ImageRef,

@@ -33,13 +33,13 @@ impl Containerd {
         TasksClient::new(self.channel.clone())
     }
 
-    /// The image config and top chain ID of an image, read from the content store: the manifest
+    /// The config document (JSON bytes) of an image, read from the content store: the manifest
     /// `image` names by digest (its name may point elsewhere by now), or, without a digest, the
     /// one its name points at.
-    pub(crate) async fn image_config(
+    pub(crate) async fn image_config_document(
         &self,
         image: &crate::tpc_spec::ImageRef,
-    ) -> Result<(oci_spec::image::ImageConfiguration, Digest), Error> {
+    ) -> Result<Vec<u8>, Error> {
         let op = format!("read image {}", image.reference);
         let unexpected = |detail: String| Error::Unexpected {
             op: op.clone(),
@@ -60,8 +60,20 @@ impl Containerd {
                 .map_err(|e| unexpected(e.to_string()))?;
         let config_digest = Digest::parse(manifest.config().digest().as_ref())
             .ok_or_else(|| unexpected("config digest".into()))?;
+        self.read_small_blob(&config_digest, DOCUMENT_LIMIT).await
+    }
+
+    /// The image config and top chain ID of an image ([`Self::image_config_document`]).
+    pub(crate) async fn image_config(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+    ) -> Result<(oci_spec::image::ImageConfiguration, Digest), Error> {
+        let unexpected = |detail: String| Error::Unexpected {
+            op: format!("read image {}", image.reference),
+            detail,
+        };
         let config: oci_spec::image::ImageConfiguration =
-            serde_json::from_slice(&self.read_small_blob(&config_digest, DOCUMENT_LIMIT).await?)
+            serde_json::from_slice(&self.image_config_document(image).await?)
                 .map_err(|e| unexpected(e.to_string()))?;
         // A diff ID we cannot parse would give a wrong chain ID, possibly another image's.
         let diff_ids = config

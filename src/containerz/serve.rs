@@ -336,7 +336,7 @@ fn spawn_health_monitors<R: Runtime + Clone + 'static>(runtime: R, settings: Set
         loop {
             let store = crate::manager::store::Store::new(&settings.root);
             for record in store.list().unwrap_or_default() {
-                if record.spec.settings.health.is_none() {
+                if record.health().is_none() {
                     continue;
                 }
                 let Ok(crate::runtime::ContainerState::Running { pid }) =

@@ -1,5 +1,6 @@
 //! Health checks (`--health-cmd`, `--health-tcp`, `--health-http` with `--health-interval`,
-//! `--health-timeout`, `--health-retries`, `--health-start-period`), run continuously while a
+//! `--health-timeout`, `--health-retries`, `--health-start-period`, or else the image's
+//! `HEALTHCHECK`, as docker chooses: `TpcRecord::health`), run continuously while a
 //! TPC runs, with docker's rules: `starting` until a probe passes, `healthy` while they pass,
 //! `unhealthy` after `retries` failures in a row; failures in the start period do not count
 //! until a probe has passed. The state is kept in the TPC's status file (`status.rs`); each
@@ -49,10 +50,9 @@ pub async fn monitor<R: Runtime>(runtime: &R, settings: &Settings, name: &str, p
     let Ok(Some(record)) = store.get(name) else {
         return;
     };
-    let Some(check) = record.spec.settings.health.clone() else {
+    let Some((check, timing)) = record.health() else {
         return;
     };
-    let timing = record.spec.settings.health_timing;
     let began = Instant::now();
     status::update(&store, name, |o| {
         if o.health.as_ref().is_none_or(|h| h.pid != pid) {
@@ -143,7 +143,7 @@ pub fn shown(
     observed: &status::Observed,
     pid: Option<u32>,
 ) -> Option<Health> {
-    record.spec.settings.health.as_ref()?;
+    record.health()?;
     let pid = pid?;
     Some(
         observed
@@ -173,6 +173,18 @@ pub(super) async fn probe<R: Runtime>(
                 Some(0) => Ok(r.output),
                 Some(c) => Err(format!("`{cmd}` exited with code {c}")),
                 None => Err(format!("`{cmd}` did not finish within {} s", timeout.as_secs())),
+            }
+        }
+        HealthCheck::Exec(argv) => {
+            let shown = argv.join(" ");
+            let r = runtime
+                .exec_in_container(name, argv, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.code {
+                Some(0) => Ok(r.output),
+                Some(c) => Err(format!("`{shown}` exited with code {c}")),
+                None => Err(format!("`{shown}` did not finish within {} s", timeout.as_secs())),
             }
         }
         HealthCheck::Tcp(port) => {

@@ -9,7 +9,9 @@ use super::store::Store;
 use super::tpc::{TpcState, process_uptime, state_of};
 use crate::config::Settings;
 use crate::runtime::{ContainerMetrics, Runtime};
-use crate::tpc_spec::{ContainerSettings, ImageRef, Network, PortMapping, RestartPolicy};
+use crate::tpc_spec::{
+    ContainerSettings, HealthCheck, HealthTiming, ImageRef, Network, PortMapping, RestartPolicy,
+};
 use serde::Serialize;
 
 /// What `--show-env` would reveal is shown as this.
@@ -83,6 +85,12 @@ pub struct MountView {
 /// A health check's state as inspect shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct HealthView {
+    /// The check that runs and when (the TPC's settings', or its image's).
+    pub check: HealthCheck,
+    /// When and how often it runs.
+    pub timing: HealthTiming,
+    /// Where the check comes from: `settings` or `image` (the image's `HEALTHCHECK`).
+    pub from: &'static str,
     /// `starting`, `healthy` or `unhealthy`; `None` while the TPC does not run.
     pub status: Option<Health>,
     /// Failed probes in a row.
@@ -141,9 +149,16 @@ pub async fn inspect<R: Runtime>(
     if !show_env {
         spec_settings.env = mask_env(&spec_settings.env);
     }
-    let health = record.spec.settings.health.as_ref().map(|_| {
+    let health = record.health().map(|(check, timing)| {
         let current = observed.health.clone().filter(|h| Some(h.pid) == pid);
         HealthView {
+            check,
+            timing,
+            from: if record.spec.settings.health.is_some() {
+                "settings"
+            } else {
+                "image"
+            },
             status: super::health::shown(&record, &observed, pid),
             failing_streak: current.as_ref().map_or(0, |h| h.failing_streak),
             log: observed.health.clone().map(|h| h.log).unwrap_or_default(),

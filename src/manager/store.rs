@@ -3,7 +3,8 @@
 //! processes never interleave on the same TPC.
 
 use crate::runtime::logs::LogTarget;
-use crate::tpc_spec::TpcSpec;
+use crate::tpc_spec::image_health::ImageHealthcheck;
+use crate::tpc_spec::{HealthCheck, HealthTiming, TpcSpec};
 use serde::{Deserialize, Serialize};
 
 mod legacy;
@@ -65,6 +66,10 @@ pub struct TpcRecord {
     /// When the TPC is a gNOI plugin: what it was started from and its plugin config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<crate::tpc_spec::plugin::PluginSpec>,
+    /// The health check its image declares (`HEALTHCHECK`), read when the TPC was installed or
+    /// upgraded onto the image; run when the spec names none ([`TpcRecord::health`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_health: Option<ImageHealthcheck>,
 }
 
 impl Serialize for TpcRecord {
@@ -97,6 +102,12 @@ impl TpcRecord {
     /// The manifest digest the TPC's container is made from.
     pub fn runs_on(&self) -> &str {
         self.base_digest.as_deref().unwrap_or(&self.spec.image.digest)
+    }
+
+    /// The health check the TPC runs, and when: its settings', else its image's, as docker
+    /// chooses ([`crate::tpc_spec::ContainerSettings::effective_health`]); `None` for none.
+    pub fn health(&self) -> Option<(HealthCheck, HealthTiming)> {
+        self.spec.settings.effective_health(self.image_health.as_ref())
     }
 
     /// Whether this TPC runs `image` or keeps it to roll back to.
@@ -450,6 +461,7 @@ mod tests {
             rollback_image: None,
             converted: false,
             plugin: None,
+            image_health: None,
         }
     }
 

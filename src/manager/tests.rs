@@ -332,6 +332,35 @@ async fn removing_an_image_a_tpc_runs_is_refused_unless_forced() {
 }
 
 #[tokio::test]
+async fn install_and_upgrade_record_the_images_own_health_check() {
+    use crate::tpc_spec::image_health::ImageHealthcheck;
+    use crate::tpc_spec::{HealthCheck, HealthTiming};
+    let b = Bench::new();
+    let declared = |cmd: &str| ImageHealthcheck {
+        check: Some(HealthCheck::Cmd(cmd.into())),
+        timing: HealthTiming::default(),
+    };
+    {
+        let mut s = b.runtime.state.lock().unwrap();
+        s.image_healthchecks.insert(D1.into(), declared("check-1"));
+        s.image_healthchecks.insert(D2.into(), declared("check-2"));
+    }
+    b.install("app", V1, D1, "").await;
+    b.install("quiet", V1, D1, "--no-healthcheck").await;
+    let check = |name: &str| b.record(name).health().map(|(c, _)| c);
+    assert_eq!(check("app"), Some(HealthCheck::Cmd("check-1".into())));
+    assert_eq!(b.record("quiet").image_health, Some(declared("check-1")));
+    assert_eq!(
+        check("quiet"),
+        None,
+        "--no-healthcheck keeps the image's from running"
+    );
+    // The new image's check comes with an upgrade (whose gate runs it: the fake's exec passes).
+    b.upgrade("app", V2, D2).await.unwrap();
+    assert_eq!(check("app"), Some(HealthCheck::Cmd("check-2".into())));
+}
+
+#[tokio::test]
 async fn an_image_an_unfinished_operation_needs_is_refused_even_forced() {
     let b = Bench::new();
     b.install("app", V1, D1, "").await;

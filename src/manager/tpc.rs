@@ -198,6 +198,9 @@ impl InstallSteps<'_> {
         super::store::create_private_dir(&log_dir)?;
 
         let container = &self.request.settings.container;
+        // The image's own health check (HEALTHCHECK) runs unless the settings say otherwise, as
+        // with docker.
+        let image_health = runtime.image_healthcheck(&image).await?;
         let record = TpcRecord {
             name: name.to_string(),
             spec: TpcSpec {
@@ -213,6 +216,7 @@ impl InstallSteps<'_> {
             rollback_image: None,
             converted: false,
             plugin: self.request.plugin.clone(),
+            image_health,
         };
         super::container::create_missing_bind_sources(store, container, say)?;
         say(&format!("Creating the TPC-{name} container"));

@@ -211,6 +211,12 @@ pub async fn upgrade<R: Runtime>(
             return Err(abort(runtime, &store, name, &j, e).await);
         }
     };
+    // The new image's own health check (HEALTHCHECK), which the gate runs when the settings
+    // name none; read before anything changes.
+    let image_health = match runtime.image_healthcheck(&new_ref).await {
+        Ok(h) => h,
+        Err(e) => return Err(abort(runtime, &store, name, &j, e.into()).await),
+    };
     match &pre_hook {
         None => {}
         Some(Found::Hook(source)) => {
@@ -271,6 +277,7 @@ pub async fn upgrade<R: Runtime>(
         rollback_image: old_image_kept.then(|| old.image().to_string()),
         converted: false,
         plugin: old.plugin.clone(),
+        image_health,
         ..old.clone()
     };
     j.new_record = Some(new_record.clone());
@@ -297,21 +304,17 @@ pub async fn upgrade<R: Runtime>(
         }
         Some(absent) => say(&absent.absence(Hook::Post).unwrap_or_default()),
     }
+    let check = new_record.health();
     say(&format!(
         "Checking that the new TPC-{name} container stays up for {} s{}",
         request.grace.as_secs_f64(),
-        if wanted.container.health.is_some() {
-            " and passes its health check"
-        } else {
-            ""
+        match check {
+            Some(_) if new_record.spec.settings.health.is_none() => " and passes its image's health check",
+            Some(_) => " and passes its health check",
+            None => "",
         }
     ));
-    let check = wanted
-        .container
-        .health
-        .as_ref()
-        .map(|c| (c, wanted.container.health_timing));
-    if let Err(e) = health_gate(runtime, name, request.grace, check).await {
+    if let Err(e) = health_gate(runtime, name, request.grace, check.as_ref().map(|(c, t)| (c, *t))).await {
         return Err(roll_back(runtime, settings, &store, name, &j, Error::Invalid(e), say).await);
     }
     crash_point("upgrade:healthy");

@@ -51,6 +51,8 @@ pub struct FakeState {
     pub networks: BTreeSet<String>,
     /// Files in images' root filesystems, by (manifest digest, path).
     pub image_files: HashMap<(String, String), Vec<u8>>,
+    /// Health checks images declare, by manifest digest.
+    pub image_healthchecks: HashMap<String, crate::tpc_spec::image_health::ImageHealthcheck>,
     next_pid: u32,
     next_layer: u32,
 }
@@ -483,6 +485,18 @@ impl Runtime for FakeRuntime {
         s.holds.remove(&detached.hold);
         Self::collect(&mut s);
         Ok(())
+    }
+
+    async fn image_healthcheck(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+    ) -> Result<Option<crate::tpc_spec::image_health::ImageHealthcheck>, Error> {
+        self.call("image_healthcheck", &image.digest)?;
+        let s = self.state.lock().unwrap();
+        if !s.content.contains(&image.digest) {
+            return Err(Error::ImageNotFound(image.reference.clone()));
+        }
+        Ok(s.image_healthchecks.get(&image.digest).cloned())
     }
 
     async fn read_image_file(

@@ -392,6 +392,13 @@ pub trait Runtime: Send + Sync {
         limit: u64,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, Error>> + Send;
 
+    /// The health check `image`'s config declares (docker's `HEALTHCHECK`), `None` when it
+    /// declares none. `ImageNotFound` when the runtime no longer holds the image.
+    fn image_healthcheck(
+        &self,
+        image: &crate::tpc_spec::ImageRef,
+    ) -> impl Future<Output = Result<Option<crate::tpc_spec::image_health::ImageHealthcheck>, Error>> + Send;
+
     /// Runs `request` inside running container `id`, copying its streams to and from `stdio`,
     /// and returns how it ended.
     fn exec_attached(

@@ -296,6 +296,7 @@ fn build(raw: flags::RawArgs, outside: &Outside<'_>) -> Result<ContainerSettings
         labels,
         restart,
         health,
+        no_healthcheck: raw.no_healthcheck,
         health_timing,
         command: raw.command,
         security,

@@ -150,6 +150,8 @@ impl LegacyRecord {
             rollback_image: self.rollback_image,
             converted: true,
             plugin: None,
+            // Read from the image at the TPC's next upgrade.
+            image_health: None,
         }
     }
 }
