@@ -489,7 +489,7 @@ fn a_volume_plugin_serves_a_container_across_a_reboot_and_goes_cleanly() {
 }
 
 #[test]
-fn a_plugin_survives_a_migration_to_a_new_containerd() {
+fn a_plugin_and_a_container_on_its_volume_survive_a_migration_to_a_new_containerd() {
     let old = Containerd::start();
     let tar = tvol_tarball(old.dir());
     {
@@ -504,10 +504,25 @@ fn a_plugin_survives_a_migration_to_a_new_containerd() {
             })
             .await
             .unwrap();
+            c.create_volume(custom_volume("vol1", &[("driver", "tvol")]))
+                .await
+                .unwrap();
+            deploy(&mut c, &app_archive(old.dir()), "app", "1", None)
+                .await
+                .unwrap();
+            c.start_container(writer_request()).await.unwrap();
         });
     }
-    let out = assert_ok(&tpcm(&old, &["migrate", "save"]));
-    assert!(out.contains("1 TPC(s) saved"), "{out}");
+    // (the store and the plugins' directories are on /host, kept by a SONiC image upgrade)
+    let out = propagated(&old, "tvol").join("vol1/data/out");
+    common::wait_until(WAIT, "the writer's file in the plugin's volume", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t == "from-writer\n")
+    });
+    let saved = assert_ok(&tpcm(&old, &["migrate", "save"]));
+    assert!(saved.contains("2 TPC(s) saved"), "{saved}");
+    // The old image goes down with everything it ran and mounted.
+    reboot(&old, "tvol");
+    assert!(!on_tmpfs(&propagated(&old, "tvol").join("vol1/data")));
 
     // The new SONiC image: an empty containerd, the same /host.
     let new = Containerd::start();
@@ -530,6 +545,14 @@ fn a_plugin_survives_a_migration_to_a_new_containerd() {
     common::wait_until(WAIT, "the plugin's socket", || {
         new.plugin_sockets().join(&id).join("tvol.sock").exists()
     });
+    // The writer is back on its volume, which the plugin mounted again for it.
+    common::wait_until(WAIT, "the writer to run in the new containerd", || {
+        running(&new, "writer")
+    });
+    common::wait_until(WAIT, "the writer's file in the volume again", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t == "from-writer\n")
+    });
+    assert!(on_tmpfs(&propagated(&old, "tvol").join("vol1/data")));
 }
 
 #[test]
