@@ -642,6 +642,104 @@ impl CrlIssuer {
 }
 
 /// Whether a fresh connection with `identity`'s certificate gets a ListContainer answered.
+#[test]
+fn asynchronous_updates_are_capped_and_readers_are_served_while_the_cap_is_reached() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(cd.store_dir().join("tpcm.toml"), "upgrade_grace_secs = 1\n").unwrap();
+    let v1 = archive(cd.dir());
+    let v2 = cd.dir().join("app-2.tar");
+    // Another manifest than version 1's (the same content would make the update a no-op).
+    let mut spec = builder::busybox_image(&["tpcm-fixture/app:2"]);
+    spec.env.push("VERSION=2".into());
+    builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &v2).unwrap();
+    let cap = tpcm::containerz::MAX_ASYNC_UPDATES;
+    let names: Vec<String> = (0..=cap).map(|i| format!("u{i}")).collect();
+    rt().block_on(async {
+        let mut writer = server.client("ops-robot").await.unwrap();
+        gnoi::deploy(&mut writer, &v1, "app", "1", None).await.unwrap();
+        gnoi::deploy(&mut writer, &v2, "app", "2", None).await.unwrap();
+        let request = |name: &str, tag: &str| proto::StartContainerRequest {
+            image_name: "app".into(),
+            tag: tag.into(),
+            instance_name: name.into(),
+            cmd: "sh -c 'trap \"exit 0\" TERM; sleep 1000 & wait'".into(),
+            ..Default::default()
+        };
+        for name in &names {
+            writer.start_container(request(name, "1")).await.unwrap();
+            // Each update waits in its pre hook until the test lets it go.
+            let hook = cd.data_dir().join(name).join("hook");
+            std::fs::create_dir_all(&hook).unwrap();
+            std::fs::write(
+                hook.join("pre.sh"),
+                "touch /tpc/waiting; while [ ! -f /tpc/go ]; do sleep 0.1; done\n",
+            )
+            .unwrap();
+        }
+        let update = |name: &str| {
+            let mut c = writer.clone();
+            let request = proto::UpdateContainerRequest {
+                instance_name: name.into(),
+                image_name: "app".into(),
+                image_tag: "2".into(),
+                params: Some(request(name, "2")),
+                r#async: true,
+            };
+            async move { c.update_container(request).await }
+        };
+        for name in &names[..cap] {
+            let answer = update(name).await.unwrap().into_inner();
+            assert!(
+                matches!(answer.response, Some(proto::update_container_response::Response::UpdateOk(ref ok)) if ok.is_async),
+                "{answer:?}"
+            );
+        }
+        eventually(WAIT, "every update in its pre hook", || async {
+            names[..cap]
+                .iter()
+                .all(|n| cd.data_dir().join(n).join("waiting").exists())
+        })
+        .await;
+        // One more is refused while they run, and a reader is served meanwhile.
+        let e = update(&names[cap]).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().contains("wait for one to finish"), "{}", e.message());
+        let mut reader = server.client("dashboard").await.unwrap();
+        assert_eq!(list_ok(&mut reader).await.unwrap(), names.len());
+
+        for name in &names[..cap] {
+            std::fs::write(cd.data_dir().join(name).join("go"), "").unwrap();
+        }
+        eventually(WAIT, "every update to finish", || {
+            let mut reader = reader.clone();
+            async move {
+                let listed = containers(&mut reader).await;
+                listed
+                    .iter()
+                    .filter(|c| c.labels.get("io.tpcm.update").is_some_and(|l| l == "updated"))
+                    .count()
+                    == cap
+            }
+        })
+        .await;
+        // Room again.
+        std::fs::write(cd.data_dir().join(&names[cap]).join("go"), "").unwrap();
+        update(&names[cap]).await.unwrap();
+        eventually(WAIT, "the last update to finish", || {
+            let mut reader = reader.clone();
+            async move {
+                containers(&mut reader)
+                    .await
+                    .iter()
+                    .all(|c| c.image_name == "app:2")
+            }
+        })
+        .await;
+    });
+}
+
 async fn served(server: &Server, identity: &str) -> bool {
     match server.client(identity).await {
         Ok(mut c) => list_ok(&mut c).await.is_ok(),
