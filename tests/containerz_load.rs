@@ -740,6 +740,42 @@ fn asynchronous_updates_are_capped_and_readers_are_served_while_the_cap_is_reach
     });
 }
 
+#[test]
+fn a_message_over_8_mib_is_refused_and_one_under_it_reaches_the_server() {
+    let cd = Containerd::start();
+    let server = Server::start(&cd, &[]);
+    rt().block_on(async {
+        // A client that would send more than the server takes.
+        let c = server
+            .client("ops-robot")
+            .await
+            .unwrap()
+            .max_encoding_message_size(32 << 20);
+        let start = |cmd_bytes: usize| proto::StartContainerRequest {
+            image_name: "app".into(),
+            tag: "1".into(),
+            instance_name: "big".into(),
+            cmd: "x".repeat(cmd_bytes),
+            ..Default::default()
+        };
+        let e = c.clone().start_container(start(9 << 20)).await.unwrap_err();
+        assert!(
+            matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{e:?}"
+        );
+        // Just under the limit: decoded, and answered for what it says (no such image).
+        let e = c
+            .clone()
+            .start_container(start((8 << 20) - 4096))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{}", e.message());
+        // The connection serves on.
+        assert_eq!(list_ok(&mut c.clone()).await.unwrap(), 0);
+        assert!(cd.containers().is_empty());
+    });
+}
+
 async fn served(server: &Server, identity: &str) -> bool {
     match server.client(identity).await {
         Ok(mut c) => list_ok(&mut c).await.is_ok(),
