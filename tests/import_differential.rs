@@ -368,6 +368,7 @@ fn tpcm_unpacks_exactly_what_ctr_unpacks() {
         "skopeo-zstd",
         "umoci-baretags",
         "gnutar-docker",
+        "gnutar-oldsparse",
         "buildah-multi",
     ] {
         assert!(

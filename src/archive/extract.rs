@@ -61,7 +61,8 @@ pub enum ExtractError {
     /// A whiteout naming something already extracted from the same layer, or nothing at all.
     #[error("layer whiteout {0:?} is invalid (it names nothing, or an entry of the same layer)")]
     BadWhiteout(String),
-    /// An entry type containerd does not create either (e.g. GNU volume headers, contiguous files).
+    /// An entry type containerd does not create either (e.g. GNU volume headers, contiguous files,
+    /// old GNU sparse files).
     #[error("layer entry {name:?} has unsupported tar type {kind}")]
     Unsupported {
         /// The entry name.
@@ -364,7 +365,11 @@ impl Extractor {
                 }
                 self.dir_times.push((full.clone(), meta.atime, meta.mtime));
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+            // Not tar::EntryType::GNUSparse (old GNU sparse, type 'S', `tar --format=gnu
+            // --sparse`): Go's reader passes the type on and containerd's applier refuses it
+            // ("unhandled tar header type 83"), so it is refused below as containerd does. PAX
+            // sparse files (type '0' with GNU.sparse records) are expanded.
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if kind == tar::EntryType::Continuous {
                     // Go's reader passes type '7' on and containerd refuses it.
                     return Err(ExtractError::Unsupported {

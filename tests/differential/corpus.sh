@@ -141,6 +141,17 @@ dc=$(sha "$gt/config.json"); mv "$gt/config.json" "$gt/ds/$dc.json"
 printf '[{"Config":"%s.json","RepoTags":["gnutar/layers:1"],"Layers":["%s.tar","%s.tar","%s.tar"]}]' "$dc" "$d1" "$d2" "$d3" > "$gt/ds/manifest.json"
 tar -C "$gt/ds" -cf "$out/gnutar-docker.tar" .; emit gnutar-docker
 
+# ---- an old GNU sparse file (type 'S', tar --format=gnu --sparse) in a docker-save archive ----
+# Go's tar reader passes type 'S' on and containerd's applier refuses it: so must tpcm.
+mkdir -p "$gt/os" "$gt/os-ds"
+( cd "$gt/os"; truncate -s 3M sp; printf 'data' | dd of=sp bs=1 seek=1048576 conv=notrunc 2>/dev/null; echo hi > plain )
+tar -C "$gt/os" --format=gnu --sparse -cf "$gt/os.tar" plain sp
+do=$(sha "$gt/os.tar"); cp "$gt/os.tar" "$gt/os-ds/$do.tar"
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$do" > "$gt/os-config.json"
+dc=$(sha "$gt/os-config.json"); mv "$gt/os-config.json" "$gt/os-ds/$dc.json"
+printf '[{"Config":"%s.json","RepoTags":["gnutar/oldsparse:1"],"Layers":["%s.tar"]}]' "$dc" "$do" > "$gt/os-ds/manifest.json"
+tar -C "$gt/os-ds" -cf "$out/gnutar-oldsparse.tar" .; emit gnutar-oldsparse
+
 # ---- podman import of a GNU tar rootfs (one layer, ./ entry 0700) -------------------------
 podman $st import -q "$gt/l1.tar" localhost/imported:1 >/dev/null
 podman $st save -q --format oci-archive -o "$out/podman-import.tar" localhost/imported:1; emit podman-import
