@@ -370,6 +370,8 @@ fn tpcm_unpacks_exactly_what_ctr_unpacks() {
         "gnutar-docker",
         "gnutar-oldsparse",
         "buildah-multi",
+        "buildah-foreign",
+        "skopeo-siblings",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -392,6 +394,11 @@ fn tpcm_unpacks_exactly_what_ctr_unpacks() {
             .args(["image", "import", archive]);
         let ours = run_with_timeout(&mut cmd, common::CMD_TIMEOUT);
         let our_window = Window(t2, now_ns());
+        eprintln!(
+            "{name}: ctr {}, tpcm {}",
+            theirs.status.success(),
+            ours.status.success()
+        );
         match (theirs.status.success(), ours.status.success()) {
             (true, true) => {}
             (false, false) => continue,

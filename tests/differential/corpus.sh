@@ -164,6 +164,12 @@ bah config --arch arm64 "$arm"; bah commit -q "$arm" localhost/multi-arm:1 >/dev
 bah manifest add --arch arm64 localhost/multi:1 "containers-storage:localhost/multi-arm:1" >/dev/null
 bah manifest push -q --all --format oci localhost/multi:1 "oci-archive:$out/buildah-multi.tar:docker.io/library/multi:1"; emit buildah-multi
 
+# ---- an image for another platform only (arm64), and an archive of two sibling images ------
+bah push -q --format oci localhost/multi-arm:1 "oci-archive:$out/buildah-foreign.tar:docker.io/library/foreign:1"; emit buildah-foreign
+skopeo copy -q "${cs}localhost/stress:base" "oci:$work/siblings:base:1" >/dev/null
+skopeo copy -q "${cs}localhost/multi-arm:1" "oci:$work/siblings:arm:1" >/dev/null
+tar -C "$work/siblings" -cf "$out/skopeo-siblings.tar" .; emit skopeo-siblings
+
 # ---- docker.io: docker load + docker save through a private dockerd ------------------------
 if command -v dockerd >/dev/null 2>&1; then
     dr=$work/docker
