@@ -154,6 +154,26 @@ pub fn shown(
     )
 }
 
+/// A probe that runs `argv` in the container (`shown` names it in a failure): passed when it
+/// exits 0 within `timeout`.
+async fn exec_probe<R: Runtime>(
+    runtime: &R,
+    name: &str,
+    argv: &[String],
+    shown: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let r = runtime
+        .exec_in_container(name, argv, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.code {
+        Some(0) => Ok(r.output),
+        Some(c) => Err(format!("`{shown}` exited with code {c}")),
+        None => Err(format!("`{shown}` did not finish within {} s", timeout.as_secs())),
+    }
+}
+
 /// One probe, given at most `timeout` (the check's `--health-timeout`): what it said when it
 /// passed, why not when it failed.
 pub(super) async fn probe<R: Runtime>(
@@ -164,29 +184,10 @@ pub(super) async fn probe<R: Runtime>(
 ) -> Result<String, String> {
     match check {
         HealthCheck::Cmd(cmd) => {
-            let argv = vec!["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
-            let r = runtime
-                .exec_in_container(name, &argv, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.code {
-                Some(0) => Ok(r.output),
-                Some(c) => Err(format!("`{cmd}` exited with code {c}")),
-                None => Err(format!("`{cmd}` did not finish within {} s", timeout.as_secs())),
-            }
+            let argv = ["/bin/sh".to_string(), "-c".to_string(), cmd.clone()];
+            exec_probe(runtime, name, &argv, cmd, timeout).await
         }
-        HealthCheck::Exec(argv) => {
-            let shown = argv.join(" ");
-            let r = runtime
-                .exec_in_container(name, argv, timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.code {
-                Some(0) => Ok(r.output),
-                Some(c) => Err(format!("`{shown}` exited with code {c}")),
-                None => Err(format!("`{shown}` did not finish within {} s", timeout.as_secs())),
-            }
-        }
+        HealthCheck::Exec(argv) => exec_probe(runtime, name, argv, &argv.join(" "), timeout).await,
         HealthCheck::Tcp(port) => {
             let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
             match tokio::time::timeout(timeout, connect).await {
