@@ -641,7 +641,6 @@ impl CrlIssuer {
     }
 }
 
-/// Whether a fresh connection with `identity`'s certificate gets a ListContainer answered.
 #[test]
 fn asynchronous_updates_are_capped_and_readers_are_served_while_the_cap_is_reached() {
     let cd = Containerd::start();
@@ -776,6 +775,7 @@ fn a_message_over_8_mib_is_refused_and_one_under_it_reaches_the_server() {
     });
 }
 
+/// Whether a fresh connection with `identity`'s certificate gets a ListContainer answered.
 async fn served(server: &Server, identity: &str) -> bool {
     match server.client(identity).await {
         Ok(mut c) => list_ok(&mut c).await.is_ok(),

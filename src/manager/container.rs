@@ -534,12 +534,33 @@ pub(super) async fn remove_image_if_present<R: Runtime>(
     }
 }
 
-/// Whether another TPC than `except` uses `image`.
+/// Whether another TPC than `except` uses `image`: runs it, keeps it to roll back to, or needs
+/// it for an install or upgrade in flight. When that cannot be read, it counts as used.
 pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
+    held_by_record(store, image, except) || needed_in_flight(store, image, except)
+}
+
+/// Whether the pin an upgrade of TPC `name` made is still needed once that upgrade ends: a
+/// record holds that name (an image named by its digest, `name`'s own included), or another
+/// TPC's operation in flight needs it.
+pub(super) fn pin_in_use(store: &Store, pin: &str, name: &str) -> bool {
+    held_by_record(store, pin, "") || needed_in_flight(store, pin, name)
+}
+
+/// Whether a record other than `except`'s holds `image` (unreadable records: yes).
+fn held_by_record(store: &Store, image: &str, except: &str) -> bool {
     store
         .list()
         .map(|l| l.iter().any(|r| r.name != except && r.holds_image(image)))
         .unwrap_or(true)
+}
+
+/// Whether an operation in flight on a TPC other than `except` needs `image` (unreadable
+/// journals: yes).
+fn needed_in_flight(store: &Store, image: &str, except: &str) -> bool {
+    super::journal::images_in_flight(store).map_or(true, |in_flight| {
+        in_flight.iter().any(|(i, tpc)| i == image && tpc != except)
+    })
 }
 
 /// TPC `name`'s record, or NOT_FOUND.

@@ -163,6 +163,10 @@ async fn exec_probe<R: Runtime>(
     shown: &str,
     timeout: Duration,
 ) -> Result<String, String> {
+    if argv.is_empty() {
+        // An image's `HEALTHCHECK CMD` without a command: docker fails every probe of it.
+        return Err("the health check has no command".into());
+    }
     let r = runtime
         .exec_in_container(name, argv, timeout)
         .await

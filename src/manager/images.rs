@@ -350,14 +350,14 @@ pub async fn remove_image<R: Runtime>(
         .collect();
     // An upgrade or install in flight needs its images to finish or be taken back: not even
     // `force` takes them.
-    let busy: Vec<String> = super::journal::images_in_flight(store)
+    let busy: Vec<String> = super::journal::images_in_flight(store)?
         .into_iter()
         .filter(|(image, _)| *image == normalized)
         .map(|(_, tpc)| tpc)
         .collect();
     if !busy.is_empty() {
         return Err(Error::InUse(format!(
-            "image {normalized} is in use by the install or upgrade of {} that has not finished; wait for it, or run `tpcm list` to complete an interrupted one, then retry",
+            "image {normalized} is in use by the install or upgrade of {} that has not finished; wait for it to end (an interrupted one is finished or taken back by the next tpcm command on that TPC, or by `tpcm boot`), then retry",
             busy.join(", ")
         )));
     }

@@ -150,7 +150,7 @@ pub async fn sweep<R: Runtime>(
     used.extend(runtime.list_containers().await?.into_iter().map(|c| c.image));
     // An upgrade that opened its journal since the check above names its pin before it imports.
     used.extend(
-        journal::images_in_flight(&store)
+        journal::images_in_flight(&store)?
             .into_iter()
             .map(|(image, _)| image),
     );

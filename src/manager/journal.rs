@@ -157,28 +157,65 @@ pub fn pending(store: &Store) -> Vec<String> {
     names
 }
 
+/// The name that pins an image's manifest during an upgrade: `<repository>@<digest>`.
+pub fn pin_name(image: &str, digest: &str) -> String {
+    let repository = image.split_once('@').map_or(image, |(r, _)| r);
+    // Strip a tag (a ':' after the last '/', so a registry port stays).
+    let repository = match repository.rfind(':') {
+        Some(i) if i > repository.rfind('/').unwrap_or(0) => &repository[..i],
+        _ => repository,
+    };
+    format!("{repository}@{digest}")
+}
+
 /// Images that operations in flight (running, or interrupted and not yet recovered) still need:
-/// an upgrade's new image and its pin of the old manifest (the old container's only hold on it
-/// while detached), an install's image. An image removal refuses them and the janitor keeps them,
-/// as they do images a TPC's record holds, so a long pre hook or a crashed upgrade cannot lose
-/// the image a rollback or a recovery needs. Returns (image, TPC) pairs.
-pub fn images_in_flight(store: &Store) -> Vec<(String, String)> {
+/// an upgrade's new image and the name pinning the manifest its old container runs on (the old
+/// container's only hold on it while detached), an install's image. An image removal refuses
+/// them, the janitor keeps them, and another TPC's cleanup leaves them, so a long pre hook or a
+/// crashed upgrade cannot lose the image a rollback or a recovery needs. Returns (image, TPC)
+/// pairs; a journal that cannot be read is an error (what it holds is unknown).
+pub fn images_in_flight(store: &Store) -> Result<Vec<(String, String)>, Error> {
     let mut out = Vec::new();
     for name in pending(store) {
-        let images: Vec<String> = match read(store, &name) {
-            Ok(Some(Journal::Upgrade(j))) => {
-                let j = *j;
-                [j.pin, j.new_image.map(|(image, _)| image)]
+        let images: Vec<String> = match read(store, &name)? {
+            Some(Journal::Upgrade(j)) => {
+                // Whether the upgrade named the pin or found it named already (an image named
+                // by its digest pins itself).
+                let pin = (!j.old.runs_on().is_empty()).then(|| pin_name(j.old.image(), j.old.runs_on()));
+                [pin, j.new_image.map(|(image, _)| image)]
                     .into_iter()
                     .flatten()
                     .collect()
             }
-            Ok(Some(Journal::Install(j))) => j.image.into_iter().collect(),
+            Some(Journal::Install(j)) => j.image.into_iter().collect(),
             _ => Vec::new(),
         };
         out.extend(images.into_iter().map(|image| (image, name.clone())));
     }
-    out
+    Ok(out)
 }
 
 pub use crate::crash::point as crash_point;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_keep_the_repository_and_drop_the_tag() {
+        let d = "sha256:abc";
+        assert_eq!(
+            pin_name("docker.io/library/app:1.0", d),
+            "docker.io/library/app@sha256:abc"
+        );
+        assert_eq!(
+            pin_name("127.0.0.1:5000/app:latest", d),
+            "127.0.0.1:5000/app@sha256:abc"
+        );
+        assert_eq!(
+            pin_name("127.0.0.1:5000/app@sha256:old", d),
+            "127.0.0.1:5000/app@sha256:abc"
+        );
+        assert_eq!(pin_name("127.0.0.1:5000/app", d), "127.0.0.1:5000/app@sha256:abc");
+    }
+}

@@ -5,8 +5,8 @@
 
 use super::Error;
 use super::container::{
-    STOP_GRACE, image_in_use, install_unit, remove_dir_if_present, remove_image_if_present, remove_unit,
-    start_task, stop_grace, stop_task,
+    STOP_GRACE, image_in_use, install_unit, pin_in_use, remove_dir_if_present, remove_image_if_present,
+    remove_unit, start_task, stop_grace, stop_task,
 };
 use super::journal::{self, InstallJournal, UninstallJournal, UpgradeJournal, UpgradeStep, crash_point};
 use super::store::Store;
@@ -109,7 +109,7 @@ pub(super) async fn abort_upgrade<R: Runtime>(
         }
     }
     if let Some(pin) = &j.pin
-        && !image_in_use(store, pin, "")
+        && !pin_in_use(store, pin, name)
     {
         remove_image_if_present(runtime, store, pin).await?;
     }
@@ -170,7 +170,7 @@ pub(super) async fn finish_upgrade<R: Runtime>(
         runtime.discard_detached(held).await?;
     }
     if let Some(pin) = &j.pin
-        && !image_in_use(store, pin, "")
+        && !pin_in_use(store, pin, name)
     {
         remove_image_if_present(runtime, store, pin).await?;
     }

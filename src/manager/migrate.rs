@@ -30,6 +30,29 @@ pub struct SavedTpc {
     pub written: u64,
 }
 
+/// Makes the container of saved TPC `s` from its saved image, and its record and unit.
+async fn restore_tpc<R: Runtime>(
+    runtime: &R,
+    settings: &Settings,
+    store: &Store,
+    s: &SavedTpc,
+    say: &dyn Fn(&str),
+) -> Result<(), Error> {
+    let name = &s.record.name;
+    let _lock = store.lock(name)?;
+    say(&format!("Recreating TPC-{name} with its saved state"));
+    let mut record = s.record.clone();
+    // The TPC keeps its image's name and digest; its container is made from the saved image
+    // (that image plus the TPC's writable layer), which it pins.
+    record.base_digest = Some(s.digest.clone());
+    record.converted = false;
+    // Only the images TPCs run travel with a migration.
+    record.rollback_image = None;
+    create_container(runtime, settings, store, &record).await?;
+    store.put(&record)?;
+    install_unit(settings, store, name, &record.spec.settings)
+}
+
 /// The name a TPC's saved image gets in the export, so the importer makes it an image; restore
 /// removes the name once the TPC's container pins the image (the TPC keeps its own image name).
 fn saved_image_name(tpc: &str) -> String {
@@ -268,27 +291,21 @@ pub async fn restore<R: Runtime>(
             .map_err(|_| Error::Internal("export reader panicked".into()))?;
         imported?;
         written.map_err(io(&layout))?;
+        let mut made = Ok(());
         for s in &missing {
-            let name = &s.record.name;
-            let _lock = store.lock(name)?;
-            say(&format!("Recreating TPC-{name} with its saved state"));
-            let mut record = s.record.clone();
-            // The TPC keeps its image's name and digest; its container is made from the saved
-            // image (that image plus the TPC's writable layer), which it pins.
-            record.base_digest = Some(s.digest.clone());
-            record.converted = false;
-            // Only the images TPCs run travel with a migration.
-            record.rollback_image = None;
-            create_container(runtime, settings, &store, &record).await?;
-            store.put(&record)?;
-            install_unit(settings, &store, name, &record.spec.settings)?;
+            made = restore_tpc(runtime, settings, &store, s, say).await;
+            if made.is_err() {
+                break;
+            }
         }
-        // Every container now pins its saved image: the names the save gave them can go (a
-        // removal takes the images lock for itself).
+        // The containers made pin their saved images: the names the import gave every saved
+        // image can go, also when a TPC failed (a retry imports the export again). A removal
+        // takes the images lock for itself.
         drop(images);
-        for s in &missing {
+        for s in &saved {
             super::container::remove_image_if_present(runtime, &store, &s.image).await?;
         }
+        made?;
     }
     if layout.exists() {
         std::fs::remove_dir_all(&layout).map_err(io(&layout))?;

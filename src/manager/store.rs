@@ -84,7 +84,15 @@ impl<'de> Deserialize<'de> for TpcRecord {
         use serde::de::Error as _;
         let value = serde_json::Value::deserialize(d)?;
         if value.get("spec").is_some() {
-            TpcRecord::deserialize(value).map_err(D::Error::custom)
+            // A record written before `no_healthcheck` was kept has the flag only in its
+            // `--args` text: read it from there, or the image's check would start running.
+            let flag_unrecorded = value.pointer("/spec/settings/no_healthcheck").is_none();
+            let mut record = TpcRecord::deserialize(value).map_err(D::Error::custom)?;
+            if flag_unrecorded && record.args.contains("--no-healthcheck") {
+                record.spec.settings.no_healthcheck =
+                    crate::manager::args::parse_kept_args(&record.args).is_ok_and(|s| s.no_healthcheck);
+            }
+            Ok(record)
         } else {
             serde_json::from_value::<legacy::LegacyRecord>(value)
                 .map(legacy::LegacyRecord::convert)
@@ -505,6 +513,26 @@ mod tests {
         assert_eq!(r.spec.settings.env, ["K=v"]);
         assert_eq!(r.spec.settings.restart.to_string(), "always");
         assert!(r.converted);
+    }
+
+    #[test]
+    fn no_healthcheck_is_read_from_the_args_of_a_record_written_before_it_was_kept() {
+        let mut before = serde_json::to_value(record("a")).unwrap();
+        before["args"] = "--no-healthcheck -- app --no-healthcheck".into();
+        before["spec"]["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("no_healthcheck");
+        let read: TpcRecord = serde_json::from_value(before.clone()).unwrap();
+        assert!(read.spec.settings.no_healthcheck);
+        // Only the flag before `--` counts, and a record that keeps the field is taken as it is.
+        before["args"] = "-- app --no-healthcheck".into();
+        let read: TpcRecord = serde_json::from_value(before.clone()).unwrap();
+        assert!(!read.spec.settings.no_healthcheck);
+        before["args"] = "--no-healthcheck".into();
+        before["spec"]["settings"]["no_healthcheck"] = false.into();
+        let read: TpcRecord = serde_json::from_value(before).unwrap();
+        assert!(!read.spec.settings.no_healthcheck);
     }
 
     #[test]

@@ -392,6 +392,30 @@ async fn an_image_an_unfinished_operation_needs_is_refused_even_forced() {
 }
 
 #[tokio::test]
+async fn another_tpcs_uninstall_leaves_an_image_an_unfinished_operation_needs() {
+    let b = Bench::new();
+    b.install("c", V1, D1, "").await;
+    assert!(b.record("c").owns_image);
+    // An install of "a" imported the same image and was interrupted before its record.
+    let store = b.store();
+    let interrupted = super::journal::InstallJournal {
+        image: Some(V1.into()),
+        creates_data_dir: false,
+    };
+    journal::write(&store, "a", Entry::Install(&interrupted)).unwrap();
+    super::tpc::uninstall(&b.runtime, &b.settings, "c", false, &|_| {})
+        .await
+        .unwrap();
+    assert!(
+        b.runtime.state.lock().unwrap().images.contains_key(V1),
+        "the uninstall took the image the interrupted install needs"
+    );
+    // Once that install is taken back, nothing holds the image.
+    journal::remove(&store, "a").unwrap();
+    assert!(!super::container::image_in_use(&store, V1, "c"));
+}
+
+#[tokio::test]
 async fn migrate_save_names_the_tpc_whose_content_is_gone() {
     let b = Bench::new();
     b.install("app", V1, D1, "").await;

@@ -98,7 +98,7 @@ pub async fn upgrade<R: Runtime>(
     let mut j = UpgradeJournal {
         // While the old container is detached, nothing else may keep the manifest it runs on:
         // a name does, unless one exists already (an image named by its digest pins itself).
-        pin: Some(pin_name(old.image(), old.runs_on()))
+        pin: Some(journal::pin_name(old.image(), old.runs_on()))
             .filter(|_| !old.runs_on().is_empty())
             .filter(|pin| !images.iter().any(|i| &i.name == pin)),
         tag_before: images
@@ -134,7 +134,10 @@ pub async fn upgrade<R: Runtime>(
     // Shared with other imports until the journal names the new image (from then on an image
     // removal refuses it): no removal can take it in between. Dropped before an abort, which
     // removes images itself.
-    let images_lock = super::lock_images(&store, ImagesAccess::Import, super::IMAGES_PATIENCE).await?;
+    let images_lock = match super::lock_images(&store, ImagesAccess::Import, super::IMAGES_PATIENCE).await {
+        Ok(lock) => lock,
+        Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
+    };
     let imported = match super::import_image(runtime, &store, &source, None, progress).await {
         Ok(images) => images,
         Err(e) => {
@@ -342,19 +345,9 @@ pub async fn upgrade<R: Runtime>(
     })
 }
 
-/// The name that pins an image's manifest during an upgrade: `<repository>@<digest>`.
-fn pin_name(image: &str, digest: &str) -> String {
-    let repository = image.split_once('@').map_or(image, |(r, _)| r);
-    // Strip a tag (a ':' after the last '/', so a registry port stays).
-    let repository = match repository.rfind(':') {
-        Some(i) if i > repository.rfind('/').unwrap_or(0) => &repository[..i],
-        _ => repository,
-    };
-    format!("{repository}@{digest}")
-}
-
 /// The new container must keep running for `grace`, and its health check (if any) must pass
-/// before `grace` ends a second time.
+/// before `grace` ends a second time, or later by the check's start period: a slow starter is
+/// given the time its check allows it, as docker counts no failure in the start period.
 async fn health_gate<R: Runtime>(
     runtime: &R,
     name: &str,
@@ -379,7 +372,7 @@ async fn health_gate<R: Runtime>(
         return Ok(());
     };
     let timeout = Duration::from_millis(timing.timeout_ms);
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now() + grace + Duration::from_millis(timing.start_period_ms);
     loop {
         let Err(last) = super::health::probe(runtime, name, check, timeout).await else {
             return Ok(());
@@ -445,28 +438,5 @@ async fn roll_back<R: Runtime>(
         Err(e) => Error::RollbackFailed(format!(
             "upgrade of TPC {name} failed: {cause}; ROLLBACK FAILED: {e}; run any tpcm command on {name} to retry it"
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pins_keep_the_repository_and_drop_the_tag() {
-        let d = "sha256:abc";
-        assert_eq!(
-            pin_name("docker.io/library/app:1.0", d),
-            "docker.io/library/app@sha256:abc"
-        );
-        assert_eq!(
-            pin_name("127.0.0.1:5000/app:latest", d),
-            "127.0.0.1:5000/app@sha256:abc"
-        );
-        assert_eq!(
-            pin_name("127.0.0.1:5000/app@sha256:old", d),
-            "127.0.0.1:5000/app@sha256:abc"
-        );
-        assert_eq!(pin_name("127.0.0.1:5000/app", d), "127.0.0.1:5000/app@sha256:abc");
     }
 }

@@ -146,6 +146,8 @@ tar -C "$gt/ds" -cf "$out/gnutar-docker.tar" .; emit gnutar-docker
 mkdir -p "$gt/os" "$gt/os-ds"
 ( cd "$gt/os"; truncate -s 3M sp; printf 'data' | dd of=sp bs=1 seek=1048576 conv=notrunc 2>/dev/null; echo hi > plain )
 tar -C "$gt/os" --format=gnu --sparse -cf "$gt/os.tar" plain sp
+python3 -c 'import sys, tarfile; sys.exit(0 if any(m.type == tarfile.GNUTYPE_SPARSE for m in tarfile.open(sys.argv[1])) else 1)' "$gt/os.tar" \
+    || { echo "corpus: GNU tar wrote no old-GNU sparse (type S) entry" >&2; exit 1; }
 do=$(sha "$gt/os.tar"); cp "$gt/os.tar" "$gt/os-ds/$do.tar"
 printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$do" > "$gt/os-config.json"
 dc=$(sha "$gt/os-config.json"); mv "$gt/os-config.json" "$gt/os-ds/$dc.json"

@@ -128,6 +128,7 @@ impl LegacyRecord {
             labels: from_text.labels,
             restart: from_text.restart,
             health: from_text.health,
+            no_healthcheck: from_text.no_healthcheck,
             command: c.command,
             // Settings the older format had no flags for.
             ..ContainerSettings::default()
