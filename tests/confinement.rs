@@ -1,7 +1,8 @@
 //! A TPC is confined at least as docker confines a default container, checked from inside real
 //! containers with a probe built here (tests/support/confinement_probe.c, linked statically):
 //! docker's seccomp profile (the calls behind known escapes are EPERM, and allowed again with
-//! `--security-opt seccomp=unconfined`), the host's keyring out of reach, an OOM score of 0
+//! `--security-opt seccomp=unconfined`; a profile file of one's own and no-new-privileges take
+//! effect), `/proc` mounted and masked as docker's, the host's keyring out of reach, an OOM score of 0
 //! whatever containerd's is, the confinement flags (`--pids-limit`, `--read-only`, `--tmpfs`,
 //! `--ulimit`, `--sysctl`, `--add-host`, `--dns`, `--init`, `--oom-score-adj`), docker's
 //! `--privileged`, a UTS namespace of its own on the host network, and the smaller refusals.
@@ -260,6 +261,59 @@ fn the_confinement_flags_take_effect_inside() {
         out.contains("/sbin/docker-init -- /bin/sh"),
         "PID 1 is the init: {out}"
     );
+}
+
+#[test]
+fn a_custom_seccomp_profile_no_new_privileges_and_the_default_mounts_take_effect_inside() {
+    let cd = Containerd::start();
+    let archive = archive(&cd);
+    // A profile in docker's format that refuses mkdir and nothing else.
+    let profile = cd.dir().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let script = "mkdir /tmp/made && echo mkdir-allowed || echo mkdir-refused; \
+                  grep -E \"^(NoNewPrivs|Seccomp):\" /proc/self/status";
+    let custom = install(
+        &cd,
+        &archive,
+        "custom",
+        &format!(
+            "--security-opt seccomp={} --security-opt no-new-privileges",
+            profile.display()
+        ),
+        script,
+    );
+    assert!(custom.contains("mkdir-refused"), "{custom}");
+    assert!(
+        custom.contains("NoNewPrivs:\t1") && custom.contains("Seccomp:\t2"),
+        "{custom}"
+    );
+    // Without them: docker's profile, which allows mkdir, and privileges may be gained.
+    let default = install(
+        &cd,
+        &archive,
+        "default",
+        "",
+        &format!(
+            "{script}; grep \" /proc proc \" /proc/mounts; \
+             echo interrupts=$(wc -c < /proc/interrupts)"
+        ),
+    );
+    assert!(default.contains("mkdir-allowed"), "{default}");
+    assert!(default.contains("NoNewPrivs:\t0"), "{default}");
+    // /proc as docker mounts it, and /proc/interrupts masked (the host's is not empty).
+    let proc_line = default
+        .lines()
+        .find(|l| l.contains(" /proc proc "))
+        .unwrap_or_else(|| panic!("no /proc mount: {default}"));
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(proc_line.contains(flag), "{flag}: {proc_line}");
+    }
+    assert!(!std::fs::read_to_string("/proc/interrupts").unwrap().is_empty());
+    assert!(default.contains("interrupts=0"), "{default}");
 }
 
 #[test]
