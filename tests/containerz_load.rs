@@ -784,6 +784,41 @@ async fn served(server: &Server, identity: &str) -> bool {
 }
 
 #[test]
+fn the_client_crl_of_the_serve_table_in_tpcm_toml_is_in_force() {
+    let cd = Containerd::start();
+    let pki = cd.dir().join("pki");
+    gnoi::Pki::new(&pki, &["ops-robot", "dashboard"]);
+    let issuer = CrlIssuer::new(&pki);
+    issuer.revoke("dashboard.pem");
+    let crl = issuer.issue();
+    std::fs::write(pki.join("authz.toml"), gnoi::AUTHZ).unwrap();
+    std::fs::create_dir_all(cd.store_dir()).unwrap();
+    std::fs::write(
+        cd.store_dir().join("tpcm.toml"),
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\nclient_ca = {:?}\n\
+             client_crl = {:?}\nauthz = {:?}\ncontent_root = {:?}\n",
+            pki.join("server.pem"),
+            pki.join("server.key"),
+            pki.join("ca.pem"),
+            crl,
+            pki.join("authz.toml"),
+            cd.containerd_root(),
+        ),
+    )
+    .unwrap();
+    // As the shipped unit starts it: no flag at all.
+    let server = Server::start_from_config(&cd, &pki);
+    rt().block_on(async {
+        assert!(served(&server, "ops-robot").await);
+        assert!(
+            !served(&server, "dashboard").await,
+            "a certificate the file's CRL revokes was served"
+        );
+    });
+}
+
+#[test]
 fn revoked_certificates_are_refused_and_sighup_revokes_more_without_dropping_followed_logs() {
     let cd = Containerd::start();
     let pki = cd.dir().join("pki");
