@@ -319,6 +319,18 @@ fn records_logs_and_the_store_are_root_only() {
     assert_eq!(mode(log), 0o600);
     assert_eq!(mode(cd.store_dir().join("logs")), 0o700);
     assert!(!assert_ok(&tpcm(&cd, &["list", "--json"])).contains("hunter2"));
+    // A journal (left by an install killed after its import) is root's only too.
+    let killed = tpcm_env(
+        &cd,
+        &["install", "other", v1.to_str().unwrap(), "--args", SERVICE, "-y"],
+        &[("TPCM_CRASH_AT", "install:imported")],
+    );
+    assert!(!killed.status.success());
+    assert_eq!(mode(cd.store_dir().join("journal/other.json")), 0o600);
+    assert_eq!(mode(cd.store_dir().join("journal")), 0o700);
+    // The next command on it takes the install back.
+    assert_fails(&tpcm(&cd, &["start", "other"]));
+    assert!(!cd.store_dir().join("journal/other.json").exists());
 }
 
 #[test]
