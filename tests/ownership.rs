@@ -1,12 +1,14 @@
 //! A TPC owns its image and its settings, against a real containerd: a moved tag or a removed
 //! image name does not take a running TPC's image (its container pins the manifest), migration
-//! keeps the TPC's image name, an image already in containerd installs without a registry, a
+//! keeps the TPC's image name (in `tpcm list` and gNOI ListContainer), an image already in containerd installs without a registry, a
 //! mistyped file name is "no such file", an env file is read once, units name the installed
 //! binary, records and logs are root's only, and records of the older format are converted.
 
 #[path = "../fixtures/builder.rs"]
 mod builder;
 mod common;
+#[path = "support/gnoi.rs"]
+mod gnoi;
 
 use common::{Containerd, assert_fails, assert_ok, tpcm, tpcm_cmd, tpcm_env};
 use std::os::unix::fs::PermissionsExt;
@@ -120,6 +122,23 @@ fn a_moved_tag_leaves_running_tpcs_on_their_image_and_migration_keeps_their_name
         "{}",
         new.ctr_ok(&["images", "ls"])
     );
+    // gNOI ListContainer says the same: the familiar name and the manifest digest.
+    let pki = new.dir().join("pki");
+    gnoi::Pki::new(&pki, &["dashboard"]);
+    let server = gnoi::Server::start_command(&new, &pki, &[], |c| {
+        c.envs(env.iter().copied());
+    });
+    let listed = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut c = server.client("dashboard").await.unwrap();
+        gnoi::containers(&mut c).await
+    });
+    for (name, digest) in [("h1", &d1), ("h2", &d1), ("h3", &d2)] {
+        let c = listed.iter().find(|c| c.name == name).expect(name);
+        assert_eq!(c.image_name, TAG, "{name}");
+        let hash = c.hash.as_ref().expect("a hash").hash.clone();
+        assert_eq!(format!("sha256:{}", hex::encode(hash)), *digest, "{name}");
+    }
+    drop(server);
     // h1 still runs its own image (one layer, no /etc/version) and h3 the rebuild.
     let image_of = |n: &str| std::fs::read_to_string(old.data_dir().join(n).join("image")).unwrap();
     common::wait_until(DEADLINE, "h1 and h3 to report their image", || {
