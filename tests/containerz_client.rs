@@ -235,6 +235,52 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
         );
     }
     assert_eq!(fleet.states("app"), running("2"));
+
+    // Passes the gate, keeps running, and turns unhealthy by its image's HEALTHCHECK (the
+    // device runs the check, and says so in ListContainer's io.tpcm.health): the client rolls
+    // it back.
+    let sick = {
+        let mut spec = builder::busybox_image(&["fleet/app:sick"]);
+        spec.healthcheck = Some(serde_json::json!({
+            "Test": ["CMD-SHELL", "test ! -f /tmp/broken"],
+            "Interval": 200_000_000,
+            "Retries": 1
+        }));
+        spec.cmd = Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "(sleep 3; touch /tmp/broken) & trap 'exit 0' TERM; sleep 1000 & wait".into(),
+        ]);
+        let path = dir.join("app-sick.tar");
+        builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &path).unwrap();
+        path
+    };
+    let out = fleet.client(
+        &targets,
+        "ops-robot",
+        &[
+            "upgrade",
+            sick.to_str().unwrap(),
+            "--name",
+            "fleet/app",
+            "--tag",
+            "sick",
+            "--instance",
+            "app",
+            "--health-timeout",
+            "15",
+        ],
+    );
+    assert!(!out.status.success(), "{}", common::describe(&out));
+    assert_eq!(
+        stdout(&out)
+            .matches("the new version is unhealthy on fleet/app:sick")
+            .count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(fleet.states("app"), running("2"));
 }
 
 #[test]
