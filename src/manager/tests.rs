@@ -468,6 +468,54 @@ async fn the_janitor_removes_strays_and_unused_images_only() {
 }
 
 #[tokio::test]
+async fn a_janitor_step_that_fails_ends_the_sweep_and_the_next_sweep_finishes_it() {
+    let b = Bench::new();
+    b.install("app", V1, D1, "").await;
+    b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");
+    b.runtime.add_image("docker.io/acme/other:1", "sha256:o");
+    let config = crate::runtime::spec::ContainerConfig {
+        id: "stray".into(),
+        image: crate::tpc_spec::ImageRef {
+            reference: "docker.io/acme/unused:1".into(),
+            digest: "sha256:u".into(),
+        },
+        ..Default::default()
+    };
+    b.runtime
+        .create_container(&config, Default::default())
+        .await
+        .unwrap();
+    let b = &b;
+    let sweep =
+        || async move { janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(true)).await };
+    // The stray container cannot be deleted: the sweep says so and removes no image (the
+    // container still uses one), nor anything of the TPC's.
+    b.runtime.fail("delete_container", 1);
+    assert!(sweep().await.is_err());
+    {
+        let s = b.runtime.state.lock().unwrap();
+        assert!(s.containers.contains_key("stray"));
+        assert!(
+            s.images.contains_key("docker.io/acme/unused:1")
+                && s.images.contains_key("docker.io/acme/other:1")
+        );
+    }
+    // An image that cannot be removed: the sweep says so, after the container went.
+    b.runtime.fail("remove_image", 1);
+    assert!(sweep().await.is_err());
+    assert!(!b.runtime.state.lock().unwrap().containers.contains_key("stray"));
+    // Nothing failing: the rest goes, and the TPC keeps what it uses.
+    let done = sweep().await.unwrap();
+    assert!(done.containers.is_empty(), "{:?}", done.containers);
+    let images = b.runtime.state.lock().unwrap().images.clone();
+    assert!(
+        !images.contains_key("docker.io/acme/unused:1") && !images.contains_key("docker.io/acme/other:1")
+    );
+    assert!(images.contains_key(V1));
+    assert!(running(b, "app"));
+}
+
+#[tokio::test]
 async fn the_janitor_releases_the_network_of_a_vanished_container_only() {
     let b = Bench::new();
     b.install("app", V1, D1, "").await;
