@@ -430,17 +430,13 @@ async fn migrate_save_names_the_tpc_whose_content_is_gone() {
     );
 }
 
-#[tokio::test]
-async fn the_janitor_removes_strays_and_unused_images_only() {
-    let b = Bench::new();
-    b.install("app", V1, D1, "").await;
-    b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");
-    b.runtime.add_image("docker.io/acme/stray:1", "sha256:s");
+/// A container named `stray` on `image` that no TPC owns.
+async fn stray_container(b: &Bench, image: &str, digest: &str) {
     let config = crate::runtime::spec::ContainerConfig {
         id: "stray".into(),
         image: crate::tpc_spec::ImageRef {
-            reference: "docker.io/acme/stray:1".into(),
-            digest: "sha256:s".into(),
+            reference: image.into(),
+            digest: digest.into(),
         },
         ..Default::default()
     };
@@ -448,6 +444,15 @@ async fn the_janitor_removes_strays_and_unused_images_only() {
         .create_container(&config, Default::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_janitor_removes_strays_and_unused_images_only() {
+    let b = Bench::new();
+    b.install("app", V1, D1, "").await;
+    b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");
+    b.runtime.add_image("docker.io/acme/stray:1", "sha256:s");
+    stray_container(&b, "docker.io/acme/stray:1", "sha256:s").await;
     let mut suspects = janitor::Suspects::new(false);
     let first = janitor::sweep(&b.runtime, &b.settings, &mut suspects)
         .await
@@ -473,18 +478,7 @@ async fn a_janitor_step_that_fails_ends_the_sweep_and_the_next_sweep_finishes_it
     b.install("app", V1, D1, "").await;
     b.runtime.add_image("docker.io/acme/unused:1", "sha256:u");
     b.runtime.add_image("docker.io/acme/other:1", "sha256:o");
-    let config = crate::runtime::spec::ContainerConfig {
-        id: "stray".into(),
-        image: crate::tpc_spec::ImageRef {
-            reference: "docker.io/acme/unused:1".into(),
-            digest: "sha256:u".into(),
-        },
-        ..Default::default()
-    };
-    b.runtime
-        .create_container(&config, Default::default())
-        .await
-        .unwrap();
+    stray_container(&b, "docker.io/acme/unused:1", "sha256:u").await;
     let b = &b;
     let sweep =
         || async move { janitor::sweep(&b.runtime, &b.settings, &mut janitor::Suspects::new(true)).await };
