@@ -236,9 +236,9 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
     }
     assert_eq!(fleet.states("app"), running("2"));
 
-    // Passes the gate, keeps running, and turns unhealthy by its image's HEALTHCHECK (the
-    // device runs the check, and says so in ListContainer's io.tpcm.health): the client rolls
-    // it back.
+    // Passes the gate (1 s up, then a passing probe), keeps running, and turns unhealthy by
+    // its image's HEALTHCHECK 6 s after its start (the device runs the check, and says so in
+    // ListContainer's io.tpcm.health): the client rolls it back.
     let sick = {
         let mut spec = builder::busybox_image(&["fleet/app:sick"]);
         spec.healthcheck = Some(serde_json::json!({
@@ -249,7 +249,7 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
         spec.cmd = Some(vec![
             "/bin/sh".into(),
             "-c".into(),
-            "(sleep 3; touch /tmp/broken) & trap 'exit 0' TERM; sleep 1000 & wait".into(),
+            "(sleep 6; touch /tmp/broken) & trap 'exit 0' TERM; sleep 1000 & wait".into(),
         ]);
         let path = dir.join("app-sick.tar");
         builder::write_archive(&spec, builder::ArchiveFormat::DockerV12, false, &path).unwrap();
@@ -268,7 +268,7 @@ fn deploy_and_upgrade_across_two_switches_with_rollback() {
             "--instance",
             "app",
             "--health-timeout",
-            "15",
+            "20",
         ],
     );
     assert!(!out.status.success(), "{}", common::describe(&out));

@@ -534,6 +534,26 @@ pub(super) async fn remove_image_if_present<R: Runtime>(
     }
 }
 
+/// Removes the pin an upgrade of TPC `name` made, unless it is still needed ([`pin_in_use`]),
+/// deciding under the exclusive images lock: an upgrade that is about to share the pin holds
+/// the lock (shared) from when it sees the pin until its journal names it.
+pub(super) async fn remove_pin_if_unused<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    pin: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let _images =
+        super::images::lock_images(store, ImagesAccess::Remove, super::images::IMAGES_PATIENCE).await?;
+    if pin_in_use(store, pin, name) {
+        return Ok(());
+    }
+    match runtime.remove_image(pin).await {
+        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether another TPC than `except` uses `image`: runs it, keeps it to roll back to, or needs
 /// it for an install or upgrade in flight. When that cannot be read, it counts as used.
 pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
@@ -543,7 +563,7 @@ pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
 /// Whether the pin an upgrade of TPC `name` made is still needed once that upgrade ends: a
 /// record holds that name (an image named by its digest, `name`'s own included), or another
 /// TPC's operation in flight needs it.
-pub(super) fn pin_in_use(store: &Store, pin: &str, name: &str) -> bool {
+fn pin_in_use(store: &Store, pin: &str, name: &str) -> bool {
     held_by_record(store, pin, "") || needed_in_flight(store, pin, name)
 }
 

@@ -350,7 +350,12 @@ pub async fn remove_image<R: Runtime>(
         .collect();
     // An upgrade or install in flight needs its images to finish or be taken back: not even
     // `force` takes them.
-    let busy: Vec<String> = super::journal::images_in_flight(store)?
+    let busy: Vec<String> = super::journal::images_in_flight(store)
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot tell whether an operation in flight needs image {normalized}: {e}"
+            ))
+        })?
         .into_iter()
         .filter(|(image, _)| *image == normalized)
         .map(|(_, tpc)| tpc)

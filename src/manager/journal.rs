@@ -168,6 +168,19 @@ pub fn pin_name(image: &str, digest: &str) -> String {
     format!("{repository}@{digest}")
 }
 
+/// Whether an open upgrade journal of a TPC other than `name` made `pin` (and so removes it when
+/// it ends, unless another upgrade still needs it).
+pub fn pin_made_by_another(store: &Store, pin: &str, name: &str) -> Result<bool, Error> {
+    for other in pending(store).into_iter().filter(|o| o != name) {
+        if let Some(Journal::Upgrade(j)) = read(store, &other)?
+            && j.pin.as_deref() == Some(pin)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Images that operations in flight (running, or interrupted and not yet recovered) still need:
 /// an upgrade's new image and the name pinning the manifest its old container runs on (the old
 /// container's only hold on it while detached), an install's image. An image removal refuses

@@ -5,8 +5,8 @@
 
 use super::Error;
 use super::container::{
-    STOP_GRACE, image_in_use, install_unit, pin_in_use, remove_dir_if_present, remove_image_if_present,
-    remove_unit, start_task, stop_grace, stop_task,
+    STOP_GRACE, image_in_use, install_unit, remove_dir_if_present, remove_image_if_present,
+    remove_pin_if_unused, remove_unit, start_task, stop_grace, stop_task,
 };
 use super::journal::{self, InstallJournal, UninstallJournal, UpgradeJournal, UpgradeStep, crash_point};
 use super::store::Store;
@@ -108,10 +108,8 @@ pub(super) async fn abort_upgrade<R: Runtime>(
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(pin) = &j.pin
-        && !pin_in_use(store, pin, name)
-    {
-        remove_image_if_present(runtime, store, pin).await?;
+    if let Some(pin) = &j.pin {
+        remove_pin_if_unused(runtime, store, pin, name).await?;
     }
     if let Some((new_image, _)) = &j.new_image
         && !j.keep_new_image
@@ -169,10 +167,8 @@ pub(super) async fn finish_upgrade<R: Runtime>(
     if let Some(held) = &j.held {
         runtime.discard_detached(held).await?;
     }
-    if let Some(pin) = &j.pin
-        && !pin_in_use(store, pin, name)
-    {
-        remove_image_if_present(runtime, store, pin).await?;
+    if let Some(pin) = &j.pin {
+        remove_pin_if_unused(runtime, store, pin, name).await?;
     }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
     // An upgrade to an image that was there already (gNOI UpdateContainer) leaves the old one

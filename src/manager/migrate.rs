@@ -299,13 +299,18 @@ pub async fn restore<R: Runtime>(
             }
         }
         // The containers made pin their saved images: the names the import gave every saved
-        // image can go, also when a TPC failed (a retry imports the export again). A removal
-        // takes the images lock for itself.
+        // image can go, also when a TPC failed (a retry imports the export again for the TPCs
+        // still without a container). A removal takes the images lock for itself. A TPC's own
+        // failure is the one reported.
         drop(images);
+        let mut removed = Ok(());
         for s in &saved {
-            super::container::remove_image_if_present(runtime, &store, &s.image).await?;
+            if removed.is_ok() {
+                removed = super::container::remove_image_if_present(runtime, &store, &s.image).await;
+            }
         }
         made?;
+        removed?;
     }
     if layout.exists() {
         std::fs::remove_dir_all(&layout).map_err(io(&layout))?;

@@ -180,6 +180,56 @@ async fn an_upgrade_to_the_same_manifest_and_settings_does_nothing() {
     assert_eq!(b.runtime.count("hold_container"), 0);
 }
 
+/// Two TPCs on one image upgraded at once share the pin the first made: it stays while either
+/// needs it, and the one that ends last removes it.
+#[tokio::test]
+async fn overlapping_upgrades_share_a_pin_and_the_last_to_end_removes_it() {
+    let b = Bench::new();
+    let a_old = b.install("a", V1, D1, "").await;
+    b.install("b", V1, D1, "").await;
+    let store = b.store();
+    let pin = journal::pin_name(V1, D1);
+    // a's upgrade is in flight: it made the pin and imported its new image.
+    b.runtime.add_image(&pin, D1);
+    let a = UpgradeJournal {
+        old: a_old,
+        pin: Some(pin.clone()),
+        tag_before: Some(D1.into()),
+        new_image: None,
+        held: None,
+        new_record: None,
+        step: UpgradeStep::Imported,
+        keep_new_image: false,
+    };
+    journal::write(&store, "a", Entry::Upgrade(&a)).unwrap();
+    assert!(journal::pin_made_by_another(&store, &pin, "b").unwrap());
+    assert!(!journal::pin_made_by_another(&store, &pin, "a").unwrap());
+    // b's upgrade shares the pin, and is interrupted after its commit (its cleanup fails), so
+    // its journal stays open.
+    b.runtime.fail("discard_detached", 1);
+    assert!(b.upgrade("b", V2, D2).await.is_err());
+    let recover = |name: &'static str| {
+        let (b, store) = (&b, &store);
+        async move {
+            let _lock = store.lock(name).unwrap();
+            recovery::recover(&b.runtime, &b.settings, store, name, &|_| {})
+                .await
+                .unwrap();
+        }
+    };
+    // a ends first (taken back by its recovery): b still needs the pin.
+    recover("a").await;
+    assert!(b.runtime.state.lock().unwrap().images.contains_key(&pin));
+    // b ends last (its recovery finishes it) and removes the pin it shared.
+    recover("b").await;
+    assert!(journal::pending(&store).is_empty());
+    assert!(
+        !b.runtime.state.lock().unwrap().images.contains_key(&pin),
+        "the shared pin was left behind"
+    );
+    assert!(running(&b, "a") && running(&b, "b"));
+}
+
 /// An upgrade interrupted while the old container was detached (its journal says so) is rolled
 /// back by the next command's recovery; one interrupted after its commit is finished.
 #[tokio::test]
@@ -410,9 +460,15 @@ async fn another_tpcs_uninstall_leaves_an_image_an_unfinished_operation_needs() 
         b.runtime.state.lock().unwrap().images.contains_key(V1),
         "the uninstall took the image the interrupted install needs"
     );
-    // Once that install is taken back, nothing holds the image.
-    journal::remove(&store, "a").unwrap();
-    assert!(!super::container::image_in_use(&store, V1, "c"));
+    // Taking that install back (its own journal still open meanwhile) removes the image.
+    {
+        let _lock = store.lock("a").unwrap();
+        recovery::recover(&b.runtime, &b.settings, &store, "a", &|_| {})
+            .await
+            .unwrap();
+    }
+    assert!(journal::read(&store, "a").unwrap().is_none());
+    assert!(!b.runtime.state.lock().unwrap().images.contains_key(V1));
 }
 
 #[tokio::test]

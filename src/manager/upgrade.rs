@@ -94,13 +94,24 @@ pub async fn upgrade<R: Runtime>(
     let source =
         super::images::prefer_present(runtime, request.source, Some(old.spec.image.digest.as_str())).await?;
 
+    // Shared with other imports from before the images are listed until the journal names the
+    // new image: no removal can come between what this upgrade sees and what its journal says
+    // (from then on a removal refuses what the journal names). Dropped before an abort, which
+    // removes images itself.
+    let images_lock = super::lock_images(&store, ImagesAccess::Import, super::IMAGES_PATIENCE).await?;
     let images = runtime.list_images().await?;
+    // While the old container is detached, nothing else may keep the manifest it runs on: a
+    // name does. One that exists already pins it, unless another upgrade made it (two TPCs on
+    // one image): then this upgrade shares it, and whichever ends last removes it.
+    let pin = Some(journal::pin_name(old.image(), old.runs_on())).filter(|_| !old.runs_on().is_empty());
+    let pin = match pin {
+        Some(pin) if images.iter().any(|i| i.name == pin) => {
+            journal::pin_made_by_another(&store, &pin, name)?.then_some(pin)
+        }
+        other => other,
+    };
     let mut j = UpgradeJournal {
-        // While the old container is detached, nothing else may keep the manifest it runs on:
-        // a name does, unless one exists already (an image named by its digest pins itself).
-        pin: Some(journal::pin_name(old.image(), old.runs_on()))
-            .filter(|_| !old.runs_on().is_empty())
-            .filter(|pin| !images.iter().any(|i| &i.name == pin)),
+        pin,
         tag_before: images
             .iter()
             .find(|i| i.name == old.image())
@@ -131,13 +142,6 @@ pub async fn upgrade<R: Runtime>(
     crash_point("upgrade:pinned");
 
     say(&format!("{} the new TPC-{name} image", source.fetch_verb()));
-    // Shared with other imports until the journal names the new image (from then on an image
-    // removal refuses it): no removal can take it in between. Dropped before an abort, which
-    // removes images itself.
-    let images_lock = match super::lock_images(&store, ImagesAccess::Import, super::IMAGES_PATIENCE).await {
-        Ok(lock) => lock,
-        Err(e) => return Err(abort(runtime, &store, name, &j, e).await),
-    };
     let imported = match super::import_image(runtime, &store, &source, None, progress).await {
         Ok(images) => images,
         Err(e) => {

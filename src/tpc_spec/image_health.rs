@@ -24,9 +24,10 @@ pub struct ImageHealthcheck {
 struct DockerConfig {
     #[serde(default)]
     healthcheck: Option<DockerHealthcheck>,
-    /// The image's `SHELL`, which a `CMD-SHELL` check runs with.
+    /// The image's `SHELL`, which a `CMD-SHELL` check runs with (kept as any JSON, so a
+    /// malformed one is ignored instead of losing the health check).
     #[serde(default)]
-    shell: Option<Vec<String>>,
+    shell: serde_json::Value,
 }
 
 /// docker's `Healthcheck` object of an image config. Durations are nanoseconds; 0 means "not
@@ -62,15 +63,20 @@ impl ImageHealthcheck {
             None => return None,
             Some((kind, _)) if kind == "NONE" => None,
             Some((kind, rest)) if kind == "CMD" => Some(HealthCheck::Exec(rest.to_vec())),
-            Some((kind, rest)) if kind == "CMD-SHELL" => match (c.shell.filter(|s| !s.is_empty()), rest) {
-                (None, [cmd]) => Some(HealthCheck::Cmd(cmd.clone())),
-                (_, []) => Some(HealthCheck::Exec(Vec::new())),
-                (shell, rest) => {
-                    let mut argv = shell.unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-                    argv.extend_from_slice(rest);
-                    Some(HealthCheck::Exec(argv))
+            Some((kind, rest)) if kind == "CMD-SHELL" => {
+                let shell: Option<Vec<String>> = serde_json::from_value(c.shell)
+                    .ok()
+                    .filter(|s: &Vec<String>| !s.is_empty());
+                match (shell, rest) {
+                    (None, [cmd]) => Some(HealthCheck::Cmd(cmd.clone())),
+                    (_, []) => Some(HealthCheck::Exec(Vec::new())),
+                    (shell, rest) => {
+                        let mut argv = shell.unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                        argv.extend_from_slice(rest);
+                        Some(HealthCheck::Exec(argv))
+                    }
                 }
-            },
+            }
             Some(_) => return None,
         };
         let default = HealthTiming::default();
@@ -211,6 +217,13 @@ mod tests {
                 "curl -f localhost"
             ])))
         );
+        // A SHELL that is no list of words is ignored, not the check.
+        let odd = ImageHealthcheck::from_image_config(&json!({"config": {
+            "Shell": "/bin/bash",
+            "Healthcheck": {"Test": ["CMD-SHELL", "true"]}
+        }}))
+        .unwrap();
+        assert_eq!(odd.check, Some(HealthCheck::Cmd("true".into())));
     }
 
     #[test]
