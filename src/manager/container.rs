@@ -528,27 +528,12 @@ pub(super) async fn remove_image_if_present<R: Runtime>(
 ) -> Result<(), Error> {
     let _images =
         super::images::lock_images(store, ImagesAccess::Remove, super::images::IMAGES_PATIENCE).await?;
-    match runtime.remove_image(image).await {
-        Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    remove_locked(runtime, image).await
 }
 
-/// Removes the pin an upgrade of TPC `name` made, unless it is still needed ([`pin_in_use`]),
-/// deciding under the exclusive images lock: an upgrade that is about to share the pin holds
-/// the lock (shared) from when it sees the pin until its journal names it.
-pub(super) async fn remove_pin_if_unused<R: Runtime>(
-    runtime: &R,
-    store: &Store,
-    pin: &str,
-    name: &str,
-) -> Result<(), Error> {
-    let _images =
-        super::images::lock_images(store, ImagesAccess::Remove, super::images::IMAGES_PATIENCE).await?;
-    if pin_in_use(store, pin, name) {
-        return Ok(());
-    }
-    match runtime.remove_image(pin).await {
+/// Removes an image under the exclusive images lock the caller holds; one already gone is fine.
+pub(super) async fn remove_locked<R: Runtime>(runtime: &R, image: &str) -> Result<(), Error> {
+    match runtime.remove_image(image).await {
         Ok(()) | Err(crate::runtime::Error::ImageNotFound(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -563,7 +548,7 @@ pub(super) fn image_in_use(store: &Store, image: &str, except: &str) -> bool {
 /// Whether the pin an upgrade of TPC `name` made is still needed once that upgrade ends: a
 /// record holds that name (an image named by its digest, `name`'s own included), or another
 /// TPC's operation in flight needs it.
-fn pin_in_use(store: &Store, pin: &str, name: &str) -> bool {
+pub(super) fn pin_in_use(store: &Store, pin: &str, name: &str) -> bool {
     held_by_record(store, pin, "") || needed_in_flight(store, pin, name)
 }
 

@@ -5,11 +5,11 @@
 
 use super::Error;
 use super::container::{
-    STOP_GRACE, image_in_use, install_unit, remove_dir_if_present, remove_image_if_present,
-    remove_pin_if_unused, remove_unit, start_task, stop_grace, stop_task,
+    STOP_GRACE, image_in_use, install_unit, pin_in_use, remove_dir_if_present, remove_image_if_present,
+    remove_locked, remove_unit, start_task, stop_grace, stop_task,
 };
 use super::journal::{self, InstallJournal, UninstallJournal, UpgradeJournal, UpgradeStep, crash_point};
-use super::store::Store;
+use super::store::{ImagesAccess, Store};
 use crate::config::Settings;
 use crate::runtime::{ContainerState, Runtime};
 use crate::systemd;
@@ -108,9 +108,6 @@ pub(super) async fn abort_upgrade<R: Runtime>(
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(pin) = &j.pin {
-        remove_pin_if_unused(runtime, store, pin, name).await?;
-    }
     if let Some((new_image, _)) = &j.new_image
         && !j.keep_new_image
         && new_image != j.old.image()
@@ -118,7 +115,7 @@ pub(super) async fn abort_upgrade<R: Runtime>(
     {
         remove_image_if_present(runtime, store, new_image).await?;
     }
-    journal::remove(store, name)
+    end_upgrade(runtime, store, name, j).await
 }
 
 /// Brings the old version back after its container was held (and possibly stopped and
@@ -167,9 +164,6 @@ pub(super) async fn finish_upgrade<R: Runtime>(
     if let Some(held) = &j.held {
         runtime.discard_detached(held).await?;
     }
-    if let Some(pin) = &j.pin {
-        remove_pin_if_unused(runtime, store, pin, name).await?;
-    }
     let new_image = j.new_image.as_ref().map(|(n, _)| n.as_str());
     // An upgrade to an image that was there already (gNOI UpdateContainer) leaves the old one
     // too, owned or not: an update client that finds the new version failing goes back to it.
@@ -180,6 +174,28 @@ pub(super) async fn finish_upgrade<R: Runtime>(
         && !image_in_use(store, j.old.image(), name)
     {
         remove_image_if_present(runtime, store, j.old.image()).await?;
+    }
+    end_upgrade(runtime, store, name, j).await
+}
+
+/// The last step of an upgrade that ends (aborted, rolled back or finished): its pin goes unless
+/// a record or another open journal needs it, and its journal ends, both under one exclusive
+/// images lock. So of two upgrades sharing a pin, the second to end sees the first's journal
+/// gone and removes the pin, and an upgrade about to share it (which holds the lock shared from
+/// seeing the pin until its journal names it) sees either this journal or the pin gone.
+async fn end_upgrade<R: Runtime>(
+    runtime: &R,
+    store: &Store,
+    name: &str,
+    j: &UpgradeJournal,
+) -> Result<(), Error> {
+    let Some(pin) = &j.pin else {
+        return journal::remove(store, name);
+    };
+    let _images =
+        super::images::lock_images(store, ImagesAccess::Remove, super::images::IMAGES_PATIENCE).await?;
+    if !pin_in_use(store, pin, name) {
+        remove_locked(runtime, pin).await?;
     }
     journal::remove(store, name)
 }

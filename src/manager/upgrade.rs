@@ -106,7 +106,12 @@ pub async fn upgrade<R: Runtime>(
     let pin = Some(journal::pin_name(old.image(), old.runs_on())).filter(|_| !old.runs_on().is_empty());
     let pin = match pin {
         Some(pin) if images.iter().any(|i| i.name == pin) => {
-            journal::pin_made_by_another(&store, &pin, name)?.then_some(pin)
+            let shared = journal::pin_made_by_another(&store, &pin, name).map_err(|e| {
+                Error::Internal(format!(
+                    "cannot tell whether another upgrade made the pin {pin}: {e}"
+                ))
+            })?;
+            shared.then_some(pin)
         }
         other => other,
     };
