@@ -119,7 +119,6 @@ impl ContainerSettings {
             return Some((check, self.health_timing));
         };
         let (given, default) = (self.health_timing, HealthTiming::default());
-        let pick = |given: u64, image: u64, default: u64| if given != default { given } else { image };
         Some((
             check,
             HealthTiming {
@@ -130,14 +129,15 @@ impl ContainerSettings {
                     image.timing.start_period_ms,
                     default.start_period_ms,
                 ),
-                retries: if given.retries != default.retries {
-                    given.retries
-                } else {
-                    image.timing.retries
-                },
+                retries: pick(given.retries, image.timing.retries, default.retries),
             },
         ))
     }
+}
+
+/// `given` where it differs from docker's `default` (a value the settings give), else `image`.
+fn pick<T: PartialEq>(given: T, image: T, default: T) -> T {
+    if given != default { given } else { image }
 }
 
 #[cfg(test)]
